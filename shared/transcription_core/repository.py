@@ -1,0 +1,721 @@
+"""Every SQL statement about jobs, tenants and their events.
+
+Functions take an open ``AsyncConnection`` and never commit: the caller owns the
+transaction (``async with engine.begin() as conn``), one commit point per request or
+round. Status changes are compare-and-set updates guarded by the status machine
+(``status.py``): no row back means another writer moved the job first, never a silent
+overwrite, and each change appends a row to ``job_events`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from transcription_core.errors import DuplicateIdempotencyKey, TenantExists
+from transcription_core.models import (
+    ApiKey,
+    Job,
+    JobChunk,
+    JobEvent,
+    RuntimeSetting,
+    Tenant,
+    Transcript,
+    utcnow,
+)
+from transcription_core.retry import decide_retry
+from transcription_core.status import (
+    CLAIMABLE,
+    FAILURE_STATUSES,
+    IN_FLIGHT,
+    FailureReason,
+    JobStatus,
+    check_transition,
+)
+
+jobs = Job.__table__
+events = JobEvent.__table__
+tenants = Tenant.__table__
+api_keys = ApiKey.__table__
+transcripts = Transcript.__table__
+chunks = JobChunk.__table__
+runtime_settings = RuntimeSetting.__table__
+
+#: Serialises claim rounds of concurrent orchestrator replicas on PostgreSQL, so the
+#: in-flight count and the claim that depends on it cannot interleave.
+CLAIM_LOCK_KEY = 0x7472616E  # "tran"
+
+API_KEY_PREFIX = "tsk_"
+
+
+# --- tenants and keys ---------------------------------------------------------------
+
+
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    tenant: str
+    api_key: str
+    webhook_secret: str
+
+
+async def create_tenant(conn: AsyncConnection, name: str) -> NewTenant:
+    now = utcnow()
+    secret = new_webhook_secret()
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                tenants.insert().values(name=name, webhook_secret=secret, created_at=now)
+            )
+    except IntegrityError as exc:
+        raise TenantExists(f"tenant {name!r} already exists") from exc
+    api_key = await add_api_key(conn, name)
+    return NewTenant(name, api_key, secret)
+
+
+async def add_api_key(conn: AsyncConnection, tenant: str) -> str:
+    api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    await conn.execute(
+        api_keys.insert().values(
+            key_hash=hash_api_key(api_key),
+            tenant=tenant,
+            key_prefix=api_key[:12],
+            created_at=utcnow(),
+        )
+    )
+    return api_key
+
+
+async def tenant_for_api_key(conn: AsyncConnection, api_key: str) -> str | None:
+    return await conn.scalar(
+        sa.select(api_keys.c.tenant).where(
+            api_keys.c.key_hash == hash_api_key(api_key), api_keys.c.revoked_at.is_(None)
+        )
+    )
+
+
+async def tenant_webhook_secret(conn: AsyncConnection, tenant: str) -> str | None:
+    return await conn.scalar(sa.select(tenants.c.webhook_secret).where(tenants.c.name == tenant))
+
+
+async def list_tenants(conn: AsyncConnection) -> list[str]:
+    return list(await conn.scalars(sa.select(tenants.c.name).order_by(tenants.c.name)))
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+async def _log_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(events.insert(), list(rows))
+
+
+def _event(
+    job_id: str,
+    from_status: JobStatus | None,
+    to_status: JobStatus,
+    attempt: int,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "reason": reason,
+        "detail": detail,
+        "attempt": attempt,
+        "actor": actor,
+        "created_at": now,
+    }
+
+
+async def job_events(conn: AsyncConnection, job_id: str) -> list[sa.RowMapping]:
+    result = await conn.execute(
+        sa.select(events).where(events.c.job_id == job_id).order_by(events.c.id)
+    )
+    return list(result.mappings())
+
+
+# --- enqueue and read -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewJob:
+    tenant: str
+    media_url: str
+    webhook_url: str
+    external_id: str | None = None
+    language: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+async def insert_job(conn: AsyncConnection, new: NewJob, actor: str = "enqueue") -> sa.RowMapping:
+    """Insert a QUEUED job. Raises :class:`DuplicateIdempotencyKey` if the key is taken.
+
+    The unique constraint on (tenant, idempotency_key) decides between concurrent
+    duplicates, not a read before the write. The caller must roll back on that error.
+    """
+    now = utcnow()
+    job_id = str(uuid.uuid4())
+    values = {
+        "id": job_id,
+        "tenant": new.tenant,
+        "status": JobStatus.QUEUED,
+        "attempts": 0,
+        "deliveries": 0,
+        "external_id": new.external_id,
+        "media_url": new.media_url,
+        "webhook_url": new.webhook_url,
+        "language": new.language,
+        "metadata": new.metadata or {},
+        "idempotency_key": new.idempotency_key,
+        "request_hash": new.request_hash,
+        "due_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        row = (await conn.execute(jobs.insert().values(values).returning(*jobs.c))).mappings().one()
+    except IntegrityError as exc:
+        if new.idempotency_key is not None:
+            raise DuplicateIdempotencyKey(new.idempotency_key) from exc
+        raise
+    await _log_events(conn, [_event(job_id, None, JobStatus.QUEUED, 0, actor, now)])
+    return row
+
+
+async def job_by_idempotency_key(
+    conn: AsyncConnection, tenant: str, key: str
+) -> sa.RowMapping | None:
+    result = await conn.execute(
+        sa.select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
+    )
+    return result.mappings().first()
+
+
+async def release_idempotency_key(conn: AsyncConnection, job_id: str, key: str) -> bool:
+    """Free an expired key (older than the replay window) so a new job may take it."""
+    result = await conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.idempotency_key == key)
+        .values(idempotency_key=None)
+    )
+    return result.rowcount == 1
+
+
+async def get_job(
+    conn: AsyncConnection, job_id: str, tenant: str | None = None
+) -> sa.RowMapping | None:
+    query = sa.select(jobs).where(jobs.c.id == job_id)
+    if tenant is not None:
+        query = query.where(jobs.c.tenant == tenant)
+    return (await conn.execute(query)).mappings().first()
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ``ValueError`` for anything that is not a cursor this module made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        when = datetime.fromisoformat(created_at)
+    except Exception as exc:  # any malformed input is the same client error
+        raise ValueError("malformed cursor") from exc
+    if when.tzinfo is None or not isinstance(job_id, str):
+        raise ValueError("malformed cursor")
+    return when, job_id
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    status: JobStatus | None = None,
+    external_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[sa.RowMapping], str | None]:
+    """A page of the tenant's jobs, newest first, and the cursor of the next page."""
+    query = sa.select(jobs).where(jobs.c.tenant == tenant)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if external_id is not None:
+        query = query.where(jobs.c.external_id == external_id)
+    if cursor is not None:
+        created_at, job_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created_at,
+                sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
+            )
+        )
+    query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).mappings())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+# --- compare-and-set transitions ------------------------------------------------------
+
+
+async def transition(
+    conn: AsyncConnection,
+    job_id: str,
+    *,
+    from_status: JobStatus,
+    to_status: JobStatus,
+    attempt: int,
+    actor: str,
+    reason: str | None = None,
+    detail: str | None = None,
+    **values: Any,
+) -> sa.RowMapping | None:
+    """Move one job ``from_status -> to_status`` if it is still there at ``attempt``.
+
+    Returns the updated job, or ``None`` when the job was not in ``from_status`` at
+    ``attempt`` any more (another writer moved it, or a newer attempt owns it).
+    Raises :class:`InvalidTransition` for a move the status machine forbids.
+    """
+    check_transition(from_status, to_status)
+    now = utcnow()
+    values.setdefault("updated_at", now)
+    if to_status in (JobStatus.SUCCEEDED, JobStatus.PERMAFAILED, JobStatus.CANCELED):
+        values.setdefault("completed_at", now)
+    if to_status not in IN_FLIGHT:
+        values.setdefault("lease_expires_at", None)
+    if to_status in FAILURE_STATUSES:
+        values.setdefault("failure_reason", reason)
+        values.setdefault("failure_detail", detail)
+    elif to_status in (JobStatus.QUEUED, JobStatus.SUCCEEDED):
+        values.setdefault("failure_reason", None)
+        values.setdefault("failure_detail", None)
+    result = await conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.status == from_status, jobs.c.attempts == attempt)
+        .values(status=to_status, **values)
+        .returning(*jobs.c)
+    )
+    row = result.mappings().first()
+    if row is not None:
+        await _log_events(
+            conn,
+            [_event(job_id, from_status, to_status, row["attempts"], actor, now, reason, detail)],
+        )
+    return row
+
+
+async def transition_any(
+    conn: AsyncConnection,
+    job_id: str,
+    *,
+    to_status: JobStatus,
+    actor: str,
+    tenant: str | None = None,
+    **kwargs: Any,
+) -> sa.RowMapping | None:
+    """Move a job to ``to_status`` from whatever status it is in now, if that is allowed.
+
+    Reads the current status and attempt, then compare-and-sets from exactly those, a few
+    times if other writers keep winning. Raises :class:`InvalidTransition` if the job's
+    current status cannot move to ``to_status``; ``None`` if there is no such job.
+    """
+    for _ in range(5):
+        current = await get_job(conn, job_id, tenant)
+        if current is None:
+            return None
+        moved = await transition(
+            conn,
+            job_id,
+            from_status=JobStatus(current["status"]),
+            to_status=to_status,
+            attempt=current["attempts"],
+            actor=actor,
+            **kwargs,
+        )
+        if moved is not None:
+            return moved
+    return None
+
+
+async def renew_lease(
+    conn: AsyncConnection, job_id: str, attempt: int, lease_seconds: float
+) -> bool:
+    """Extend an in-flight job's lease. ``False``: the lease is lost, stop working on it."""
+    now = utcnow()
+    result = await conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.attempts == attempt,
+            jobs.c.status.in_(IN_FLIGHT),
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+# --- the orchestrator's rounds --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    attempt: int
+    from_status: JobStatus
+    tenant: str
+
+
+async def count_in_flight(conn: AsyncConnection) -> int:
+    return await conn.scalar(
+        sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(IN_FLIGHT))
+    ) or 0
+
+
+async def claim_due_jobs(
+    conn: AsyncConnection,
+    *,
+    max_in_flight: int,
+    lease_seconds: float,
+    actor: str = "orchestrator",
+    batch_limit: int = 100,
+) -> list[ClaimedJob]:
+    """Claim the oldest due jobs, round-robin across tenants, up to the in-flight limit.
+
+    Each claimed job becomes TRIGGERED with its attempt counted and a lease. Concurrent
+    claimers are serialised (an advisory transaction lock on PostgreSQL, the write lock
+    of ``BEGIN IMMEDIATE`` on SQLite), so the in-flight count they act on is exact.
+    Fairness: jobs are ranked within their tenant by due time and taken rank by rank,
+    so a tenant's single job goes out in the first round whatever others have queued.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+    room = min(max_in_flight - await count_in_flight(conn), batch_limit)
+    if room <= 0:
+        return []
+    now = utcnow()
+    ranked = (
+        sa.select(
+            jobs.c.id,
+            jobs.c.due_at,
+            sa.func.row_number()
+            .over(partition_by=jobs.c.tenant, order_by=(jobs.c.due_at, jobs.c.id))
+            .label("rank"),
+        )
+        .where(jobs.c.status.in_(CLAIMABLE), jobs.c.due_at <= now)
+        .subquery()
+    )
+    picked = (
+        sa.select(ranked.c.id)
+        .order_by(ranked.c.rank, ranked.c.due_at, ranked.c.id)
+        .limit(room)
+        .scalar_subquery()
+    )
+    locked = sa.select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.tenant).where(
+        jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE)
+    )
+    if conn.dialect.name == "postgresql":
+        locked = locked.with_for_update(skip_locked=True)
+    candidates = list((await conn.execute(locked)).mappings())
+    if not candidates:
+        return []
+    lease_until = now + timedelta(seconds=lease_seconds)
+    await conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_([c["id"] for c in candidates]))
+        .values(
+            status=JobStatus.TRIGGERED,
+            attempts=jobs.c.attempts + 1,
+            lease_expires_at=lease_until,
+            updated_at=now,
+        )
+    )
+    claimed = [
+        ClaimedJob(c["id"], c["attempts"] + 1, JobStatus(c["status"]), c["tenant"])
+        for c in candidates
+    ]
+    await _log_events(
+        conn,
+        [
+            _event(c.id, c.from_status, JobStatus.TRIGGERED, c.attempt, actor, now)
+            for c in claimed
+        ],
+    )
+    return claimed
+
+
+async def return_to_queue(
+    conn: AsyncConnection, job: ClaimedJob, detail: str, actor: str = "orchestrator"
+) -> bool:
+    """A trigger that never reached a worker: the job goes back, the attempt uncounted.
+
+    The job goes back to QUEUED whatever it was claimed from; the transcriber tells a
+    delivery retry from a first run by the transcript it finds stored.
+    """
+    return (
+        await transition(
+            conn,
+            job.id,
+            from_status=JobStatus.TRIGGERED,
+            to_status=JobStatus.QUEUED,
+            attempt=job.attempt,
+            actor=actor,
+            detail=detail,
+            attempts=job.attempt - 1,
+            due_at=utcnow(),
+        )
+        is not None
+    )
+
+
+@dataclass(frozen=True)
+class RecoveredJob:
+    id: str
+    attempt: int
+    to_status: JobStatus
+
+
+async def recover_expired_leases(
+    conn: AsyncConnection,
+    *,
+    max_attempts: int,
+    backoff_seconds: float,
+    actor: str = "orchestrator",
+    limit: int = 500,
+) -> list[RecoveredJob]:
+    """In-flight jobs whose lease expired become FAILED (``WORKER_LOST``) or PERMAFAILED."""
+    now = utcnow()
+    query = (
+        sa.select(jobs.c.id, jobs.c.status, jobs.c.attempts)
+        .where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lease_expires_at < now)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    recovered = []
+    for row in (await conn.execute(query)).mappings():
+        decision = decide_retry(FailureReason.WORKER_LOST, row["attempts"], max_attempts,
+                                backoff_seconds)
+        due = now + timedelta(seconds=decision.delay_seconds or 0)
+        moved = await transition(
+            conn,
+            row["id"],
+            from_status=JobStatus(row["status"]),
+            to_status=decision.status,
+            attempt=row["attempts"],
+            actor=actor,
+            reason=FailureReason.WORKER_LOST,
+            detail=f"lease expired while {row['status']} (attempt {row['attempts']})",
+            due_at=due,
+        )
+        if moved is not None:
+            recovered.append(RecoveredJob(row["id"], row["attempts"], decision.status))
+    return recovered
+
+
+async def next_due_at(conn: AsyncConnection) -> datetime | None:
+    """When the next claimable job falls due (for the orchestrator's sleep)."""
+    return await conn.scalar(
+        sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.status.in_(CLAIMABLE))
+    )
+
+
+# --- operators' views and commands ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queued: int
+    oldest_queued_at: datetime | None
+    in_flight: int
+    waiting_retry: int
+
+
+async def queue_depth(conn: AsyncConnection) -> QueueDepth:
+    queued, oldest = (
+        await conn.execute(
+            sa.select(sa.func.count(), sa.func.min(jobs.c.created_at)).where(
+                jobs.c.status == JobStatus.QUEUED
+            )
+        )
+    ).one()
+    counts = dict(
+        (
+            await conn.execute(
+                sa.select(jobs.c.status, sa.func.count())
+                .where(jobs.c.status.in_(IN_FLIGHT | {JobStatus.FAILED, JobStatus.SEND_FAILED}))
+                .group_by(jobs.c.status)
+            )
+        ).all()
+    )
+    in_flight = sum(counts.get(s, 0) for s in IN_FLIGHT)
+    retry = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.SEND_FAILED, 0)
+    return QueueDepth(queued, oldest, in_flight, retry)
+
+
+@dataclass(frozen=True)
+class Stats:
+    since: datetime
+    by_status: dict[str, int]
+    by_failure_reason: dict[str, int]
+
+
+async def stats(conn: AsyncConnection, since: datetime) -> Stats:
+    """Jobs created or updated since ``since``, by status and by failure reason."""
+    recent = sa.or_(jobs.c.updated_at >= since, jobs.c.created_at >= since)
+    by_status = dict(
+        (
+            await conn.execute(
+                sa.select(jobs.c.status, sa.func.count()).where(recent).group_by(jobs.c.status)
+            )
+        ).all()
+    )
+    by_reason = dict(
+        (
+            await conn.execute(
+                sa.select(jobs.c.failure_reason, sa.func.count())
+                .where(recent, jobs.c.failure_reason.is_not(None))
+                .group_by(jobs.c.failure_reason)
+            )
+        ).all()
+    )
+    return Stats(since, by_status, by_reason)
+
+
+async def requeue_candidates(
+    conn: AsyncConnection,
+    *,
+    since: datetime,
+    reasons: Iterable[str] | None = None,
+    include_download_errors: bool = False,
+    limit: int | None = None,
+) -> list[sa.RowMapping]:
+    """PERMAFAILED jobs that ended since ``since`` and an operator may send back."""
+    query = sa.select(jobs).where(
+        jobs.c.status == JobStatus.PERMAFAILED, jobs.c.completed_at >= since
+    )
+    if reasons:
+        query = query.where(jobs.c.failure_reason.in_(list(reasons)))
+    if not include_download_errors:
+        client_side = [r for r in FailureReason if r.needs_client]
+        query = query.where(
+            sa.or_(jobs.c.failure_reason.is_(None), jobs.c.failure_reason.not_in(client_side))
+        )
+    query = query.order_by(jobs.c.completed_at, jobs.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list((await conn.execute(query)).mappings())
+
+
+async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> bool:
+    """PERMAFAILED -> QUEUED with a fresh set of attempts, recorded in the event log."""
+    moved = await transition(
+        conn,
+        job["id"],
+        from_status=JobStatus.PERMAFAILED,
+        to_status=JobStatus.QUEUED,
+        attempt=job["attempts"],
+        actor=actor,
+        reason=None,
+        detail=f"requeued after {job['failure_reason']}",
+        attempts=0,
+        deliveries=0,
+        due_at=utcnow(),
+        completed_at=None,
+    )
+    return moved is not None
+
+
+# --- transcripts and chunks -----------------------------------------------------------
+
+
+async def save_transcript(conn: AsyncConnection, job_id: str, content: dict[str, Any]) -> None:
+    await conn.execute(transcripts.delete().where(transcripts.c.job_id == job_id))
+    await conn.execute(
+        transcripts.insert().values(job_id=job_id, content=content, created_at=utcnow())
+    )
+
+
+async def get_transcript(conn: AsyncConnection, job_id: str) -> dict[str, Any] | None:
+    return await conn.scalar(
+        sa.select(transcripts.c.content).where(transcripts.c.job_id == job_id)
+    )
+
+
+async def save_chunk(
+    conn: AsyncConnection, job_id: str, index: int, start: float, end: float,
+    result: dict[str, Any],
+) -> None:
+    await conn.execute(
+        chunks.delete().where(chunks.c.job_id == job_id, chunks.c.index == index)
+    )
+    await conn.execute(
+        chunks.insert().values(
+            job_id=job_id, index=index, start=start, end=end, result=result,
+            created_at=utcnow(),
+        )
+    )
+
+
+async def saved_chunks(conn: AsyncConnection, job_id: str) -> list[sa.RowMapping]:
+    result = await conn.execute(
+        sa.select(chunks).where(chunks.c.job_id == job_id).order_by(chunks.c.index)
+    )
+    return list(result.mappings())
+
+
+# --- runtime settings -----------------------------------------------------------------
+
+
+async def get_runtime_setting(conn: AsyncConnection, name: str) -> str | None:
+    return await conn.scalar(
+        sa.select(runtime_settings.c.value).where(runtime_settings.c.name == name)
+    )
+
+
+async def set_runtime_setting(conn: AsyncConnection, name: str, value: str, actor: str) -> None:
+    now = utcnow()
+    updated = await conn.execute(
+        runtime_settings.update()
+        .where(runtime_settings.c.name == name)
+        .values(value=value, updated_at=now, updated_by=actor)
+    )
+    if updated.rowcount == 0:
+        await conn.execute(
+            runtime_settings.insert().values(
+                name=name, value=value, updated_at=now, updated_by=actor
+            )
+        )
+
+
+async def delete_runtime_setting(conn: AsyncConnection, name: str) -> None:
+    await conn.execute(runtime_settings.delete().where(runtime_settings.c.name == name))

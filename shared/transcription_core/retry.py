@@ -1,0 +1,70 @@
+"""The retry policy: pure functions that decide what a failure turns a job into.
+
+Two kinds of retry are kept apart. A *job-level* retry (this module) is a status
+change that is persisted: FAILED or SEND_FAILED with the time it is due again, or
+PERMAFAILED once the attempts are used up. A transient failure *inside* one attempt
+(one HTTP call to the model server) is retried in place with tenacity and never shows
+up here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from transcription_core.status import FailureReason, JobStatus
+
+#: The cap on one job-level backoff, whatever the attempt number.
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    status: JobStatus
+    #: Seconds from now until the job is due again; ``None`` when it is not retried.
+    delay_seconds: float | None
+
+    @property
+    def retried(self) -> bool:
+        return self.delay_seconds is not None
+
+
+def backoff_seconds(attempt: int, base_seconds: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter over the upper half: base * 2**(attempt-1) * U(0.5, 1]."""
+    rng = rng or random.Random()
+    ceiling = min(base_seconds * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS)
+    return ceiling * (0.5 + rng.random() / 2)
+
+
+def decide_retry(
+    reason: FailureReason,
+    attempts: int,
+    max_attempts: int,
+    base_seconds: float,
+    rng: random.Random | None = None,
+) -> RetryDecision:
+    """What a transcription failure in attempt number ``attempts`` (1-based) becomes."""
+    if reason.retried and attempts < max_attempts:
+        return RetryDecision(JobStatus.FAILED, backoff_seconds(attempts, base_seconds, rng))
+    return RetryDecision(JobStatus.PERMAFAILED, None)
+
+
+def decide_delivery_retry(
+    deliveries: int,
+    schedule: tuple[float, ...],
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> RetryDecision:
+    """What a failed webhook delivery (the ``deliveries``-th, 1-based) becomes.
+
+    ``schedule[i]`` is the wait after the (i+1)-th failed delivery; once the schedule is
+    used up the job is PERMAFAILED with ``WEBHOOK_FAILED``. The wait gets +-10 % jitter,
+    and a receiver's ``Retry-After`` is honoured when it asks for longer.
+    """
+    if deliveries > len(schedule):
+        return RetryDecision(JobStatus.PERMAFAILED, None)
+    rng = rng or random.Random()
+    delay = schedule[deliveries - 1] * (0.9 + rng.random() * 0.2)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return RetryDecision(JobStatus.SEND_FAILED, delay)

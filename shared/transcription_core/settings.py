@@ -1,0 +1,82 @@
+"""Setting groups shared by the services, read from environment variables.
+
+Each service has one settings class of its own (``<service>/settings.py``) composed of
+these groups; nothing is read at import time, only through the service's cached
+``get_settings()``, which tests override.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcription.db"
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = "5,30,120,600,1800,3600,7200,14400"
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    log_level: str = Field("INFO", description="Python log level of the service.")
+
+
+class DatabaseSettings(BaseServiceSettings):
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the job store: `postgresql+asyncpg://user:pass@host/db` "
+        "in production; unset, an SQLite file `transcription.db` in the working directory.",
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections per service process.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        if url.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
+        return url
+
+
+class UrlPolicySettings(BaseServiceSettings):
+    allow_private_urls: bool = Field(
+        False,
+        description="`true` lets media and webhook URLs point at loopback and private "
+        "addresses (local runs, tests). `false`, the production default, refuses them.",
+    )
+
+
+class JobPolicySettings(BaseServiceSettings):
+    max_attempts: int = Field(3, ge=1, description="Transcription attempts before PERMAFAILED.")
+    retry_backoff_seconds: float = Field(
+        30.0, ge=0, description="Wait before the first job-level retry; doubled each time, jittered."
+    )
+    webhook_retry_schedule: str = Field(
+        DEFAULT_WEBHOOK_RETRY_SCHEDULE,
+        description="Seconds between webhook delivery attempts, comma-separated.",
+    )
+    lease_seconds: float = Field(
+        120.0, gt=0,
+        description="How long a triggered or processing job may go without a heartbeat "
+        "before it is presumed lost (WORKER_LOST).",
+    )
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
+
+
+def parse_schedule(value: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"not a comma-separated list of seconds: {value!r}") from exc
+    if any(delay < 0 for delay in delays):
+        raise ValueError("delays cannot be negative")
+    return delays
