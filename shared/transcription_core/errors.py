@@ -1,16 +1,16 @@
 """Errors of the job core, each a leaf of :class:`TranscriptionError`.
 
-    TranscriptionError
-    ├── ProblemError                 rendered as application/problem+json by the services
-    │   ├── Unauthorized             401 missing or unknown API key
-    │   ├── NotFound                 404 no such job for this tenant
-    │   ├── Conflict                 409 e.g. an Idempotency-Key reused with another body
-    │   ├── PayloadTooLarge          413 request body over the limit
-    │   ├── InvalidRequest           422 the body or a parameter is invalid
-    │   └── ServiceUnavailable       503 e.g. the database cannot be reached
-    ├── DuplicateIdempotencyKey      the unique (tenant, idempotency_key) constraint fired
-    ├── TenantExists                 ``tenants create`` with a name already taken
-    └── InvalidTransition            (status.py) a move the status machine forbids
+TranscriptionError
+├── ProblemError                 rendered as application/problem+json by the services
+│   ├── Unauthorized             401 missing or unknown API key
+│   ├── NotFound                 404 no such job for this tenant
+│   ├── Conflict                 409 e.g. an Idempotency-Key reused with another body
+│   ├── PayloadTooLarge          413 request body over the limit
+│   ├── InvalidRequest           422 the body or a parameter is invalid
+│   └── ServiceUnavailable       503 e.g. the database cannot be reached
+├── DuplicateIdempotencyKey      the unique (tenant, idempotency_key) constraint fired
+├── TenantExists                 ``tenants create`` with a name already taken
+└── InvalidTransition            (status.py) a move the status machine forbids
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ class ProblemError(TranscriptionError):
     title = "Internal Server Error"
     type = "about:blank"
 
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors

@@ -396,9 +396,12 @@ class ClaimedJob:
 
 
 async def count_in_flight(conn: AsyncConnection) -> int:
-    return await conn.scalar(
-        sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(IN_FLIGHT))
-    ) or 0
+    return (
+        await conn.scalar(
+            sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(IN_FLIGHT))
+        )
+        or 0
+    )
 
 
 async def claim_due_jobs(
@@ -465,10 +468,7 @@ async def claim_due_jobs(
     ]
     await _log_events(
         conn,
-        [
-            _event(c.id, c.from_status, JobStatus.TRIGGERED, c.attempt, actor, now)
-            for c in claimed
-        ],
+        [_event(c.id, c.from_status, JobStatus.TRIGGERED, c.attempt, actor, now) for c in claimed],
     )
     return claimed
 
@@ -523,8 +523,9 @@ async def recover_expired_leases(
         query = query.with_for_update(skip_locked=True)
     recovered = []
     for row in (await conn.execute(query)).mappings():
-        decision = decide_retry(FailureReason.WORKER_LOST, row["attempts"], max_attempts,
-                                backoff_seconds)
+        decision = decide_retry(
+            FailureReason.WORKER_LOST, row["attempts"], max_attempts, backoff_seconds
+        )
         due = now + timedelta(seconds=decision.delay_seconds or 0)
         moved = await transition(
             conn,
@@ -655,6 +656,25 @@ async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> 
     return moved is not None
 
 
+async def request_redelivery(
+    conn: AsyncConnection, job: Mapping[str, Any], actor: str
+) -> sa.RowMapping | None:
+    """A finished job back into the delivery queue (SEND_FAILED, due now, deliveries reset)."""
+    return await transition(
+        conn,
+        job["id"],
+        from_status=JobStatus(job["status"]),
+        to_status=JobStatus.SEND_FAILED,
+        attempt=job["attempts"],
+        actor=actor,
+        reason=job["failure_reason"],
+        detail="redelivery requested",
+        deliveries=0,
+        due_at=utcnow(),
+        completed_at=None,
+    )
+
+
 # --- transcripts and chunks -----------------------------------------------------------
 
 
@@ -666,21 +686,25 @@ async def save_transcript(conn: AsyncConnection, job_id: str, content: dict[str,
 
 
 async def get_transcript(conn: AsyncConnection, job_id: str) -> dict[str, Any] | None:
-    return await conn.scalar(
-        sa.select(transcripts.c.content).where(transcripts.c.job_id == job_id)
-    )
+    return await conn.scalar(sa.select(transcripts.c.content).where(transcripts.c.job_id == job_id))
 
 
 async def save_chunk(
-    conn: AsyncConnection, job_id: str, index: int, start: float, end: float,
+    conn: AsyncConnection,
+    job_id: str,
+    index: int,
+    start: float,
+    end: float,
     result: dict[str, Any],
 ) -> None:
-    await conn.execute(
-        chunks.delete().where(chunks.c.job_id == job_id, chunks.c.index == index)
-    )
+    await conn.execute(chunks.delete().where(chunks.c.job_id == job_id, chunks.c.index == index))
     await conn.execute(
         chunks.insert().values(
-            job_id=job_id, index=index, start=start, end=end, result=result,
+            job_id=job_id,
+            index=index,
+            start=start,
+            end=end,
+            result=result,
             created_at=utcnow(),
         )
     )
@@ -694,6 +718,9 @@ async def saved_chunks(conn: AsyncConnection, job_id: str) -> list[sa.RowMapping
 
 
 # --- runtime settings -----------------------------------------------------------------
+
+#: Overrides MAX_CONCURRENT_TRANSCRIPTION_JOBS (``transcription limit set``), read each round.
+LIMIT_SETTING = "max_concurrent_transcription_jobs"
 
 
 async def get_runtime_setting(conn: AsyncConnection, name: str) -> str | None:

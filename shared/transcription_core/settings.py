@@ -49,14 +49,17 @@ class UrlPolicySettings(BaseServiceSettings):
 class JobPolicySettings(BaseServiceSettings):
     max_attempts: int = Field(3, ge=1, description="Transcription attempts before PERMAFAILED.")
     retry_backoff_seconds: float = Field(
-        30.0, ge=0, description="Wait before the first job-level retry; doubled each time, jittered."
+        30.0,
+        ge=0,
+        description="Wait before the first job-level retry; doubled each time, jittered.",
     )
     webhook_retry_schedule: str = Field(
         DEFAULT_WEBHOOK_RETRY_SCHEDULE,
         description="Seconds between webhook delivery attempts, comma-separated.",
     )
     lease_seconds: float = Field(
-        120.0, gt=0,
+        120.0,
+        gt=0,
         description="How long a triggered or processing job may go without a heartbeat "
         "before it is presumed lost (WORKER_LOST).",
     )

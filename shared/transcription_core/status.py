@@ -16,8 +16,8 @@ Two edges are internal and not part of the client contract:
 * ``TRIGGERED -> FAILED | PERMAFAILED``: the lease of a triggered job expired before a
   worker picked it up (``WORKER_LOST``).
 
-``SUCCEEDED -> SEND_FAILED`` is also allowed: a client's redeliver request puts a
-succeeded job back into the delivery queue; it keeps its transcript.
+``SUCCEEDED | PERMAFAILED -> SEND_FAILED`` is also allowed: a client's redeliver
+request puts a finished job back into the delivery queue; it keeps its transcript.
 """
 
 from __future__ import annotations
@@ -83,13 +83,11 @@ S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.QUEUED: frozenset({S.TRIGGERED, S.CANCELED}),
     S.TRIGGERED: frozenset({S.PROCESSING, S.QUEUED, S.FAILED, S.PERMAFAILED, S.CANCELED}),
-    S.PROCESSING: frozenset(
-        {S.SUCCEEDED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}
-    ),
+    S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}),
     S.FAILED: frozenset({S.TRIGGERED, S.CANCELED}),
     S.SEND_FAILED: frozenset({S.TRIGGERED, S.CANCELED}),
     S.SUCCEEDED: frozenset({S.SEND_FAILED}),
-    S.PERMAFAILED: frozenset({S.QUEUED}),
+    S.PERMAFAILED: frozenset({S.QUEUED, S.SEND_FAILED}),
     S.CANCELED: frozenset(),
 }
 del S

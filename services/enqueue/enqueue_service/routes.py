@@ -1,0 +1,151 @@
+"""The client API: ``/v1/jobs``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy.ext.asyncio import AsyncEngine
+from transcription_core import repository as repo
+from transcription_core.errors import Conflict, InvalidRequest
+from transcription_core.status import JobStatus
+from transcription_core.transcript import render
+
+from enqueue_service import service
+from enqueue_service.schemas import JobCreate, JobPage, JobResource, TranscriptFormat
+from enqueue_service.settings import EnqueueSettings
+
+router = APIRouter(prefix="/v1")
+
+PROBLEM = {"content": {"application/problem+json": {}}}
+ERRORS = {401: PROBLEM, 404: PROBLEM, 422: PROBLEM}
+
+
+def _engine(request: Request) -> AsyncEngine:
+    return request.app.state.engine
+
+
+def _settings(request: Request) -> EnqueueSettings:
+    return request.app.state.settings
+
+
+async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    return await service.authenticate(
+        request.app.state.engine, request.app.state.api_keys, authorization
+    )
+
+
+Engine = Annotated[AsyncEngine, Depends(_engine)]
+Settings = Annotated[EnqueueSettings, Depends(_settings)]
+Tenant = Annotated[str, Depends(_tenant)]
+
+
+def _job_json(job: JobResource, status_code: int, **headers: str) -> Response:
+    return Response(
+        job.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobResource,
+    responses={
+        200: {"model": JobResource, "description": "Idempotent replay"},
+        409: PROBLEM,
+        413: PROBLEM,
+        **ERRORS,
+    },
+    summary="Enqueue a transcription job",
+)
+async def create_job(
+    body: JobCreate,
+    engine: Engine,
+    settings: Settings,
+    tenant: Tenant,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    result = await service.enqueue(engine, settings, tenant, body, idempotency_key)
+    job = JobResource.from_row(result.job)
+    return _job_json(job, 202 if result.created else 200, Location=f"/v1/jobs/{job.id}")
+
+
+@router.get("/jobs", response_model=JobPage, responses=ERRORS, summary="List jobs, newest first")
+async def list_jobs(
+    engine: Engine,
+    tenant: Tenant,
+    status: JobStatus | None = None,
+    external_id: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    async with engine.connect() as conn:
+        try:
+            rows, next_cursor = await repo.list_jobs(
+                conn, tenant, status=status, external_id=external_id, limit=limit, cursor=cursor
+            )
+        except ValueError as exc:
+            raise InvalidRequest(
+                str(exc), errors=[{"field": "cursor", "message": str(exc)}]
+            ) from exc
+    return JobPage(jobs=[JobResource.from_row(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobResource, responses=ERRORS, summary="One job")
+async def get_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource:
+    job, transcript = await service.get_job(engine, tenant, job_id)
+    return JobResource.from_row(job, transcript)
+
+
+@router.get(
+    "/jobs/{job_id}/transcript",
+    responses={
+        409: PROBLEM,
+        **ERRORS,
+        200: {
+            "content": {
+                "application/json": {},
+                "text/plain": {},
+                "text/vtt": {},
+                "application/x-subrip": {},
+            }
+        },
+    },
+    summary="The job's transcript as json, text, srt or vtt",
+)
+async def get_transcript(
+    job_id: str, engine: Engine, tenant: Tenant, format: TranscriptFormat = "json"
+) -> Response:
+    job, transcript = await service.get_job(engine, tenant, job_id)
+    if transcript is None:
+        raise Conflict(f"the job is {job['status']} and has no transcript yet")
+    if format == "json":
+        return JSONResponse(transcript)
+    media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
+    return PlainTextResponse(render(transcript, format), media_type=media_type)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobResource,
+    responses={409: PROBLEM, **ERRORS},
+    summary="Cancel a job that has not finished",
+)
+async def cancel_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource:
+    return JobResource.from_row(await service.cancel(engine, tenant, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/redeliver",
+    status_code=202,
+    response_model=JobResource,
+    responses={409: PROBLEM, **ERRORS},
+    summary="Send the webhook again",
+)
+async def redeliver_job(job_id: str, engine: Engine, tenant: Tenant) -> Response:
+    job = await service.redeliver(engine, tenant, job_id)
+    return _job_json(JobResource.from_row(job), 202)

@@ -1,0 +1,80 @@
+"""Request and response bodies of the client API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from transcription_core.status import JobStatus
+
+
+class JobCreate(BaseModel):
+    """``POST /v1/jobs``. Unknown fields are refused, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    media_url: str = Field(max_length=8192, description="Presigned http(s) URL of the media.")
+    webhook_url: str = Field(max_length=2048, description="Where the result is POSTed.")
+    external_id: str | None = Field(None, max_length=256, description="The client's own id.")
+    language: str | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)?$",
+        description="ISO 639-1 code such as `en`; null means detect.",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back, ≤ 16 KiB.")
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+
+
+class JobResource(BaseModel):
+    id: str
+    status: JobStatus
+    external_id: str | None
+    media_url: str
+    webhook_url: str
+    language: str | None
+    metadata: dict[str, Any]
+    attempts: int
+    failure_reason: str | None
+    failure_detail: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    transcript: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], transcript: dict[str, Any] | None = None
+    ) -> JobResource:
+        return cls(
+            id=row["id"],
+            status=row["status"],
+            external_id=row["external_id"],
+            media_url=row["media_url"],
+            webhook_url=row["webhook_url"],
+            language=row["language"],
+            metadata=row["metadata"] or {},
+            attempts=row["attempts"],
+            failure_reason=row["failure_reason"],
+            failure_detail=row["failure_detail"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            completed_at=row["completed_at"],
+            transcript=transcript,
+        )
+
+
+class JobPage(BaseModel):
+    jobs: list[JobResource]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+TranscriptFormat = Literal["json", "text", "srt", "vtt"]

@@ -1,0 +1,185 @@
+"""The enqueue service's use cases: authenticate, enqueue, read, cancel, redeliver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+from transcription_core import repository as repo
+from transcription_core.errors import (
+    Conflict,
+    DuplicateIdempotencyKey,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+)
+from transcription_core.models import utcnow
+from transcription_core.status import InvalidTransition, JobStatus
+from transcription_core.urls import UnsafeUrl, check_url
+
+from enqueue_service.schemas import JobCreate
+from enqueue_service.settings import EnqueueSettings
+
+
+class ApiKeyCache:
+    """Verified API keys by SHA-256, kept ``ttl`` seconds: one lookup per key per minute."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, key_hash: str) -> str | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, tenant: str) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key_hash] = (tenant, time.monotonic() + self.ttl)
+
+
+async def authenticate(engine: AsyncEngine, cache: ApiKeyCache, authorization: str | None) -> str:
+    """The tenant of a ``Bearer`` key, or :class:`Unauthorized`."""
+    scheme, _, api_key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not api_key.strip():
+        raise Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    api_key = api_key.strip()
+    key_hash = repo.hash_api_key(api_key)
+    tenant = cache.get(key_hash)
+    if tenant is None:
+        async with engine.connect() as conn:
+            tenant = await repo.tenant_for_api_key(conn, api_key)
+        if tenant is None:
+            raise Unauthorized("the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+        if cache.ttl > 0:
+            cache.put(key_hash, tenant)
+    return tenant
+
+
+def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
+    errors = []
+    for field in ("media_url", "webhook_url"):
+        try:
+            check_url(getattr(body, field), allow_private=settings.allow_private_urls)
+        except UnsafeUrl as exc:
+            errors.append({"field": field, "message": str(exc)})
+    size = len(json.dumps(body.metadata, separators=(",", ":")))
+    if size > settings.max_metadata_bytes:
+        errors.append(
+            {
+                "field": "metadata",
+                "message": f"metadata is {size} bytes, over {settings.max_metadata_bytes}",
+            }
+        )
+    if errors:
+        raise InvalidRequest("the job is invalid", errors=errors)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: sa.RowMapping
+    created: bool
+
+
+async def enqueue(
+    engine: AsyncEngine,
+    settings: EnqueueSettings,
+    tenant: str,
+    body: JobCreate,
+    idempotency_key: str | None,
+) -> Enqueued:
+    """Save a QUEUED job; a replayed ``Idempotency-Key`` returns the first job instead."""
+    validate_job(body, settings)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 256:
+        raise InvalidRequest(
+            "Idempotency-Key must be 1 to 256 characters",
+            errors=[{"field": "Idempotency-Key", "message": "1 to 256 characters"}],
+        )
+    request_hash = hashlib.sha256(body.canonical_json().encode()).hexdigest()
+    new = repo.NewJob(
+        tenant=tenant,
+        media_url=body.media_url,
+        webhook_url=body.webhook_url,
+        external_id=body.external_id,
+        language=body.language,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash if idempotency_key else None,
+    )
+    window = timedelta(hours=settings.idempotency_window_hours)
+    for _ in range(3):
+        try:
+            async with engine.begin() as conn:
+                return Enqueued(await repo.insert_job(conn, new), created=True)
+        except DuplicateIdempotencyKey:
+            pass
+        assert idempotency_key is not None
+        async with engine.begin() as conn:
+            existing = await repo.job_by_idempotency_key(conn, tenant, idempotency_key)
+            if existing is None:
+                continue  # released in between: try the insert again
+            if existing["created_at"] < utcnow() - window:
+                await repo.release_idempotency_key(conn, existing["id"], idempotency_key)
+                continue
+            if existing["request_hash"] != request_hash:
+                raise Conflict("this Idempotency-Key was used with a different request body")
+            return Enqueued(existing, created=False)
+    raise Conflict("this Idempotency-Key is being used by concurrent requests; retry")
+
+
+async def get_job(
+    engine: AsyncEngine, tenant: str, job_id: str, with_transcript: bool = True
+) -> tuple[sa.RowMapping, dict[str, Any] | None]:
+    async with engine.connect() as conn:
+        job = await repo.get_job(conn, job_id, tenant)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        transcript = await repo.get_transcript(conn, job_id) if with_transcript else None
+    return job, transcript
+
+
+async def cancel(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping:
+    async with engine.begin() as conn:
+        try:
+            job = await repo.transition_any(
+                conn,
+                job_id,
+                to_status=JobStatus.CANCELED,
+                actor=f"client:{tenant}",
+                tenant=tenant,
+                detail="canceled by the client",
+            )
+        except InvalidTransition as exc:
+            raise Conflict(f"the job is {exc.from_status} and can no longer be canceled") from exc
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+async def redeliver(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping:
+    """Send the last message again, with the ``webhook-id`` it had the first time.
+
+    A SUCCEEDED or PERMAFAILED job goes back to the delivery queue, due now; the worker
+    sends the stored transcript (or the failure) and does not transcribe again.
+    """
+    async with engine.begin() as conn:
+        job = await repo.get_job(conn, job_id, tenant)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if job["status"] not in (JobStatus.SUCCEEDED, JobStatus.PERMAFAILED):
+            raise Conflict(f"the job is {job['status']}: only a finished job can be redelivered")
+        moved = await repo.request_redelivery(conn, job, actor=f"client:{tenant}")
+    if moved is None:
+        raise Conflict("the job changed while the request ran; try again")
+    return moved

@@ -1,0 +1,73 @@
+"""The orchestrator service: the claim loop, with health and metrics over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from transcription_core.db import create_engine, is_sqlite
+from transcription_core.http import install_common_routes, install_problem_handlers
+
+from orchestrator_service.clients import TranscriberClient
+from orchestrator_service.listener import listen_forever
+from orchestrator_service.service import Orchestrator
+from orchestrator_service.settings import OrchestratorSettings, get_settings
+
+
+def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, "transcription-orchestrator", 4)
+        timeout = httpx.Timeout(settings.trigger_timeout_seconds)
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            orchestrator = Orchestrator(
+                engine, TranscriberClient(http, settings.transcriber_url), settings
+            )
+            app.state.orchestrator = orchestrator
+            tasks = [asyncio.create_task(orchestrator.run_forever(), name="orchestrator")]
+            if not is_sqlite(settings.database_url):
+                tasks.append(
+                    asyncio.create_task(
+                        listen_forever(settings.database_url, orchestrator.wake), name="listen"
+                    )
+                )
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await engine.dispose()
+
+    app = FastAPI(title="Transcription orchestrator", lifespan=lifespan)
+
+    async def ready() -> bool:
+        """Ready while rounds keep completing (a stuck loop fails the probe)."""
+        last = getattr(app.state, "orchestrator", None) and app.state.orchestrator.last_round_at
+        stale_after = max(settings.poll_interval_seconds * 5, 30.0)
+        return bool(last) and time.monotonic() - last < stale_after
+
+    install_problem_handlers(app)
+    install_common_routes(app, "orchestrator", ready)
+    return app
+
+
+def serve(host: str, port: int) -> None:
+    uvicorn.run(
+        "orchestrator_service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=get_settings().log_level.lower(),
+    )

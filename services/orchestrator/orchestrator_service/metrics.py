@@ -1,0 +1,24 @@
+"""The orchestrator's Prometheus metrics (queue gauges are refreshed every round)."""
+
+from prometheus_client import Counter, Gauge
+
+QUEUE_DEPTH = Gauge("transcription_queue_depth", "Jobs in status QUEUED.")
+OLDEST_QUEUED_AGE = Gauge(
+    "transcription_oldest_queued_age_seconds", "Age of the oldest QUEUED job (0 when none)."
+)
+JOBS_IN_FLIGHT = Gauge("transcription_jobs_in_flight", "Jobs TRIGGERED or PROCESSING.")
+JOBS_WAITING_RETRY = Gauge(
+    "transcription_jobs_waiting_retry", "Jobs FAILED or SEND_FAILED, waiting for their retry."
+)
+IN_FLIGHT_LIMIT = Gauge(
+    "transcription_in_flight_limit", "The MAX_CONCURRENT_TRANSCRIPTION_JOBS in force."
+)
+TRIGGERS = Counter(
+    "transcription_triggers_total", "Triggers sent to the transcriber, by outcome.", ["outcome"]
+)
+RECOVERED = Counter(
+    "transcription_jobs_recovered_total",
+    "In-flight jobs whose lease expired (WORKER_LOST), by the status they went to.",
+    ["to_status"],
+)
+ROUNDS = Counter("transcription_orchestrator_rounds_total", "Claim rounds run.")

@@ -1,0 +1,140 @@
+"""The orchestrator's loop: recover lost jobs, claim due ones up to the limit, trigger them.
+
+One round runs in two short transactions (recovery, then the claim) and sends the
+triggers after the claim has committed, so a worker never sees a trigger before the
+job is TRIGGERED. A trigger that does not reach a worker puts its job back in the
+queue without counting the attempt. Rounds run when a notification arrives
+(``listener.py``), when the next retry falls due, or every ``poll_interval_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from transcription_core import repository as repo
+from transcription_core.models import utcnow
+
+from orchestrator_service import metrics
+from orchestrator_service.clients import TranscriberClient
+from orchestrator_service.settings import OrchestratorSettings
+
+log = logging.getLogger(__name__)
+
+
+async def in_flight_limit(engine: AsyncEngine, configured: int) -> int:
+    """The limit in force: the operator's runtime override if there is one, else ``configured``."""
+    async with engine.connect() as conn:
+        value = await repo.get_runtime_setting(conn, repo.LIMIT_SETTING)
+    if value is None:
+        return configured
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        log.error("ignoring runtime setting %s=%r: not an integer", repo.LIMIT_SETTING, value)
+        return configured
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        transcriber: TranscriberClient,
+        settings: OrchestratorSettings,
+        actor: str = "orchestrator",
+    ) -> None:
+        self.engine = engine
+        self.transcriber = transcriber
+        self.settings = settings
+        self.actor = actor
+        self.wakeup = asyncio.Event()
+        self.last_round_at: float | None = None
+        self._next_due: datetime | None = None
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def run_round(self) -> list[repo.ClaimedJob]:
+        """One round; returns the jobs whose trigger was accepted."""
+        settings = self.settings
+        async with self.engine.begin() as conn:
+            for job in await repo.recover_expired_leases(
+                conn,
+                max_attempts=settings.max_attempts,
+                backoff_seconds=settings.retry_backoff_seconds,
+                actor=self.actor,
+            ):
+                metrics.RECOVERED.labels(job.to_status).inc()
+                log.warning("job lost its worker", extra={"job_id": job.id, "action": "recover"})
+        limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
+        metrics.IN_FLIGHT_LIMIT.set(limit)
+        async with self.engine.begin() as conn:
+            claimed = await repo.claim_due_jobs(
+                conn,
+                max_in_flight=limit,
+                lease_seconds=settings.lease_seconds,
+                actor=self.actor,
+                batch_limit=settings.claim_batch_size,
+            )
+        results = await asyncio.gather(
+            *(self.transcriber.trigger(job.id, job.attempt) for job in claimed)
+        )
+        accepted = []
+        refused = []
+        for job, result in zip(claimed, results, strict=True):
+            metrics.TRIGGERS.labels("accepted" if result.accepted else "refused").inc()
+            (accepted if result.accepted else refused).append((job, result))
+        if refused:
+            async with self.engine.begin() as conn:
+                for job, result in refused:
+                    await repo.return_to_queue(conn, job, result.detail, actor=self.actor)
+            log.warning(
+                "triggers refused: %s",
+                refused[0][1].detail,
+                extra={"action": "trigger", "refused": len(refused)},
+            )
+        await self._refresh_gauges()
+        metrics.ROUNDS.inc()
+        self.last_round_at = time.monotonic()
+        return [job for job, _ in accepted]
+
+    async def _refresh_gauges(self) -> None:
+        async with self.engine.connect() as conn:
+            depth = await repo.queue_depth(conn)
+            self._next_due = await repo.next_due_at(conn)
+        metrics.QUEUE_DEPTH.set(depth.queued)
+        metrics.JOBS_IN_FLIGHT.set(depth.in_flight)
+        metrics.JOBS_WAITING_RETRY.set(depth.waiting_retry)
+        age = (utcnow() - depth.oldest_queued_at).total_seconds() if depth.oldest_queued_at else 0
+        metrics.OLDEST_QUEUED_AGE.set(max(age, 0.0))
+
+    def _sleep_seconds(self) -> float:
+        sleep = self.settings.poll_interval_seconds
+        if self._next_due is not None:
+            sleep = min(sleep, max((self._next_due - utcnow()).total_seconds(), 0.0))
+        return sleep
+
+    async def run_forever(self) -> None:
+        """Round after round until cancelled; a failed round is logged and retried."""
+        failures = 0
+        while True:
+            self.wakeup.clear()
+            try:
+                claimed = await self.run_round()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                log.exception("orchestrator round failed", extra={"action": "round"})
+                await asyncio.sleep(min(0.5 * 2**failures, 30.0))
+                continue
+            if claimed and len(claimed) >= self.settings.claim_batch_size:
+                continue  # a full batch went out: more may be waiting
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=self._sleep_seconds())
+            except TimeoutError:
+                pass

@@ -1,0 +1,182 @@
+"""What every service's HTTP app shares: problem+json errors, a body size limit,
+request metrics, and the ``/healthz`` and ``/metrics`` routes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from transcription_core.errors import PayloadTooLarge, ProblemError
+
+PROBLEM_JSON = "application/problem+json"
+
+HTTP_REQUESTS = Counter(
+    "transcription_http_requests_total",
+    "HTTP requests served, by service, route and status code.",
+    ["service", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "transcription_http_request_duration_seconds",
+    "HTTP request latency, by service and route.",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=json.dumps(problem),
+        status_code=problem["status"],
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error as RFC 9457 problem+json; no client mistake becomes a 500."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_request: Request, exc: ProblemError) -> Response:
+        return problem_response(exc.problem(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": _field_name(tuple(err.get("loc", ()))), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        malformed = any(err.get("type") == "json_invalid" for err in exc.errors())
+        return problem_response(
+            {
+                "type": "/problems/validation",
+                "title": "Unprocessable Content",
+                "status": 422,
+                "detail": "the body is not valid JSON" if malformed else "the request is invalid",
+                "errors": errors,
+            }
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+        return problem_response(
+            {
+                "type": "about:blank",
+                "title": str(exc.detail) if exc.status_code < 500 else "Server Error",
+                "status": exc.status_code,
+                "detail": str(exc.detail),
+            },
+            dict(exc.headers or {}),
+        )
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by header and while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    await self._refuse(send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"the request body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send: Send) -> None:
+        problem = PayloadTooLarge(f"the request body is over {self.max_bytes} bytes").problem()
+        body = json.dumps(problem).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """Count requests and time them by route template (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(self.service, route, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, route).observe(time.perf_counter() - started)
+
+
+def install_common_routes(
+    app: FastAPI, service: str, ready: Callable[[], Awaitable[bool]] | None = None
+) -> None:
+    """``/healthz``, ``/readyz`` (``ready`` decides) and ``/metrics``, plus request metrics."""
+
+    app.add_middleware(RequestMetrics, service=service)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        if ready is None or await ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
