@@ -84,7 +84,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, by header and while reading."""
+    """Refuse request bodies over ``max_bytes`` with 413.
+
+    A declared Content-Length is checked up front (the server enforces it); a body
+    without one (chunked) is read first, up to the limit, then handed to the app.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -94,27 +98,37 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > self.max_bytes
-                except ValueError:
-                    too_large = False
-                if too_large:
-                    await self._refuse(send)
-                    return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"the request body is over {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._drain(receive)
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay([replayed], receive), send)
 
-        await self.app(scope, limited_receive, send)
+    async def _drain(self, receive: Receive, most: int = 1 << 20) -> None:
+        """Read (and drop) what the client is still sending, so it can read our 413."""
+        drained = 0
+        while drained < most:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
 
     async def _refuse(self, send: Send) -> None:
         problem = PayloadTooLarge(f"the request body is over {self.max_bytes} bytes").problem()
@@ -130,6 +144,19 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 class RequestMetrics:

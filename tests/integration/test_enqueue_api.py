@@ -1,0 +1,231 @@
+"""The client API over real HTTP on loopback, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from factories import make_tenant
+from servers import serve_app
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from enqueue_service.app import create_app
+from enqueue_service.settings import EnqueueSettings
+from transcription_core import repository as repo
+
+JOB = {
+    "media_url": "https://bucket.example.com/v/123.mp4?X-Amz-Signature=abc",
+    "webhook_url": "https://api.example.com/hooks/transcripts",
+    "external_id": "post-123",
+    "language": "en",
+    "metadata": {"creator": 42},
+}
+
+
+@dataclass
+class Api:
+    url: str
+    http: httpx.AsyncClient
+    key: str
+    other_key: str
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+
+@pytest.fixture
+async def api(database_url: str, engine: AsyncEngine) -> AsyncIterator[Api]:
+    tenant = await make_tenant(engine, "org-k9p2lbe")
+    other = await make_tenant(engine, "org-other")
+    settings = EnqueueSettings(database_url=database_url, allow_private_urls=False)
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        yield Api(url, http, tenant.api_key, other.api_key)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and "detail" in body and "type" in body
+    return body
+
+
+async def test_enqueue_then_read(api: Api) -> None:
+    created = await api.http.post("/v1/jobs", json=JOB, headers=api.auth())
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["status"] == "QUEUED" and job["attempts"] == 0
+    assert {k: job[k] for k in JOB} == JOB
+    assert job["transcript"] is None and job["failure_reason"] is None
+    assert created.headers["location"] == f"/v1/jobs/{job['id']}"
+    fetched = await api.http.get(f"/v1/jobs/{job['id']}", headers=api.auth())
+    assert fetched.status_code == 200 and fetched.json()["id"] == job["id"]
+
+
+async def test_missing_or_wrong_key_is_401(api: Api) -> None:
+    assert_problem(await api.http.post("/v1/jobs", json=JOB), 401)
+    assert_problem(await api.http.get("/v1/jobs", headers=api.auth("tsk_nope")), 401)
+    assert_problem(await api.http.get("/v1/jobs", headers={"Authorization": "Basic x"}), 401)
+
+
+async def test_a_tenant_cannot_see_another_tenants_job(api: Api) -> None:
+    job = (await api.http.post("/v1/jobs", json=JOB, headers=api.auth())).json()
+    other = api.auth(api.other_key)
+    assert_problem(await api.http.get(f"/v1/jobs/{job['id']}", headers=other), 404)
+    assert_problem(await api.http.get(f"/v1/jobs/{job['id']}/transcript", headers=other), 404)
+    assert_problem(await api.http.post(f"/v1/jobs/{job['id']}/cancel", headers=other), 404)
+    listed = (await api.http.get("/v1/jobs", headers=other)).json()
+    assert listed["jobs"] == []
+
+
+async def test_concurrent_duplicates_with_one_idempotency_key_create_one_job(
+    api: Api, engine: AsyncEngine
+) -> None:
+    headers = {**api.auth(), "Idempotency-Key": "upload-123"}
+    responses = await asyncio.gather(
+        *(api.http.post("/v1/jobs", json=JOB, headers=headers) for _ in range(20))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
+    assert len({r.json()["id"] for r in responses}) == 1
+    async with engine.connect() as conn:
+        rows, _ = await repo.list_jobs(conn, "org-k9p2lbe")
+    assert len(rows) == 1
+    changed = {**JOB, "external_id": "post-999"}
+    assert_problem(await api.http.post("/v1/jobs", json=changed, headers=headers), 409)
+
+
+async def test_list_filters_and_cursor(api: Api) -> None:
+    ids = []
+    for n in range(5):
+        body = {**JOB, "external_id": f"post-{n % 2}"}
+        ids.append((await api.http.post("/v1/jobs", json=body, headers=api.auth())).json()["id"])
+    page = (await api.http.get("/v1/jobs?limit=2", headers=api.auth())).json()
+    assert [j["id"] for j in page["jobs"]] == ids[::-1][:2]
+    seen = [j["id"] for j in page["jobs"]]
+    while page["next_cursor"]:
+        page = (
+            await api.http.get(
+                "/v1/jobs", params={"limit": 2, "cursor": page["next_cursor"]}, headers=api.auth()
+            )
+        ).json()
+        seen += [j["id"] for j in page["jobs"]]
+    assert seen == ids[::-1]
+    odd = (await api.http.get("/v1/jobs?external_id=post-1", headers=api.auth())).json()
+    assert {j["id"] for j in odd["jobs"]} == {ids[1], ids[3]}
+    queued = (await api.http.get("/v1/jobs?status=QUEUED", headers=api.auth())).json()
+    assert len(queued["jobs"]) == 5
+    none = (await api.http.get("/v1/jobs?status=SUCCEEDED", headers=api.auth())).json()
+    assert none["jobs"] == []
+
+
+BAD_BODIES = {
+    "malformed json": b'{"media_url": ',
+    "not an object": b"[1, 2]",
+    "empty": b"",
+    "wrong types": json.dumps({**JOB, "media_url": 123}).encode(),
+    "metadata not an object": json.dumps({**JOB, "metadata": [1]}).encode(),
+    "missing webhook": json.dumps({"media_url": JOB["media_url"]}).encode(),
+    "unknown field": json.dumps({**JOB, "priority": "high"}).encode(),
+    "file url": json.dumps({**JOB, "media_url": "file:///etc/passwd"}).encode(),
+    "private media url": json.dumps({**JOB, "media_url": "http://10.1.2.3/a.mp3"}).encode(),
+    "loopback webhook": json.dumps({**JOB, "webhook_url": "http://127.0.0.1:9/h"}).encode(),
+    "metadata service": json.dumps({**JOB, "media_url": "http://169.254.169.254/latest/"}).encode(),
+    "credentials in url": json.dumps(
+        {**JOB, "media_url": "https://u:p@bucket.example.com/a.mp3"}
+    ).encode(),
+    "bad language": json.dumps({**JOB, "language": "english!!"}).encode(),
+    "metadata too large": json.dumps({**JOB, "metadata": {"x": "y" * 17_000}}).encode(),
+    "external id too long": json.dumps({**JOB, "external_id": "x" * 300}).encode(),
+}
+
+
+@pytest.mark.parametrize("name", BAD_BODIES)
+async def test_bad_input_is_a_4xx_problem_never_a_500(api: Api, name: str) -> None:
+    response = await api.http.post(
+        "/v1/jobs",
+        content=BAD_BODIES[name],
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    body = assert_problem(response, 422)
+    assert body["errors"], body
+
+
+async def test_oversized_body_is_413(api: Api) -> None:
+    huge = json.dumps({**JOB, "metadata": {"x": "y" * 100_000}})
+    assert_problem(
+        await api.http.post(
+            "/v1/jobs", content=huge, headers={**api.auth(), "Content-Type": "application/json"}
+        ),
+        413,
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while reading
+        for _ in range(100):
+            yield b" " * 1024
+
+    assert_problem(
+        await api.http.post(
+            "/v1/jobs", content=chunks(), headers={**api.auth(), "Content-Type": "application/json"}
+        ),
+        413,
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/jobs?limit=0",
+        "/v1/jobs?limit=abc",
+        "/v1/jobs?status=DONE",
+        "/v1/jobs?cursor=zz!",
+        "/v1/jobs/x/transcript?format=pdf",
+    ],
+)
+async def test_bad_query_parameters_are_422(api: Api, path: str) -> None:
+    assert_problem(await api.http.get(path, headers=api.auth()), 422)
+
+
+async def test_long_idempotency_key_is_422(api: Api) -> None:
+    headers = {**api.auth(), "Idempotency-Key": "k" * 300}
+    assert_problem(await api.http.post("/v1/jobs", json=JOB, headers=headers), 422)
+
+
+async def test_transcript_is_409_until_it_exists_and_cancel_works(api: Api) -> None:
+    job = (await api.http.post("/v1/jobs", json=JOB, headers=api.auth())).json()
+    assert_problem(await api.http.get(f"/v1/jobs/{job['id']}/transcript", headers=api.auth()), 409)
+    assert_problem(await api.http.post(f"/v1/jobs/{job['id']}/redeliver", headers=api.auth()), 409)
+    canceled = await api.http.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+    assert canceled.status_code == 200 and canceled.json()["status"] == "CANCELED"
+    again = await api.http.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+    assert_problem(again, 409)
+
+
+async def test_health_ready_metrics_and_openapi(api: Api) -> None:
+    assert (await api.http.get("/healthz")).status_code == 200
+    assert (await api.http.get("/readyz")).status_code == 200
+    await api.http.get("/v1/jobs", headers=api.auth())
+    metrics = (await api.http.get("/metrics")).text
+    assert 'transcription_http_requests_total{route="/v1/jobs",service="enqueue"' in metrics
+    spec = (await api.http.get("/openapi.json")).json()
+    assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/redeliver" in spec["paths"]
+
+
+async def test_private_urls_are_accepted_when_the_operator_allows_them(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine, "org-local")
+    settings = EnqueueSettings(database_url=database_url, allow_private_urls=True)
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        body = {
+            **JOB,
+            "media_url": "http://127.0.0.1:9000/a.mp3",
+            "webhook_url": "http://localhost:9001/hook",
+        }
+        response = await http.post(
+            "/v1/jobs", json=body, headers={"Authorization": f"Bearer {tenant.api_key}"}
+        )
+    assert response.status_code == 202, response.text

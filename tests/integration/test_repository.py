@@ -1,0 +1,287 @@
+"""The job store on real PostgreSQL and on SQLite: CAS transitions, claims, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from factories import make_job, make_jobs, make_tenant, status_of
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from transcription_core import repository as repo
+from transcription_core.db import create_engine
+from transcription_core.errors import DuplicateIdempotencyKey
+from transcription_core.models import utcnow
+from transcription_core.status import InvalidTransition, JobStatus
+
+S = JobStatus
+
+
+async def test_insert_logs_the_first_event(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    job = await make_job(engine)
+    assert job["status"] == S.QUEUED and job["attempts"] == 0
+    async with engine.connect() as conn:
+        events = await repo.job_events(conn, job["id"])
+    assert [(e["from_status"], e["to_status"]) for e in events] == [(None, S.QUEUED)]
+
+
+async def test_transition_is_compare_and_set(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    job = await make_job(engine, status=S.TRIGGERED, attempts=1)
+    async with engine.begin() as conn:
+        moved = await repo.transition(
+            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=1, actor="w1"
+        )
+        assert moved is not None and moved["status"] == S.PROCESSING
+        # A second writer expecting the old status loses: no row, no overwrite.
+        again = await repo.transition(
+            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=1, actor="w2"
+        )
+        assert again is None
+        # A worker of an older attempt cannot finish a job a newer attempt owns.
+        stale = await repo.transition(
+            conn, job["id"], from_status=S.PROCESSING, to_status=S.SUCCEEDED, attempt=0, actor="old"
+        )
+        assert stale is None
+        with pytest.raises(InvalidTransition):
+            await repo.transition(
+                conn, job["id"], from_status=S.PROCESSING, to_status=S.QUEUED, attempt=1, actor="w1"
+            )
+        done = await repo.transition(
+            conn, job["id"], from_status=S.PROCESSING, to_status=S.SUCCEEDED, attempt=1, actor="w1"
+        )
+        assert done is not None and done["completed_at"] is not None
+        events = await repo.job_events(conn, job["id"])
+    assert [e["to_status"] for e in events] == [S.QUEUED, S.PROCESSING, S.SUCCEEDED]
+    assert events[-1]["actor"] == "w1" and events[-1]["attempt"] == 1
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "ok"),
+    [
+        (S.QUEUED, S.CANCELED, True),
+        (S.FAILED, S.CANCELED, True),
+        (S.SUCCEEDED, S.CANCELED, False),
+        (S.PERMAFAILED, S.QUEUED, True),
+        (S.CANCELED, S.QUEUED, False),
+        (S.QUEUED, S.SUCCEEDED, False),
+    ],
+)
+async def test_refused_transitions_never_reach_the_row(
+    engine: AsyncEngine, src: JobStatus, dst: JobStatus, ok: bool
+) -> None:
+    await make_tenant(engine)
+    job = await make_job(engine, status=src)
+    async with engine.begin() as conn:
+        if ok:
+            assert await repo.transition_any(conn, job["id"], to_status=dst, actor="t")
+        else:
+            with pytest.raises(InvalidTransition):
+                await repo.transition_any(conn, job["id"], to_status=dst, actor="t")
+    assert await status_of(engine, job["id"]) == (dst if ok else src)
+
+
+async def test_idempotency_key_is_unique_per_tenant(engine: AsyncEngine) -> None:
+    await make_tenant(engine, "org-a")
+    await make_tenant(engine, "org-b")
+    new = repo.NewJob(
+        tenant="org-a", media_url="https://m/a", webhook_url="https://h/a", idempotency_key="k1"
+    )
+    async with engine.begin() as conn:
+        await repo.insert_job(conn, new)
+    with pytest.raises(DuplicateIdempotencyKey):
+        async with engine.begin() as conn:
+            await repo.insert_job(conn, new)
+    async with engine.begin() as conn:  # another tenant may use the same key
+        await repo.insert_job(
+            conn,
+            repo.NewJob(
+                tenant="org-b",
+                media_url="https://m/a",
+                webhook_url="https://h/a",
+                idempotency_key="k1",
+            ),
+        )
+
+
+async def test_claim_counts_the_attempt_and_respects_the_limit(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    await make_jobs(engine, 5)
+    async with engine.begin() as conn:
+        claimed = await repo.claim_due_jobs(conn, max_in_flight=3, lease_seconds=60)
+    assert len(claimed) == 3
+    assert all(c.attempt == 1 and c.from_status == S.QUEUED for c in claimed)
+    async with engine.begin() as conn:
+        assert await repo.claim_due_jobs(conn, max_in_flight=3, lease_seconds=60) == []
+        assert await repo.count_in_flight(conn) == 3
+        row = await repo.get_job(conn, claimed[0].id)
+    assert row is not None and row["status"] == S.TRIGGERED and row["lease_expires_at"]
+
+
+async def test_jobs_not_yet_due_are_not_claimed(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    await make_job(engine, status=S.FAILED, attempts=1, due_at=utcnow() + timedelta(hours=1))
+    due = await make_job(engine, status=S.FAILED, attempts=1, due_at=utcnow())
+    async with engine.begin() as conn:
+        claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
+    assert [(c.id, c.attempt, c.from_status) for c in claimed] == [(due["id"], 2, S.FAILED)]
+
+
+async def test_claims_are_fair_across_tenants(engine: AsyncEngine) -> None:
+    """A tenant's flood does not hold back another tenant's single job past one round."""
+    await make_tenant(engine, "org-flood")
+    await make_tenant(engine, "org-small")
+    await make_jobs(engine, 300, tenant="org-flood")
+    small = await make_job(engine, tenant="org-small")
+    async with engine.begin() as conn:
+        claimed = await repo.claim_due_jobs(conn, max_in_flight=2, lease_seconds=60)
+    assert small["id"] in {c.id for c in claimed}
+    assert {c.tenant for c in claimed} == {"org-flood", "org-small"}
+
+
+async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    (job_id,) = await make_jobs(engine, 1)
+    async with engine.begin() as conn:
+        (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+        assert await repo.return_to_queue(conn, claimed, "transcriber answered 503")
+        row = await repo.get_job(conn, job_id)
+    assert row is not None and row["status"] == S.QUEUED and row["attempts"] == 0
+
+
+async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    (job_id,) = await make_jobs(engine, 1)
+    for attempt in (1, 2, 3):
+        async with engine.begin() as conn:
+            (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=0)
+            assert claimed.attempt == attempt
+            recovered = await repo.recover_expired_leases(conn, max_attempts=3, backoff_seconds=0)
+        expected = S.FAILED if attempt < 3 else S.PERMAFAILED
+        assert [(r.id, r.to_status) for r in recovered] == [(job_id, expected)]
+    async with engine.connect() as conn:
+        row = await repo.get_job(conn, job_id)
+        events = await repo.job_events(conn, job_id)
+    assert row is not None
+    assert (row["status"], row["failure_reason"], row["attempts"]) == (
+        S.PERMAFAILED,
+        "WORKER_LOST",
+        3,
+    )
+    assert [e["to_status"] for e in events] == [
+        S.QUEUED,
+        S.TRIGGERED,
+        S.FAILED,
+        S.TRIGGERED,
+        S.FAILED,
+        S.TRIGGERED,
+        S.PERMAFAILED,
+    ]
+
+
+async def test_renew_lease_fails_once_the_lease_is_lost(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    await make_jobs(engine, 1)
+    async with engine.begin() as conn:
+        (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+        assert await repo.renew_lease(conn, claimed.id, claimed.attempt, 60)
+        assert not await repo.renew_lease(conn, claimed.id, claimed.attempt + 1, 60)
+        await repo.transition(
+            conn,
+            claimed.id,
+            from_status=S.TRIGGERED,
+            to_status=S.CANCELED,
+            attempt=claimed.attempt,
+            actor="client",
+        )
+        assert not await repo.renew_lease(conn, claimed.id, claimed.attempt, 60)
+
+
+async def test_list_jobs_paginates_newest_first(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    ids = await make_jobs(engine, 7)
+    seen: list[str] = []
+    cursor = None
+    async with engine.connect() as conn:
+        while True:
+            page, cursor = await repo.list_jobs(conn, "org-test", limit=3, cursor=cursor)
+            seen += [r["id"] for r in page]
+            if cursor is None:
+                break
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    with pytest.raises(ValueError):
+        repo.decode_cursor("garbage!")
+
+
+@pytest.mark.postgres
+async def test_concurrent_claimers_never_exceed_the_limit(pg_url: str) -> None:
+    """4 claimers, limit 5, 200 jobs: in flight never above 5 while they drain."""
+    engines = [create_engine(pg_url, f"claimer-{n}") for n in range(5)]
+    observer = engines[-1]
+    try:
+        await make_tenant(observer)
+        await make_jobs(observer, 200)
+        finished = 0
+        peak = 0
+
+        async def claimer(engine: AsyncEngine) -> None:
+            nonlocal finished, peak
+            while finished < 200:
+                async with engine.begin() as conn:
+                    claimed = await repo.claim_due_jobs(conn, max_in_flight=5, lease_seconds=60)
+                async with engine.connect() as conn:
+                    peak = max(peak, await repo.count_in_flight(conn))
+                for job in claimed:
+                    async with engine.begin() as conn:
+                        await repo.transition(
+                            conn,
+                            job.id,
+                            from_status=S.TRIGGERED,
+                            to_status=S.PROCESSING,
+                            attempt=job.attempt,
+                            actor="w",
+                        )
+                    await asyncio.sleep(0.001)
+                    async with engine.begin() as conn:
+                        await repo.transition(
+                            conn,
+                            job.id,
+                            from_status=S.PROCESSING,
+                            to_status=S.SUCCEEDED,
+                            attempt=job.attempt,
+                            actor="w",
+                        )
+                    finished += 1
+                if not claimed:
+                    await asyncio.sleep(0.002)
+
+        async def sampler() -> None:
+            nonlocal peak
+            while finished < 200:
+                async with observer.connect() as conn:
+                    peak = max(peak, await repo.count_in_flight(conn))
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(claimer(e) for e in engines[:4]), sampler()), timeout=120
+        )
+        async with observer.connect() as conn:
+            counts = dict(
+                (
+                    await conn.execute(
+                        sa.select(repo.jobs.c.status, sa.func.count()).group_by(repo.jobs.c.status)
+                    )
+                ).all()
+            )
+            triggered_twice = await conn.scalar(
+                sa.select(sa.func.count()).select_from(repo.jobs).where(repo.jobs.c.attempts > 1)
+            )
+        assert counts == {S.SUCCEEDED: 200}
+        assert triggered_twice == 0
+        assert 1 <= peak <= 5
+    finally:
+        for engine in engines:
+            await engine.dispose()
