@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
 from transcription_core import migrate
 from transcription_core.db import asyncpg_dsn, create_engine
 

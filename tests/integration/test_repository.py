@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from factories import make_job, make_jobs, make_tenant, status_of
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from factories import make_job, make_jobs, make_tenant, status_of
 from transcription_core import repository as repo
 from transcription_core.db import create_engine
 from transcription_core.errors import DuplicateIdempotencyKey

@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from transcription_core.retry import (
     MAX_BACKOFF_SECONDS,
     backoff_seconds,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from transcription_core.status import (
     CLAIMABLE,
     IN_FLIGHT,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
 
 REFUSED = [

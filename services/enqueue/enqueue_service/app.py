@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
-from transcription_core.db import create_engine
-from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
 
 from enqueue_service.routes import router
 from enqueue_service.service import ApiKeyCache
 from enqueue_service.settings import EnqueueSettings, get_settings
+from transcription_core.db import create_engine
+from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
 
 
 def create_app(settings: EnqueueSettings | None = None) -> FastAPI:

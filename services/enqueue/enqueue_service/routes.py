@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
-from transcription_core import repository as repo
-from transcription_core.errors import Conflict, InvalidRequest
-from transcription_core.status import JobStatus
-from transcription_core.transcript import render
 
 from enqueue_service import service
 from enqueue_service.schemas import JobCreate, JobPage, JobResource, TranscriptFormat
 from enqueue_service.settings import EnqueueSettings
+from transcription_core import repository as repo
+from transcription_core.errors import Conflict, InvalidRequest
+from transcription_core.status import JobStatus
+from transcription_core.transcript import render
 
 router = APIRouter(prefix="/v1")
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from enqueue_service.schemas import JobCreate
+from enqueue_service.settings import EnqueueSettings
 from transcription_core import repository as repo
 from transcription_core.errors import (
     Conflict,
@@ -22,9 +25,6 @@ from transcription_core.errors import (
 from transcription_core.models import utcnow
 from transcription_core.status import InvalidTransition, JobStatus
 from transcription_core.urls import UnsafeUrl, check_url
-
-from enqueue_service.schemas import JobCreate
-from enqueue_service.settings import EnqueueSettings
 
 
 class ApiKeyCache:

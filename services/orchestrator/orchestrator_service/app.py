@@ -11,13 +11,13 @@ from contextlib import asynccontextmanager
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from transcription_core.db import create_engine, is_sqlite
-from transcription_core.http import install_common_routes, install_problem_handlers
 
 from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.listener import listen_forever
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings, get_settings
+from transcription_core.db import create_engine, is_sqlite
+from transcription_core.http import install_common_routes, install_problem_handlers
 
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:

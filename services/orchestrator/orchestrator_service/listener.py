@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
+
 from transcription_core.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)

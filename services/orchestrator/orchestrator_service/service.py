@@ -15,12 +15,12 @@ import time
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from transcription_core import repository as repo
-from transcription_core.models import utcnow
 
 from orchestrator_service import metrics
 from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.settings import OrchestratorSettings
+from transcription_core import repository as repo
+from transcription_core.models import utcnow
 
 log = logging.getLogger(__name__)
 
