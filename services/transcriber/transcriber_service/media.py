@@ -1,0 +1,327 @@
+"""Decode downloaded media to 16 kHz mono 16-bit PCM on disk, with PyAV.
+
+:func:`decode_to_pcm_file` demuxes the file's audio stream (the best one, as FFmpeg ranks
+them; video and other streams are skipped by the demuxer and never decoded), resamples each
+decoded frame with ``av.AudioResampler(format="s16", layout="mono", rate=16000)`` and appends
+it to a raw PCM file (little-endian int16, no header). Memory stays flat whatever the media's
+length; the file is 32 KB per second of audio (115 MB for an hour). The rest of the worker
+reads spans back with :func:`read_pcm` / :func:`read_pcm_float32`.
+
+It is synchronous and CPU-bound: the worker calls it through ``asyncio.to_thread``.
+
+Failures (all :class:`~transcriber_service.errors.MediaError`):
+
+* ``MEDIA_UNDECODABLE``: FFmpeg does not recognise the file (a text file named ``.mp3``),
+  the audio codec has no decoder, or not one sample of audio decodes.
+* ``NO_AUDIO_FOUND``: the file is media but has no audio stream (a silent screen capture).
+  Audio that holds no speech is the chunker's finding (``chunking.py``), not this module's.
+* ``MEDIA_TOO_LARGE``: the duration the container declares, or the audio decoded so far, is
+  over ``max_duration_s``.
+
+Damaged files: packets that fail to decode are skipped, as the ``ffmpeg`` command line does
+(counted in ``DecodedAudio.decode_errors``). A file cut off part way (a truncated upload)
+keeps what decodes: a demuxer error or an early end of file ends the audio there, the
+prefix is the job's audio, and ``truncated=True`` says so when the container declared more
+(or the read failed). We transcribe what there is rather than fail a job whose file plays,
+as far as it goes, in any player. A file cut off so early that nothing decodes, or an MP4
+whose index (``moov``) was in the lost part, is ``MEDIA_UNDECODABLE``. Mostly-garbage input, more
+failed packets than good ones past a small allowance, is ``MEDIA_UNDECODABLE`` too.
+
+Timeline: sample ``i`` of the PCM file is at ``i / 16000`` seconds of the media. Audio that
+starts later than the container (an audio track that begins after the video) is preceded by
+that much silence so the timeline holds; gaps inside the stream are not reconstructed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+
+from transcriber_service.errors import MediaError
+from transcription_core.status import FailureReason
+
+#: Sample rate of the PCM files (what Whisper expects).
+SAMPLE_RATE = 16_000
+#: Bytes per PCM sample: signed 16-bit, mono.
+SAMPLE_WIDTH = 2
+PCM_DTYPE = np.dtype("<i2")
+
+#: Undecodable packets tolerated before we compare them with the good ones.
+_ERROR_ALLOWANCE = 50
+#: Slack on the duration a container declares (headers round, VBR MP3s estimate).
+_DECLARED_DURATION_SLACK_S = 1.0
+#: A later start than this puts silence first (less is encoder delay, not a late track).
+_MIN_START_OFFSET_S = 0.05
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A decoded PCM file and what we learnt about its source."""
+
+    path: Path
+    #: Samples in the PCM file (16 kHz mono), leading silence included.
+    num_samples: int
+    #: FFmpeg's name for the container, e.g. ``"mov,mp4,m4a,3gp,3g2,mj2"``.
+    container_format: str
+    #: FFmpeg's name for the audio codec that was decoded, e.g. ``"aac"``.
+    codec: str
+    source_sample_rate: int
+    source_channels: int
+    #: The duration the container declares, if it declares one.
+    declared_duration_s: float | None
+    #: Silence put before the first sample because the audio starts after the container.
+    start_offset_s: float = 0.0
+    #: Packets that failed to decode and were skipped.
+    decode_errors: int = 0
+    #: Decoding stopped at a read error, or ended well short of the declared duration:
+    #: the file is probably cut off. Informational; the decoded prefix is the audio.
+    truncated: bool = False
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+
+def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> DecodedAudio:
+    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM.
+
+    Raises :class:`MediaError` (see the module docstring); ``dest`` is removed then.
+    A missing ``src`` is the caller's bug and raises ``FileNotFoundError``.
+    """
+    if not src.is_file():
+        raise FileNotFoundError(src)
+    try:
+        with _open(src) as container:
+            stream = _audio_stream(container)
+            declared = _declared_duration(container, stream)
+            if declared is not None and declared > max_duration_s + _DECLARED_DURATION_SLACK_S:
+                raise MediaError(
+                    FailureReason.MEDIA_TOO_LARGE,
+                    f"the media is {_seconds(declared)} long, over the limit of "
+                    f"{_seconds(max_duration_s)}",
+                )
+            writer = _PcmWriter(dest, max_samples=math.floor(max_duration_s * SAMPLE_RATE))
+            with writer:
+                decode_errors, truncated = _decode(container, stream, writer)
+            if writer.samples == 0 or writer.samples == writer.leading_samples:
+                raise MediaError(
+                    FailureReason.MEDIA_UNDECODABLE,
+                    f"no audio could be decoded from the {stream.codec_context.name} stream",
+                )
+            decoded_s = writer.samples / SAMPLE_RATE
+            if declared is not None and decoded_s < declared - max(2.0, 0.05 * declared):
+                truncated = True
+            return DecodedAudio(
+                path=dest,
+                num_samples=writer.samples,
+                container_format=container.format.name,
+                codec=stream.codec_context.name,
+                source_sample_rate=stream.codec_context.sample_rate,
+                source_channels=stream.codec_context.channels,
+                declared_duration_s=declared,
+                start_offset_s=writer.leading_samples / SAMPLE_RATE,
+                decode_errors=decode_errors,
+                truncated=truncated,
+            )
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def pcm_num_samples(path: Path) -> int:
+    """The number of samples in a PCM file written by :func:`decode_to_pcm_file`."""
+    return path.stat().st_size // SAMPLE_WIDTH
+
+
+def read_pcm(path: Path, start_sample: int, end_sample: int) -> bytes:
+    """Samples ``[start_sample, end_sample)`` of a PCM file as s16le bytes.
+
+    The span is clipped to the file; only the span is read, however long the file.
+    """
+    if start_sample < 0 or end_sample < start_sample:
+        raise ValueError(f"not a span of samples: [{start_sample}, {end_sample})")
+    with path.open("rb") as pcm:
+        pcm.seek(start_sample * SAMPLE_WIDTH)
+        return pcm.read((end_sample - start_sample) * SAMPLE_WIDTH)
+
+
+def read_pcm_float32(path: Path, start_sample: int, end_sample: int) -> np.ndarray:
+    """Samples ``[start_sample, end_sample)`` as float32 in [-1, 1), what Whisper takes."""
+    data = np.frombuffer(read_pcm(path, start_sample, end_sample), dtype=PCM_DTYPE)
+    return data.astype(np.float32) / 32768.0
+
+
+def open_pcm_memmap(path: Path) -> np.ndarray:
+    """The whole PCM file as a read-only int16 ``numpy.memmap`` (pages load on access)."""
+    if path.stat().st_size < SAMPLE_WIDTH:
+        return np.zeros(0, dtype=PCM_DTYPE)
+    return np.memmap(path, dtype=PCM_DTYPE, mode="r")
+
+
+def _open(src: Path) -> InputContainer:
+    try:
+        return av.open(str(src), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise MediaError(
+            FailureReason.MEDIA_UNDECODABLE, f"not a media file FFmpeg can read ({_why(exc)})"
+        ) from exc
+
+
+def _audio_stream(container: InputContainer) -> AudioStream:
+    if not container.streams.audio:
+        kinds = sorted({s.type for s in container.streams})
+        found = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+        raise MediaError(FailureReason.NO_AUDIO_FOUND, f"the media has no audio stream ({found})")
+    try:
+        stream = container.streams.best("audio")
+    except av.FFmpegError:
+        stream = None
+    if not isinstance(stream, AudioStream):
+        stream = container.streams.audio[0]
+    if stream.codec_context is None:
+        raise MediaError(
+            FailureReason.MEDIA_UNDECODABLE,
+            f"the audio codec {stream.codec.name if stream.codec else '?'} cannot be decoded",
+        )
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = av.stream.Discard.all
+    return stream
+
+
+def _declared_duration(container: InputContainer, stream: AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode(container: InputContainer, stream: AudioStream, writer: _PcmWriter) -> tuple[int, bool]:
+    """Decode ``stream`` into ``writer``; return (packets skipped, stopped early)."""
+    resampler = _Resampler()
+    container_start = (container.start_time or 0) / av.time_base
+    good = errors = 0
+    truncated = False
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as exc:
+            if writer.samples == 0:
+                raise MediaError(
+                    FailureReason.MEDIA_UNDECODABLE, f"the media is corrupt ({_why(exc)})"
+                ) from exc
+            truncated = True
+            break
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            errors += 1
+            if errors > _ERROR_ALLOWANCE and errors > good:
+                raise MediaError(
+                    FailureReason.MEDIA_UNDECODABLE,
+                    f"the audio is corrupt: {errors} packets could not be decoded ({_why(exc)})",
+                ) from exc
+            continue
+        good += 1
+        for frame in frames:
+            if writer.samples == 0 and frame.time is not None:
+                writer.start_at(frame.time - container_start)
+            writer.write(resampler.resample(frame))
+    writer.write(resampler.flush())
+    return errors, truncated
+
+
+class _Resampler:
+    """``av.AudioResampler`` to 16 kHz mono s16 that survives a change of input format.
+
+    A stream may change its sample rate or layout midway (a broadcast recording, an
+    HE-AAC switch); PyAV's resampler refuses such a frame, so we flush it and start a new
+    one.
+    """
+
+    def __init__(self) -> None:
+        self._resampler = self._new()
+
+    @staticmethod
+    def _new() -> av.AudioResampler:
+        return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def resample(self, frame: AudioFrame) -> list[AudioFrame]:
+        try:
+            return self._resampler.resample(frame)
+        except ValueError:
+            out = self.flush()
+            self._resampler = self._new()
+            return out + self._resampler.resample(frame)
+
+    def flush(self) -> list[AudioFrame]:
+        return self._resampler.resample(None)
+
+
+class _PcmWriter:
+    """Append resampled frames to the PCM file, counting samples against the limit."""
+
+    def __init__(self, path: Path, *, max_samples: int) -> None:
+        self.path = path
+        self.max_samples = max_samples
+        self.samples = 0
+        self.leading_samples = 0
+        self._file = path.open("wb")
+
+    def __enter__(self) -> _PcmWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def start_at(self, offset_s: float) -> None:
+        """Put ``offset_s`` seconds of silence first (the audio starts late)."""
+        if offset_s < _MIN_START_OFFSET_S:
+            return
+        leading = round(offset_s * SAMPLE_RATE)
+        self._count(leading)
+        self.leading_samples = leading
+        zeros = bytes(SAMPLE_RATE * SAMPLE_WIDTH)
+        whole, rest = divmod(leading, SAMPLE_RATE)
+        for _ in range(whole):
+            self._file.write(zeros)
+        self._file.write(zeros[: rest * SAMPLE_WIDTH])
+
+    def write(self, frames: Iterable[AudioFrame]) -> None:
+        for frame in frames:
+            data = frame.to_ndarray()
+            self._count(data.shape[-1])
+            self._file.write(data.astype(PCM_DTYPE, copy=False).tobytes())
+
+    def _count(self, samples: int) -> None:
+        self.samples += samples
+        if self.samples > self.max_samples:
+            limit = self.max_samples / SAMPLE_RATE
+            raise MediaError(
+                FailureReason.MEDIA_TOO_LARGE,
+                f"the audio is longer than the limit of {_seconds(limit)}",
+            )
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g} s"
+
+
+def _why(exc: av.FFmpegError) -> str:
+    return exc.strerror or type(exc).__name__
