@@ -1,0 +1,311 @@
+"""Cut decoded audio into chunks of at most 30 s at pauses in the speech.
+
+The model hears one chunk at a time, so a cut through a word garbles it twice. We find the
+speech with the Silero voice activity detector that faster-whisper bundles and cut only in
+the pauses between speech; silence between chunks is left out, so the model never hears it.
+
+1. **Analyse** (:func:`analyse_pcm`): one pass over the PCM file in windows of a few minutes
+   (a ``numpy.memmap``, so a two-hour file never sits in memory as one float array). For
+   every 512-sample frame (32 ms) the VAD's speech probability, with the detector's LSTM
+   state carried from window to window, which gives exactly what one call on the whole
+   file would; and for every 10 ms hop the mean-square energy. Both arrays are small
+   (2 hours: 0.9 MB of probabilities, 5.8 MB of energies), and a speech region that
+   crosses a window edge is simply one run of frames in them.
+2. **Speech regions**: faster-whisper's rules (``get_speech_timestamps``: speech starts at
+   ``threshold``, ends after ``min_silence_duration_ms`` below ``neg_threshold``, regions
+   shorter than ``min_speech_duration_ms`` dropped, ``speech_pad_ms`` of padding each side,
+   a gap shorter than two paddings split in its middle), on our options
+   (:data:`DEFAULT_VAD_OPTIONS`: a 300 ms pause separates regions).
+3. **Split** a region longer than ``max_chunk_s`` at its quietest point: the 100 ms window
+   of lowest energy between half and all of ``max_chunk_s`` from the piece's start.
+4. **Pack** regions greedily into chunks: a chunk grows region by region while it stays
+   within ``max_chunk_s`` and the pause before the next region is shorter than
+   ``max_pause_s``; so every cut lies in a pause, or at the quietest point of speech
+   that had no pause for ``max_chunk_s``.
+
+Deterministic: the same PCM file gives the same chunks (the window size does not matter;
+only an onnxruntime build on another CPU could round differently). A retried job can
+therefore match chunks it saved by ``index`` and sample boundaries.
+
+No speech at all raises ``MediaError(NO_AUDIO_FOUND, "no speech found ...")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from faster_whisper.vad import VadOptions, get_vad_model
+
+from transcriber_service.errors import MediaError
+from transcriber_service.media import SAMPLE_RATE, open_pcm_memmap
+from transcription_core.status import FailureReason
+
+#: Samples per VAD frame (Silero's window at 16 kHz).
+VAD_FRAME = 512
+#: Samples of the context the Silero model sees before each frame.
+_VAD_CONTEXT = 64
+#: Samples per energy hop (10 ms).
+ENERGY_HOP = 160
+#: Window sizes are a multiple of both frame sizes (2560 samples, 0.16 s).
+_WINDOW_UNIT = int(np.lcm(VAD_FRAME, ENERGY_HOP))
+#: Hops in the moving window that finds the quietest point of a long region (100 ms).
+_QUIET_WINDOW_HOPS = 10
+
+DEFAULT_VAD_OPTIONS = VadOptions(
+    threshold=0.5,
+    neg_threshold=None,
+    min_speech_duration_ms=150,
+    min_silence_duration_ms=300,
+    speech_pad_ms=200,
+)
+
+
+@dataclass(frozen=True, order=True)
+class Chunk:
+    """Samples ``[start_sample, end_sample)`` of the media's 16 kHz PCM, the ``index``-th cut."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+
+    @property
+    def num_samples(self) -> int:
+        return self.end_sample - self.start_sample
+
+    @property
+    def start_s(self) -> float:
+        return self.start_sample / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.end_sample / SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SpeechAnalysis:
+    """What :func:`analyse_pcm` learns about a PCM file; the input of the pure planner."""
+
+    num_samples: int
+    #: Speech probability of each 512-sample frame (the last one padded with zeros).
+    speech_probs: np.ndarray
+    #: Mean-square energy of each 160-sample hop, samples scaled to [-1, 1).
+    energy: np.ndarray
+
+
+def plan_chunks(
+    pcm_path: Path,
+    *,
+    max_chunk_s: float = 30.0,
+    vad_options: VadOptions | None = None,
+    max_pause_s: float = 2.0,
+    window_s: float = 180.0,
+) -> list[Chunk]:
+    """The chunks of speech in a 16 kHz mono s16le PCM file, in order.
+
+    Raises ``MediaError(NO_AUDIO_FOUND)`` when the file holds no speech.
+    """
+    analysis = analyse_pcm(pcm_path, window_s=window_s)
+    return chunks_from_analysis(
+        analysis, max_chunk_s=max_chunk_s, vad_options=vad_options, max_pause_s=max_pause_s
+    )
+
+
+def analyse_pcm(pcm_path: Path, *, window_s: float = 180.0) -> SpeechAnalysis:
+    """Speech probabilities and energies of a PCM file, read in windows of ``window_s``."""
+    pcm = open_pcm_memmap(pcm_path)
+    num_samples = len(pcm)
+    window = max(1, round(window_s * SAMPLE_RATE / _WINDOW_UNIT)) * _WINDOW_UNIT
+    vad = _StreamingVad()
+    probs: list[np.ndarray] = []
+    energy: list[np.ndarray] = []
+    for start in range(0, num_samples, window):
+        audio = pcm[start : start + window].astype(np.float32) / 32768.0
+        probs.append(vad.probabilities(_pad_to(audio, VAD_FRAME)))
+        hops = _pad_to(audio, ENERGY_HOP).reshape(-1, ENERGY_HOP).astype(np.float64)
+        energy.append(np.mean(hops * hops, axis=1))
+    del pcm
+    return SpeechAnalysis(
+        num_samples=num_samples,
+        speech_probs=np.concatenate(probs) if probs else np.zeros(0, np.float32),
+        energy=np.concatenate(energy) if energy else np.zeros(0, np.float64),
+    )
+
+
+def chunks_from_analysis(
+    analysis: SpeechAnalysis,
+    *,
+    max_chunk_s: float = 30.0,
+    vad_options: VadOptions | None = None,
+    max_pause_s: float = 2.0,
+) -> list[Chunk]:
+    """Plan the chunks from an analysis (pure; see the module docstring for the rules)."""
+    options = vad_options or DEFAULT_VAD_OPTIONS
+    max_samples = int(max_chunk_s * SAMPLE_RATE)
+    if max_samples < SAMPLE_RATE:
+        raise ValueError("max_chunk_s must be at least 1 second")
+    regions = speech_regions(analysis.speech_probs, analysis.num_samples, options)
+    if not regions:
+        raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
+    pieces: list[tuple[int, int]] = []
+    for start, end in regions:
+        pieces.extend(split_at_quietest(start, end, analysis.energy, max_samples))
+    spans = _pack(pieces, max_samples, int(max_pause_s * SAMPLE_RATE))
+    return [Chunk(i, start, end) for i, (start, end) in enumerate(spans)]
+
+
+def speech_regions(
+    speech_probs: np.ndarray, num_samples: int, options: VadOptions
+) -> list[tuple[int, int]]:
+    """Padded speech regions as ``(start, end)`` samples, by faster-whisper's rules.
+
+    The same state machine as ``faster_whisper.vad.get_speech_timestamps`` without its
+    ``max_speech_duration_s`` cut (long regions are split by energy instead), run on
+    probabilities computed window by window.
+    """
+    threshold = options.threshold
+    neg_threshold = options.neg_threshold
+    if neg_threshold is None:
+        neg_threshold = max(threshold - 0.15, 0.01)
+    min_speech = SAMPLE_RATE * options.min_speech_duration_ms / 1000
+    min_silence = SAMPLE_RATE * options.min_silence_duration_ms / 1000
+    pad = int(SAMPLE_RATE * options.speech_pad_ms / 1000)
+
+    regions: list[list[int]] = []
+    triggered = False
+    start = temp_end = 0
+    for i, prob in enumerate(speech_probs.tolist()):
+        position = VAD_FRAME * i
+        if prob >= threshold and temp_end:
+            temp_end = 0
+        if prob >= threshold and not triggered:
+            triggered = True
+            start = position
+            continue
+        if prob < neg_threshold and triggered:
+            if not temp_end:
+                temp_end = position
+            if position - temp_end < min_silence:
+                continue
+            if temp_end - start > min_speech:
+                regions.append([start, temp_end])
+            triggered = False
+            temp_end = 0
+    if triggered and num_samples - start > min_speech:
+        regions.append([start, num_samples])
+
+    for i, region in enumerate(regions):
+        if i == 0:
+            region[0] = max(0, region[0] - pad)
+        if i + 1 < len(regions):
+            following = regions[i + 1]
+            gap = following[0] - region[1]
+            if gap < 2 * pad:
+                region[1] += gap // 2
+                following[0] -= gap - gap // 2
+            else:
+                region[1] += pad
+                following[0] -= pad
+        else:
+            region[1] = min(num_samples, region[1] + pad)
+    return [(min(s, num_samples), min(e, num_samples)) for s, e in regions if s < e]
+
+
+def split_at_quietest(
+    start: int, end: int, energy: np.ndarray, max_samples: int
+) -> list[tuple[int, int]]:
+    """Split ``[start, end)`` into pieces of at most ``max_samples`` at its quietest points.
+
+    Each cut is the middle of the 100 ms window of lowest energy between half and all of
+    ``max_samples`` after the piece's start (the first such window on a tie).
+    """
+    pieces: list[tuple[int, int]] = []
+    while end - start > max_samples:
+        cut = _quietest_point(energy, start + max_samples // 2, start + max_samples)
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, end))
+    return pieces
+
+
+def _quietest_point(energy: np.ndarray, lo: int, hi: int) -> int:
+    """The sample in ``[lo, hi]`` at the middle of the quietest 100 ms of ``energy``."""
+    half = _QUIET_WINDOW_HOPS * ENERGY_HOP // 2
+    first = -(-(lo - half) // ENERGY_HOP)  # first hop whose window starts at or after lo-half
+    last = (hi - half) // ENERGY_HOP  # last hop whose window's middle is at or before hi
+    first = max(first, 0)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        energy[first : last + _QUIET_WINDOW_HOPS], _QUIET_WINDOW_HOPS
+    )[: max(0, last - first + 1)]
+    if len(windows) == 0:
+        return hi
+    best = first + int(np.argmin(windows.mean(axis=1)))
+    return min(max(best * ENERGY_HOP + half, lo), hi)
+
+
+def _pack(pieces: list[tuple[int, int]], max_samples: int, max_pause: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    chunk_start, chunk_end = pieces[0]
+    for start, end in pieces[1:]:
+        if start - chunk_end >= max_pause or end - chunk_start > max_samples:
+            spans.append((chunk_start, chunk_end))
+            chunk_start = start
+        chunk_end = end
+    spans.append((chunk_start, chunk_end))
+    return spans
+
+
+class _StreamingVad:
+    """Silero VAD over consecutive windows, its state carried from one to the next.
+
+    Mirrors ``faster_whisper.vad.SileroVADModel.__call__`` (each 512-sample frame is
+    preceded by the last 64 samples of the frame before it; the LSTM state runs on) but
+    keeps the state between calls, so windowed probabilities equal whole-file ones.
+    """
+
+    _BATCH = 10_000
+
+    def __init__(self) -> None:
+        self._session = get_vad_model().session
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(_VAD_CONTEXT, dtype=np.float32)
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        frames = audio.reshape(-1, VAD_FRAME)
+        if len(frames) == 0:
+            return np.zeros(0, dtype=np.float32)
+        context = np.empty((len(frames), _VAD_CONTEXT), dtype=np.float32)
+        context[0] = self._context
+        context[1:] = frames[:-1, -_VAD_CONTEXT:]
+        batched = np.concatenate([context, frames], axis=1)
+        self._context = frames[-1, -_VAD_CONTEXT:].copy()
+        out: list[np.ndarray] = []
+        for i in range(0, len(batched), self._BATCH):
+            probs, self._h, self._c = self._session.run(
+                None, {"input": batched[i : i + self._BATCH], "h": self._h, "c": self._c}
+            )
+            out.append(np.asarray(probs, dtype=np.float32).ravel())
+        return np.concatenate(out)
+
+
+def _pad_to(audio: np.ndarray, multiple: int) -> np.ndarray:
+    rest = len(audio) % multiple
+    return audio if rest == 0 else np.pad(audio, (0, multiple - rest))
+
+
+__all__ = [
+    "DEFAULT_VAD_OPTIONS",
+    "Chunk",
+    "SpeechAnalysis",
+    "analyse_pcm",
+    "chunks_from_analysis",
+    "plan_chunks",
+    "speech_regions",
+    "split_at_quietest",
+]
