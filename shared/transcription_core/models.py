@@ -103,7 +103,10 @@ class Job(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: When the worker holding an in-flight job is presumed lost.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    #: The Standard Webhooks ``webhook-id`` of the result message, the same on every retry.
+    #: The pending or last webhook message: its type (``transcription.succeeded`` or
+    #: ``transcription.failed``) and its Standard Webhooks ``webhook-id``, the same on
+    #: every retry of that message.
+    webhook_event: Mapped[str | None] = mapped_column(sa.String(64))
     webhook_message_id: Mapped[str | None] = mapped_column(sa.String(64))
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

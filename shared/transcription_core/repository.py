@@ -34,7 +34,7 @@ from transcription_core.models import (
     Transcript,
     utcnow,
 )
-from transcription_core.retry import decide_retry
+from transcription_core.retry import RetryDecision, decide_delivery_retry, decide_retry
 from transcription_core.status import (
     CLAIMABLE,
     FAILURE_STATUSES,
@@ -57,6 +57,14 @@ runtime_settings = RuntimeSetting.__table__
 CLAIM_LOCK_KEY = 0x7472616E  # "tran"
 
 API_KEY_PREFIX = "tsk_"
+
+SUCCEEDED_EVENT = "transcription.succeeded"
+FAILED_EVENT = "transcription.failed"
+
+
+def new_message_id() -> str:
+    """A Standard Webhooks ``webhook-id``: one per message, reused on its retries."""
+    return "msg_" + uuid.uuid4().hex
 
 
 # --- tenants and keys ---------------------------------------------------------------
@@ -509,13 +517,20 @@ async def recover_expired_leases(
     *,
     max_attempts: int,
     backoff_seconds: float,
+    delivery_schedule: tuple[float, ...],
     actor: str = "orchestrator",
     limit: int = 500,
 ) -> list[RecoveredJob]:
-    """In-flight jobs whose lease expired become FAILED (``WORKER_LOST``) or PERMAFAILED."""
+    """In-flight jobs whose lease expired: their worker is lost (``WORKER_LOST``).
+
+    A job still to be transcribed is retried (FAILED, due after a backoff) while it has
+    attempts left; out of attempts, it goes to SEND_FAILED with a ``transcription.failed``
+    message for a worker to deliver. A job that was delivering a message counts the loss
+    as a failed delivery, on the webhook schedule, and ends PERMAFAILED after the last.
+    """
     now = utcnow()
     query = (
-        sa.select(jobs.c.id, jobs.c.status, jobs.c.attempts)
+        sa.select(jobs)
         .where(jobs.c.status.in_(IN_FLIGHT), jobs.c.lease_expires_at < now)
         .limit(limit)
     )
@@ -523,10 +538,22 @@ async def recover_expired_leases(
         query = query.with_for_update(skip_locked=True)
     recovered = []
     for row in (await conn.execute(query)).mappings():
-        decision = decide_retry(
-            FailureReason.WORKER_LOST, row["attempts"], max_attempts, backoff_seconds
-        )
-        due = now + timedelta(seconds=decision.delay_seconds or 0)
+        detail = f"lease expired while {row['status']} (attempt {row['attempts']})"
+        values: dict[str, Any] = {}
+        if row["webhook_event"] is not None:
+            decision = decide_delivery_retry(row["deliveries"] + 1, delivery_schedule)
+            reason = row["failure_reason"] or FailureReason.WORKER_LOST
+            values["deliveries"] = row["deliveries"] + 1
+        else:
+            decision = decide_retry(
+                FailureReason.WORKER_LOST, row["attempts"], max_attempts, backoff_seconds
+            )
+            reason = FailureReason.WORKER_LOST
+            if not decision.retried:
+                decision = RetryDecision(JobStatus.SEND_FAILED, 0.0)
+                values.update(
+                    webhook_event=FAILED_EVENT, webhook_message_id=new_message_id(), deliveries=0
+                )
         moved = await transition(
             conn,
             row["id"],
@@ -534,9 +561,10 @@ async def recover_expired_leases(
             to_status=decision.status,
             attempt=row["attempts"],
             actor=actor,
-            reason=FailureReason.WORKER_LOST,
-            detail=f"lease expired while {row['status']} (attempt {row['attempts']})",
-            due_at=due,
+            reason=reason,
+            detail=detail,
+            due_at=now + timedelta(seconds=decision.delay_seconds or 0),
+            **values,
         )
         if moved is not None:
             recovered.append(RecoveredJob(row["id"], row["attempts"], decision.status))
@@ -652,6 +680,9 @@ async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> 
         deliveries=0,
         due_at=utcnow(),
         completed_at=None,
+        webhook_event=None,
+        webhook_message_id=None,
+        delivered_at=None,
     )
     return moved is not None
 
@@ -659,7 +690,13 @@ async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> 
 async def request_redelivery(
     conn: AsyncConnection, job: Mapping[str, Any], actor: str
 ) -> sa.RowMapping | None:
-    """A finished job back into the delivery queue (SEND_FAILED, due now, deliveries reset)."""
+    """A finished job back into the delivery queue (SEND_FAILED, due now, deliveries reset).
+
+    The message keeps its ``webhook-id``; a job that never had one gets its first.
+    """
+    has_transcript = await get_transcript(conn, job["id"]) is not None
+    event = SUCCEEDED_EVENT if has_transcript else FAILED_EVENT
+    same = job["webhook_event"] == event and job["webhook_message_id"] is not None
     return await transition(
         conn,
         job["id"],
@@ -669,6 +706,8 @@ async def request_redelivery(
         actor=actor,
         reason=job["failure_reason"],
         detail="redelivery requested",
+        webhook_event=event,
+        webhook_message_id=job["webhook_message_id"] if same else new_message_id(),
         deliveries=0,
         due_at=utcnow(),
         completed_at=None,

@@ -13,8 +13,9 @@ Two edges are internal and not part of the client contract:
 
 * ``TRIGGERED -> QUEUED``: the trigger never reached a worker (refused with 503,
   connection error); the job goes back to the queue and the attempt is not counted.
-* ``TRIGGERED -> FAILED | PERMAFAILED``: the lease of a triggered job expired before a
-  worker picked it up (``WORKER_LOST``).
+* ``TRIGGERED -> FAILED | SEND_FAILED | PERMAFAILED``: the lease of a triggered job
+  expired before a worker picked it up (``WORKER_LOST``). A job out of attempts goes to
+  SEND_FAILED first, so a worker delivers its ``transcription.failed`` webhook.
 
 ``SUCCEEDED | PERMAFAILED -> SEND_FAILED`` is also allowed: a client's redeliver
 request puts a finished job back into the delivery queue; it keeps its transcript.
@@ -82,7 +83,9 @@ CLAIMABLE = frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.SEND_FAILED
 S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.QUEUED: frozenset({S.TRIGGERED, S.CANCELED}),
-    S.TRIGGERED: frozenset({S.PROCESSING, S.QUEUED, S.FAILED, S.PERMAFAILED, S.CANCELED}),
+    S.TRIGGERED: frozenset(
+        {S.PROCESSING, S.QUEUED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}
+    ),
     S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}),
     S.FAILED: frozenset({S.TRIGGERED, S.CANCELED}),
     S.SEND_FAILED: frozenset({S.TRIGGERED, S.CANCELED}),

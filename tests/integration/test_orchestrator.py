@@ -116,7 +116,9 @@ async def test_a_lost_worker_is_retried_then_permafailed(
     """The recorder takes triggers and never works: each lease expires."""
     await make_tenant(engine)
     (job_id,) = await make_jobs(engine, 1)
-    settings = settings_for(database_url, recorder, lease_seconds=0.05, max_attempts=3)
+    settings = settings_for(
+        database_url, recorder, lease_seconds=0.05, max_attempts=3, webhook_retry_schedule="0"
+    )
     orchestrator = Orchestrator(engine, TranscriberClient(http, recorder.url), settings)
 
     async def done() -> bool:
@@ -124,7 +126,8 @@ async def test_a_lost_worker_is_retried_then_permafailed(
         return await status_of(engine, job_id) == "PERMAFAILED"
 
     await wait_for(done, timeout=30, interval=0.06)
-    assert recorder.triggers == [(job_id, 1), (job_id, 2), (job_id, 3)]
+    # Three transcription attempts, then two tries to deliver the failure message.
+    assert recorder.triggers == [(job_id, n) for n in range(1, 6)]
     async with engine.connect() as conn:
         job = await repo.get_job(conn, job_id)
     assert job is not None and job["failure_reason"] == "WORKER_LOST"

@@ -153,15 +153,23 @@ async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) ->
 
 
 async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) -> None:
+    """Three lost attempts, then a failure message whose deliveries are lost too."""
     await make_tenant(engine)
     (job_id,) = await make_jobs(engine, 1)
-    for attempt in (1, 2, 3):
+    expected = [S.FAILED, S.FAILED, S.SEND_FAILED, S.SEND_FAILED, S.PERMAFAILED]
+    for attempt, to_status in enumerate(expected, start=1):
         async with engine.begin() as conn:
             (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=0)
             assert claimed.attempt == attempt
-            recovered = await repo.recover_expired_leases(conn, max_attempts=3, backoff_seconds=0)
-        expected = S.FAILED if attempt < 3 else S.PERMAFAILED
-        assert [(r.id, r.to_status) for r in recovered] == [(job_id, expected)]
+            recovered = await repo.recover_expired_leases(
+                conn, max_attempts=3, backoff_seconds=0, delivery_schedule=(0.0,)
+            )
+        assert [(r.id, r.to_status) for r in recovered] == [(job_id, to_status)]
+        if attempt == 3:  # out of attempts: a transcription.failed message is pending
+            async with engine.connect() as conn:
+                row = await repo.get_job(conn, job_id)
+            assert row is not None and row["webhook_event"] == repo.FAILED_EVENT
+            assert row["webhook_message_id"].startswith("msg_")
     async with engine.connect() as conn:
         row = await repo.get_job(conn, job_id)
         events = await repo.job_events(conn, job_id)
@@ -169,16 +177,10 @@ async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) ->
     assert (row["status"], row["failure_reason"], row["attempts"]) == (
         S.PERMAFAILED,
         "WORKER_LOST",
-        3,
+        5,
     )
-    assert [e["to_status"] for e in events] == [
-        S.QUEUED,
-        S.TRIGGERED,
-        S.FAILED,
-        S.TRIGGERED,
-        S.FAILED,
-        S.TRIGGERED,
-        S.PERMAFAILED,
+    assert [e["to_status"] for e in events] == [S.QUEUED] + [
+        status for to_status in expected for status in (S.TRIGGERED, to_status)
     ]
 
 

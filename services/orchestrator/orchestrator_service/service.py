@@ -65,6 +65,7 @@ class Orchestrator:
                 conn,
                 max_attempts=settings.max_attempts,
                 backoff_seconds=settings.retry_backoff_seconds,
+                delivery_schedule=settings.webhook_retry_delays,
                 actor=self.actor,
             ):
                 metrics.RECOVERED.labels(job.to_status).inc()

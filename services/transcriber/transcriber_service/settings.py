@@ -1,0 +1,62 @@
+"""Settings of the transcriber (the worker)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from transcription_core.settings import DatabaseSettings, JobPolicySettings, UrlPolicySettings
+
+
+class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings):
+    model_server_url: str = Field(
+        "http://127.0.0.1:8003", description="Base URL of the model server."
+    )
+    worker_max_jobs: int = Field(
+        2,
+        ge=1,
+        description="Jobs one transcriber replica works on at once; a trigger beyond it gets "
+        "503 and the job goes back to the queue. Match Knative's containerConcurrency.",
+    )
+    max_download_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest media file downloaded (MEDIA_TOO_LARGE above)."
+    )
+    max_media_seconds: float = Field(
+        4 * 3600.0, gt=0, description="Longest media transcribed (MEDIA_TOO_LARGE above)."
+    )
+    download_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="Media connect timeout."
+    )
+    download_read_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the next bytes of the media (a stall fails)."
+    )
+    download_total_timeout_seconds: float = Field(
+        1800.0, gt=0, description="Longest a whole media download may take."
+    )
+    chunk_concurrency: int = Field(
+        4, ge=1, description="Chunks of one job in flight to the model server at once."
+    )
+    model_request_timeout_seconds: float = Field(
+        300.0, gt=0, description="Timeout of one chunk request to the model server."
+    )
+    model_request_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries per chunk (exponential backoff with jitter, honouring Retry-After) "
+        "before the job fails with MODEL_ERROR.",
+    )
+    beam_size: int = Field(5, ge=1, le=20, description="Beam size asked of the model server.")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="A webhook receiver must answer 2xx within this time."
+    )
+    work_dir: str = Field(
+        "",
+        description="Where downloads and decoded audio are kept while a job runs "
+        "(default: the system's temporary directory).",
+    )
+
+
+@lru_cache
+def get_settings() -> TranscriberSettings:
+    return TranscriberSettings()
