@@ -217,3 +217,12 @@ def test_audio_that_starts_late_keeps_the_media_timeline(tmp_path: Path) -> None
     assert decoded.duration_s == pytest.approx(2.0 + JFK_SECONDS, abs=0.1)
     lead = read_pcm(decoded.path, 0, int(1.9 * SAMPLE_RATE))
     assert not lead.strip(b"\0")
+
+
+def test_a_playlist_is_not_followed(tmp_path: Path) -> None:
+    """An HLS playlist would make FFmpeg open the files or URLs it lists: refused."""
+    playlist = tmp_path / "media.m3u8"
+    playlist.write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:60\n#EXTINF:60.0,\n{MULTILINGUAL}\n#EXT-X-ENDLIST\n"
+    )
+    assert_fails(playlist, tmp_path, FailureReason.MEDIA_UNDECODABLE)

@@ -4,13 +4,15 @@ The model hears one chunk at a time, so a cut through a word garbles it twice. W
 speech with the Silero voice activity detector that faster-whisper bundles and cut only in
 the pauses between speech; silence between chunks is left out, so the model never hears it.
 
-1. **Analyse** (:func:`analyse_pcm`): one pass over the PCM file in windows of a few minutes
-   (a ``numpy.memmap``, so a two-hour file never sits in memory as one float array). For
-   every 512-sample frame (32 ms) the VAD's speech probability, with the detector's LSTM
-   state carried from window to window, which gives exactly what one call on the whole
-   file would; and for every 10 ms hop the mean-square energy. Both arrays are small
-   (2 hours: 0.9 MB of probabilities, 5.8 MB of energies), and a speech region that
-   crosses a window edge is simply one run of frames in them.
+1. **Analyse** (:func:`analyse_pcm`): one pass over the PCM file in 30 s windows, read
+   with plain reads, so a two-hour file never sits in memory as one float array (nor as
+   memmapped pages, which count as resident memory too); the window also bounds the VAD
+   model's working memory (about 45 MB for 30 s). For every 512-sample frame (32 ms) the
+   VAD's speech probability, with the detector's LSTM state carried from window to window,
+   which gives exactly what one call on the whole file would; and for every 10 ms hop the
+   mean-square energy. Both arrays are small (2 hours: 0.9 MB of probabilities, 5.8 MB of
+   energies), and a speech region that crosses a window edge is simply one run of frames
+   in them.
 2. **Speech regions**: faster-whisper's rules (``get_speech_timestamps``: speech starts at
    ``threshold``, ends after ``min_silence_duration_ms`` below ``neg_threshold``, regions
    shorter than ``min_speech_duration_ms`` dropped, ``speech_pad_ms`` of padding each side,
@@ -39,7 +41,7 @@ import numpy as np
 from faster_whisper.vad import VadOptions, get_vad_model
 
 from transcriber_service.errors import MediaError
-from transcriber_service.media import SAMPLE_RATE, open_pcm_memmap
+from transcriber_service.media import PCM_DTYPE, SAMPLE_RATE, pcm_num_samples
 from transcription_core.status import FailureReason
 
 #: Samples per VAD frame (Silero's window at 16 kHz).
@@ -104,7 +106,7 @@ def plan_chunks(
     max_chunk_s: float = 30.0,
     vad_options: VadOptions | None = None,
     max_pause_s: float = 2.0,
-    window_s: float = 180.0,
+    window_s: float = 30.0,
 ) -> list[Chunk]:
     """The chunks of speech in a 16 kHz mono s16le PCM file, in order.
 
@@ -116,20 +118,22 @@ def plan_chunks(
     )
 
 
-def analyse_pcm(pcm_path: Path, *, window_s: float = 180.0) -> SpeechAnalysis:
+def analyse_pcm(pcm_path: Path, *, window_s: float = 30.0) -> SpeechAnalysis:
     """Speech probabilities and energies of a PCM file, read in windows of ``window_s``."""
-    pcm = open_pcm_memmap(pcm_path)
-    num_samples = len(pcm)
+    num_samples = pcm_num_samples(pcm_path)
     window = max(1, round(window_s * SAMPLE_RATE / _WINDOW_UNIT)) * _WINDOW_UNIT
     vad = _StreamingVad()
     probs: list[np.ndarray] = []
     energy: list[np.ndarray] = []
-    for start in range(0, num_samples, window):
-        audio = pcm[start : start + window].astype(np.float32) / 32768.0
-        probs.append(vad.probabilities(_pad_to(audio, VAD_FRAME)))
-        hops = _pad_to(audio, ENERGY_HOP).reshape(-1, ENERGY_HOP).astype(np.float64)
-        energy.append(np.mean(hops * hops, axis=1))
-    del pcm
+    with pcm_path.open("rb") as pcm:
+        for _ in range(0, num_samples, window):
+            # A plain read, not a memmap: mapped pages would count in our resident memory
+            # until the end, so it would grow with the file after all.
+            samples = np.fromfile(pcm, dtype=PCM_DTYPE, count=window)
+            audio = samples.astype(np.float32) / 32768.0
+            probs.append(vad.probabilities(_pad_to(audio, VAD_FRAME)))
+            hops = _pad_to(audio, ENERGY_HOP).reshape(-1, ENERGY_HOP).astype(np.float64)
+            energy.append(np.mean(hops * hops, axis=1))
     return SpeechAnalysis(
         num_samples=num_samples,
         speech_probs=np.concatenate(probs) if probs else np.zeros(0, np.float32),

@@ -118,7 +118,7 @@ async def check_hop(url: str, *, allow_private: bool, hop: int = 0) -> None:
         else:
             detail = f"the media URL redirected to {_origin(url)}, which was refused: {exc}"
         raise DownloadError(FailureReason.DOWNLOAD_FORBIDDEN, detail) from exc
-    except httpx.InvalidURL as exc:
+    except (httpx.InvalidURL, UnicodeError) as exc:
         raise DownloadError(
             FailureReason.DOWNLOAD_FORBIDDEN, f"the media URL is not valid: {exc}"
         ) from exc

@@ -12,7 +12,8 @@ It is synchronous and CPU-bound: the worker calls it through ``asyncio.to_thread
 Failures (all :class:`~transcriber_service.errors.MediaError`):
 
 * ``MEDIA_UNDECODABLE``: FFmpeg does not recognise the file (a text file named ``.mp3``),
-  the audio codec has no decoder, or not one sample of audio decodes.
+  or it is in a format we do not open (a playlist: see ``_ALLOWED_FORMATS``), the audio
+  codec has no decoder, or not one sample of audio decodes.
 * ``NO_AUDIO_FOUND``: the file is media but has no audio stream (a silent screen capture).
   Audio that holds no speech is the chunker's finding (``chunking.py``), not this module's.
 * ``MEDIA_TOO_LARGE``: the duration the container declares, or the audio decoded so far, is
@@ -60,6 +61,15 @@ _ERROR_ALLOWANCE = 50
 _DECLARED_DURATION_SLACK_S = 1.0
 #: A later start than this puts silence first (less is encoder delay, not a late track).
 _MIN_START_OFFSET_S = 0.05
+#: The demuxers FFmpeg may use: audio and video containers. Those that open other files
+#: or URLs named inside the input (hls, dash, concat, sdp, ...) are left off, so that an
+#: uploaded playlist cannot make the worker read another job's files or fetch a URL.
+_ALLOWED_FORMATS = (
+    "mov", "matroska", "mp3", "aac", "loas", "ogg", "wav", "w64", "flac", "aiff", "caf",
+    "avi", "asf", "flv", "mpegts", "mpeg", "mxf", "rm", "amr", "amrnb", "amrwb", "ac3",
+    "eac3", "dts", "truehd", "mlp", "wv", "ape", "tta", "mpc", "mpc8", "au", "voc",
+)  # fmt: skip
+_OPEN_OPTIONS = {"format_whitelist": ",".join(_ALLOWED_FORMATS), "protocol_whitelist": "file"}
 
 
 @dataclass(frozen=True)
@@ -163,19 +173,13 @@ def read_pcm_float32(path: Path, start_sample: int, end_sample: int) -> np.ndarr
     return data.astype(np.float32) / 32768.0
 
 
-def open_pcm_memmap(path: Path) -> np.ndarray:
-    """The whole PCM file as a read-only int16 ``numpy.memmap`` (pages load on access)."""
-    if path.stat().st_size < SAMPLE_WIDTH:
-        return np.zeros(0, dtype=PCM_DTYPE)
-    return np.memmap(path, dtype=PCM_DTYPE, mode="r")
-
-
 def _open(src: Path) -> InputContainer:
     try:
-        return av.open(str(src), mode="r", metadata_errors="ignore")
+        return av.open(str(src), mode="r", options=_OPEN_OPTIONS, metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise MediaError(
-            FailureReason.MEDIA_UNDECODABLE, f"not a media file FFmpeg can read ({_why(exc)})"
+            FailureReason.MEDIA_UNDECODABLE,
+            f"not a media file in a format we read ({_why(exc)})",
         ) from exc
 
 
