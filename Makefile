@@ -34,7 +34,10 @@ format: $(STAMP) ## format the code
 migrate: $(STAMP) ## bring DATABASE_URL's schema to the current version
 	$(BIN)/transcription migrate
 
+docs: $(STAMP) ## regenerate the settings table in README.md
+	$(BIN)/python scripts/update_readme_settings.py
+
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format migrate clean
+.PHONY: help install run test lint format migrate docs clean

@@ -274,6 +274,58 @@ def cmd_limit(args: argparse.Namespace) -> int:
     return _with_db(work, write=args.limit_command != "show")
 
 
+def service_settings() -> dict[str, type]:
+    """Each service's settings class, by service name."""
+    from enqueue_service.settings import EnqueueSettings
+    from model_server.settings import ModelServerSettings
+    from orchestrator_service.settings import OrchestratorSettings
+    from transcriber_service.settings import TranscriberSettings
+
+    return {
+        "enqueue": EnqueueSettings,
+        "orchestrator": OrchestratorSettings,
+        "transcriber": TranscriberSettings,
+        "model-server": ModelServerSettings,
+    }
+
+
+def settings_table() -> str:
+    """Every setting of every service as a Markdown table (the README's is this)."""
+    rows: dict[str, tuple[str, str, list[str]]] = {}
+    for service, cls in service_settings().items():
+        for name, info in cls.model_fields.items():
+            env = name.upper()
+            default = info.default if info.default is not None else ""
+            if env in rows:
+                rows[env][2].append(service)
+            else:
+                rows[env] = (
+                    f"`{default}`" if default != "" else "",
+                    info.description or "",
+                    [service],
+                )
+    lines = ["| variable | default | services | what it does |", "| --- | --- | --- | --- |"]
+    for env, (default, description, services) in sorted(rows.items()):
+        used = "all" if len(services) == 4 else ", ".join(services)
+        lines.append(f"| `{env}` | {default} | {used} | {description} |")
+    return "\n".join(lines)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_table())
+        return 0
+    for service, cls in service_settings().items():
+        settings = cls()
+        print(f"[{service}]")
+        for name in cls.model_fields:
+            value = getattr(settings, name)
+            if name == "database_url":
+                value = _redacted(str(value))
+            print(f"  {name.upper()}={value}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     serve = _serve_function(args.service)
     serve(args.host, args.port)
@@ -455,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="who changes it, for the record (default: $USER)",
         )
         action.set_defaults(func=cmd_limit)
+
+    p = sub.add_parser("config", help="the settings each service would run with here")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print every setting with its default and meaning, as a table",
+    )
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("serve", help="run one service (what a container runs)")
     p.add_argument("service", choices=SERVICES)

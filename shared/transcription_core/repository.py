@@ -392,6 +392,23 @@ async def renew_lease(
     return result.rowcount == 1
 
 
+async def set_webhook_message(
+    conn: AsyncConnection, job_id: str, attempt: int, event: str, message_id: str
+) -> bool:
+    """Record the message a worker is about to send, before it sends it, so a retry after
+    a crash sends it with the same ``webhook-id``. ``False``: the lease is lost."""
+    result = await conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.attempts == attempt,
+            jobs.c.status == JobStatus.PROCESSING,
+        )
+        .values(webhook_event=event, webhook_message_id=message_id)
+    )
+    return result.rowcount == 1
+
+
 # --- the orchestrator's rounds --------------------------------------------------------
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from transcription_core.status import JobStatus
+from transcription_core.schemas import JobResource
 
 
 class JobCreate(BaseModel):
@@ -31,44 +29,6 @@ class JobCreate(BaseModel):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
-
-
-class JobResource(BaseModel):
-    id: str
-    status: JobStatus
-    external_id: str | None
-    media_url: str
-    webhook_url: str
-    language: str | None
-    metadata: dict[str, Any]
-    attempts: int
-    failure_reason: str | None
-    failure_detail: str | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    transcript: dict[str, Any] | None = None
-
-    @classmethod
-    def from_row(
-        cls, row: Mapping[str, Any], transcript: dict[str, Any] | None = None
-    ) -> JobResource:
-        return cls(
-            id=row["id"],
-            status=row["status"],
-            external_id=row["external_id"],
-            media_url=row["media_url"],
-            webhook_url=row["webhook_url"],
-            language=row["language"],
-            metadata=row["metadata"] or {},
-            attempts=row["attempts"],
-            failure_reason=row["failure_reason"],
-            failure_detail=row["failure_detail"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            completed_at=row["completed_at"],
-            transcript=transcript,
-        )
 
 
 class JobPage(BaseModel):

@@ -50,6 +50,12 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, description="A webhook receiver must answer 2xx within this time."
     )
+    shutdown_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="On shutdown, how long running jobs may finish before they are handed "
+        "back (FAILED with WORKER_LOST, due at once). Keep it under the pod's grace period.",
+    )
     work_dir: str = Field(
         "",
         description="Where downloads and decoded audio are kept while a job runs "

@@ -1,0 +1,79 @@
+"""The transcriber service (the worker, "pynode")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from transcriber_service.model_client import ModelServerClient
+from transcriber_service.pipeline import Pipeline
+from transcriber_service.routes import router
+from transcriber_service.service import Worker
+from transcriber_service.settings import TranscriberSettings, get_settings
+from transcriber_service.webhooks import WebhookSender
+from transcription_core.db import create_engine
+from transcription_core.http import install_common_routes, install_problem_handlers
+
+
+def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(
+            settings.database_url, "transcription-transcriber", settings.database_pool_size
+        )
+        media_timeout = httpx.Timeout(
+            connect=settings.download_connect_timeout_seconds,
+            read=settings.download_read_timeout_seconds,
+            write=settings.download_read_timeout_seconds,
+            pool=settings.download_connect_timeout_seconds,
+        )
+        model_timeout = httpx.Timeout(settings.model_request_timeout_seconds, connect=10.0)
+        async with (
+            httpx.AsyncClient(timeout=media_timeout, follow_redirects=False) as media_http,
+            httpx.AsyncClient(timeout=model_timeout) as model_http,
+            httpx.AsyncClient(follow_redirects=False) as webhook_http,
+        ):
+            model = ModelServerClient(
+                model_http, settings.model_server_url, max_attempts=settings.model_request_attempts
+            )
+            worker = Worker(
+                engine,
+                Pipeline(engine, media_http, model, settings),
+                WebhookSender(
+                    webhook_http,
+                    timeout=settings.webhook_timeout_seconds,
+                    allow_private=settings.allow_private_urls,
+                ),
+                settings,
+            )
+            app.state.worker = worker
+            try:
+                yield
+            finally:
+                await worker.drain(settings.shutdown_grace_seconds)
+                await engine.dispose()
+
+    app = FastAPI(title="Transcription worker", lifespan=lifespan)
+    install_problem_handlers(app)
+    install_common_routes(app, "transcriber")
+    app.include_router(router)
+    return app
+
+
+def serve(host: str, port: int) -> None:
+    settings = get_settings()
+    uvicorn.run(
+        "transcriber_service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )

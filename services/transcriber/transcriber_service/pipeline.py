@@ -1,0 +1,190 @@
+"""One job's media to a transcript: download, decode, chunk, transcribe, assemble.
+
+Memory stays flat whatever the media's size: the download streams to a file, PyAV
+decodes to a 16 kHz PCM file, chunking reads that file in windows, and each chunk's
+samples are read back from it when the chunk is sent. Each finished chunk is saved at
+once, so a retried job starts where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from transcriber_service import metrics
+from transcriber_service.chunking import Chunk, plan_chunks
+from transcriber_service.download import download_to_file
+from transcriber_service.errors import JobFailure
+from transcriber_service.media import decode_to_pcm_file, read_pcm
+from transcriber_service.model_client import ModelServerClient, ModelServerError
+from transcriber_service.settings import TranscriberSettings
+from transcription_core import repository as repo
+from transcription_core.status import FailureReason
+
+log = logging.getLogger(__name__)
+
+#: A saved chunk is reused only if its boundaries are these close to the new plan's.
+_SAME_BOUNDARY_S = 0.001
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        media_http: httpx.AsyncClient,
+        model: ModelServerClient,
+        settings: TranscriberSettings,
+    ) -> None:
+        self.engine = engine
+        self.media_http = media_http
+        self.model = model
+        self.settings = settings
+
+    async def transcribe(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """The transcript of ``job``'s media; raises :class:`JobFailure`."""
+        settings = self.settings
+        with tempfile.TemporaryDirectory(
+            prefix=f"job-{job['id'][:8]}-", dir=settings.work_dir or None
+        ) as tmp:
+            media = Path(tmp) / "media"
+            await download_to_file(
+                self.media_http,
+                job["media_url"],
+                media,
+                max_bytes=settings.max_download_bytes,
+                allow_private=settings.allow_private_urls,
+                total_timeout_s=settings.download_total_timeout_seconds,
+            )
+            pcm = Path(tmp) / "audio.pcm"
+            decoded = await asyncio.to_thread(
+                decode_to_pcm_file, media, pcm, max_duration_s=settings.max_media_seconds
+            )
+            media.unlink()
+            chunks = await asyncio.to_thread(plan_chunks, pcm)
+            results = await self._transcribe_chunks(job, pcm, chunks)
+        transcript = assemble(results, chunks, decoded.duration_s, job["language"])
+        metrics.AUDIO_SECONDS.inc(decoded.duration_s)
+        return transcript
+
+    async def _transcribe_chunks(
+        self, job: Mapping[str, Any], pcm: Path, chunks: list[Chunk]
+    ) -> dict[int, dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            saved = {row["index"]: row for row in await repo.saved_chunks(conn, job["id"])}
+        results: dict[int, dict[str, Any]] = {}
+        todo = []
+        for chunk in chunks:
+            row = saved.get(chunk.index)
+            if (
+                row is not None
+                and abs(row["start"] - chunk.start_s) < _SAME_BOUNDARY_S
+                and abs(row["end"] - chunk.end_s) < _SAME_BOUNDARY_S
+            ):
+                results[chunk.index] = row["result"]
+                metrics.CHUNKS.labels("saved").inc()
+            else:
+                todo.append(chunk)
+        language = job["language"]
+        if language is None and todo:
+            # Detect once, on the first chunk to do (or take what a saved chunk found),
+            # and hold the rest of the media to it.
+            if results:
+                language = next(iter(results.values()))["language"]
+            else:
+                first = todo.pop(0)
+                results[first.index] = await self._one_chunk(job["id"], pcm, first, None)
+                language = results[first.index]["language"]
+        gate = asyncio.Semaphore(self.settings.chunk_concurrency)
+
+        async def limited(chunk: Chunk) -> None:
+            async with gate:
+                results[chunk.index] = await self._one_chunk(job["id"], pcm, chunk, language)
+
+        await _gather_or_cancel(limited(chunk) for chunk in todo)
+        return results
+
+    async def _one_chunk(
+        self, job_id: str, pcm: Path, chunk: Chunk, language: str | None
+    ) -> dict[str, Any]:
+        samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
+        started = time.perf_counter()
+        try:
+            prediction = await self.model.predict(
+                samples, language=language, beam_size=self.settings.beam_size
+            )
+        except ModelServerError as exc:
+            metrics.MODEL_ERRORS.inc()
+            raise JobFailure(
+                FailureReason.MODEL_ERROR,
+                f"the model server failed chunk {chunk.index} "
+                f"({chunk.start_s:.1f}-{chunk.end_s:.1f} s): {exc}",
+            ) from exc
+        metrics.CHUNK_LATENCY.observe(time.perf_counter() - started)
+        metrics.CHUNKS.labels("model").inc()
+        result = {
+            "detected": language is None,
+            "language": prediction.language,
+            "language_probability": prediction.language_probability,
+            "model": prediction.model,
+            "segments": [
+                {"start": s.start, "end": s.end, "text": s.text} for s in prediction.segments
+            ],
+        }
+        async with self.engine.begin() as conn:
+            await repo.save_chunk(conn, job_id, chunk.index, chunk.start_s, chunk.end_s, result)
+        return result
+
+
+async def _gather_or_cancel(coros: Any) -> None:
+    """Run all; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def assemble(
+    results: Mapping[int, Mapping[str, Any]],
+    chunks: list[Chunk],
+    duration: float,
+    requested_language: str | None,
+) -> dict[str, Any]:
+    """The contract's transcript: segments on the media's own timeline, in order."""
+    segments = []
+    languages: dict[str, float] = {}
+    probability = None
+    model = ""
+    for chunk in sorted(chunks, key=lambda c: c.index):
+        result = results[chunk.index]
+        model = result["model"] or model
+        languages[result["language"]] = languages.get(result["language"], 0) + chunk.duration_s
+        if result.get("detected") and probability is None:
+            probability = result["language_probability"]
+        for seg in result["segments"]:
+            text = seg["text"].strip()
+            if not text:
+                continue
+            start = round(chunk.start_s + seg["start"], 3)
+            end = round(min(chunk.start_s + seg["end"], chunk.end_s), 3)
+            segments.append(
+                {"id": len(segments), "start": start, "end": max(end, start), "text": text}
+            )
+    language = requested_language or max(languages, key=languages.__getitem__, default=None)
+    return {
+        "text": " ".join(s["text"] for s in segments),
+        "language": language,
+        "language_probability": 1.0 if probability is None else round(probability, 4),
+        "duration": round(duration, 3),
+        "model": model,
+        "segments": segments,
+    }

@@ -1,0 +1,306 @@
+"""The worker: takes triggers, holds each job's lease, and finishes every attempt.
+
+An attempt goes TRIGGERED -> PROCESSING (compare-and-set at the trigger's attempt), keeps
+its lease alive while it works, and ends in one more compare-and-set:
+
+* no transcript yet and no failure message pending: transcribe (``pipeline.py``), store
+  the transcript, then deliver ``transcription.succeeded``;
+* a transcript stored (a delivery retry, a redelivery): deliver it again, never
+  transcribe again;
+* a failure message pending (``transcription.failed``): deliver it.
+
+Delivered: SUCCEEDED (or PERMAFAILED for a failure message). Not delivered: SEND_FAILED,
+due on the webhook schedule, then PERMAFAILED (``WEBHOOK_FAILED`` for a transcript).
+A transcription failure is retried as FAILED while the policy allows, else the client
+gets a ``transcription.failed`` message. If the lease is lost (the job was canceled, or
+presumed lost and retried elsewhere) the attempt stops and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from transcriber_service import metrics
+from transcriber_service.errors import JobFailure
+from transcriber_service.pipeline import Pipeline
+from transcriber_service.settings import TranscriberSettings
+from transcriber_service.webhooks import WebhookSender
+from transcription_core import repository as repo
+from transcription_core.models import utcnow
+from transcription_core.retry import decide_delivery_retry, decide_retry
+from transcription_core.schemas import JobResource
+from transcription_core.status import FailureReason, JobStatus
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+@dataclass
+class Outcome:
+    """How an attempt ends: the final compare-and-set's target and values."""
+
+    status: JobStatus
+    reason: str | None = None
+    detail: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class LeaseLost(Exception):
+    """Another writer moved the job: this attempt must stop and write nothing."""
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        pipeline: Pipeline,
+        webhooks: WebhookSender,
+        settings: TranscriberSettings,
+        actor: str = "transcriber",
+    ) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.webhooks = webhooks
+        self.settings = settings
+        self.actor = actor
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    # --- triggers ---------------------------------------------------------------------
+
+    def accept(self, job_id: str, attempt: int) -> bool:
+        """Start the attempt in the background; ``False`` when this worker is full."""
+        if job_id in self.active:
+            return True  # a duplicate trigger of a job we are already on
+        if not self.accepting or len(self.active) >= self.settings.worker_max_jobs:
+            metrics.TRIGGERS_REFUSED.inc()
+            return False
+        task = asyncio.create_task(self.run_attempt(job_id, attempt), name=f"job-{job_id}")
+        self.active[job_id] = task
+        metrics.JOBS_ACTIVE.set(len(self.active))
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self.active.pop(job_id, None)
+            metrics.JOBS_ACTIVE.set(len(self.active))
+
+        task.add_done_callback(done)
+        return True
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Stop accepting; give running attempts ``grace_seconds``, then hand them back."""
+        self.accepting = False
+        tasks = list(self.active.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- one attempt ------------------------------------------------------------------
+
+    async def run_attempt(self, job_id: str, attempt: int) -> None:
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        async with self.engine.begin() as conn:
+            job = await repo.transition(
+                conn,
+                job_id,
+                from_status=S.TRIGGERED,
+                to_status=S.PROCESSING,
+                attempt=attempt,
+                actor=self.actor,
+                lease_expires_at=utcnow() + lease,
+            )
+        if job is None:
+            log.info(
+                "trigger for a job no longer TRIGGERED at this attempt",
+                extra={"job_id": job_id, "action": "start"},
+            )
+            return
+        metrics.ATTEMPTS.inc()
+        work = asyncio.create_task(self._work(job))
+        heartbeat = asyncio.create_task(self._keep_lease(job_id, attempt, work))
+        try:
+            outcome = await work
+        except LeaseLost:
+            log.warning("lease lost; stopping", extra={"job_id": job_id, "action": "lease"})
+            return
+        except asyncio.CancelledError:
+            if heartbeat.done() and heartbeat.result() is False:
+                log.warning("lease lost; stopped", extra={"job_id": job_id, "action": "lease"})
+                return
+            # Shut down mid-job: hand it back for another worker, at once.
+            outcome = Outcome(
+                S.FAILED,
+                FailureReason.WORKER_LOST,
+                "the worker shut down before finishing",
+                {"due_at": utcnow()},
+            )
+            await asyncio.shield(self._finish(job, outcome))
+            raise
+        except Exception as exc:
+            log.exception("attempt crashed", extra={"job_id": job_id, "action": "crash"})
+            outcome = self._failure_outcome(
+                job, JobFailure(FailureReason.WORKER_LOST, f"the worker failed: {exc!r}")
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await asyncio.shield(self._finish(job, outcome))
+
+    async def _keep_lease(self, job_id: str, attempt: int, work: asyncio.Task[Any]) -> bool:
+        """Renew the lease every third of it; cancel the work if it is lost."""
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.engine.begin() as conn:
+                    kept = await repo.renew_lease(
+                        conn, job_id, attempt, self.settings.lease_seconds
+                    )
+            except Exception:
+                log.exception(
+                    "lease renewal failed; will retry", extra={"job_id": job_id, "action": "lease"}
+                )
+                continue
+            if not kept:
+                work.cancel()
+                return False
+
+    async def _work(self, job: Mapping[str, Any]) -> Outcome:
+        async with self.engine.connect() as conn:
+            transcript = await repo.get_transcript(conn, job["id"])
+        if transcript is None and job["webhook_event"] == repo.FAILED_EVENT:
+            return await self._deliver(job, repo.FAILED_EVENT, None)
+        if transcript is None:
+            try:
+                transcript = await self.pipeline.transcribe(job)
+            except JobFailure as failure:
+                return await self._transcription_failed(job, failure)
+            async with self.engine.begin() as conn:
+                await repo.save_transcript(conn, job["id"], transcript)
+        return await self._deliver(job, repo.SUCCEEDED_EVENT, transcript)
+
+    def _failure_outcome(self, job: Mapping[str, Any], failure: JobFailure) -> Outcome:
+        decision = decide_retry(
+            failure.reason,
+            job["attempts"],
+            self.settings.max_attempts,
+            self.settings.retry_backoff_seconds,
+        )
+        if decision.retried:
+            due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
+            return Outcome(S.FAILED, failure.reason, failure.detail, {"due_at": due})
+        # Out of attempts or permanent: a failure message goes to the client first.
+        return Outcome(
+            S.SEND_FAILED,
+            failure.reason,
+            failure.detail,
+            {
+                "due_at": utcnow(),
+                "webhook_event": repo.FAILED_EVENT,
+                "webhook_message_id": repo.new_message_id(),
+                "deliveries": 0,
+            },
+        )
+
+    async def _transcription_failed(self, job: Mapping[str, Any], failure: JobFailure) -> Outcome:
+        log.info("attempt failed: %s", failure, extra={"job_id": job["id"], "action": "fail"})
+        outcome = self._failure_outcome(job, failure)
+        if outcome.status == S.FAILED:
+            return outcome
+        failed_job = {
+            **job,
+            "status": S.PERMAFAILED,
+            "failure_reason": failure.reason,
+            "failure_detail": failure.detail,
+            **outcome.values,
+        }
+        return await self._deliver(failed_job, repo.FAILED_EVENT, None)
+
+    async def _deliver(
+        self, job: Mapping[str, Any], event: str, transcript: dict[str, Any] | None
+    ) -> Outcome:
+        message_id = job["webhook_message_id"]
+        if job["webhook_event"] != event or message_id is None:
+            message_id = repo.new_message_id()
+        async with self.engine.begin() as conn:
+            if not await repo.set_webhook_message(
+                conn, job["id"], job["attempts"], event, message_id
+            ):
+                raise LeaseLost(job["id"])
+            secret = await repo.tenant_webhook_secret(conn, job["tenant"])
+        final_status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
+        now = utcnow()
+        resource = JobResource.from_row(
+            {**job, "status": final_status, "updated_at": now, "completed_at": now},
+            transcript,
+        ).model_dump(mode="json")
+        delivery = await self.webhooks.send(
+            job["webhook_url"], secret or "", message_id, event, resource
+        )
+        metrics.WEBHOOK_LATENCY.observe(delivery.seconds)
+        metrics.WEBHOOK_DELIVERIES.labels(
+            event, "delivered" if delivery.delivered else "failed"
+        ).inc()
+        keep = {"webhook_event": event, "webhook_message_id": message_id}
+        if delivery.delivered:
+            return Outcome(
+                final_status,
+                job["failure_reason"],
+                job["failure_detail"],
+                {**keep, "delivered_at": utcnow()},
+            )
+        deliveries = job["deliveries"] + 1
+        decision = decide_delivery_retry(
+            deliveries, self.settings.webhook_retry_delays, delivery.retry_after
+        )
+        reason = (
+            FailureReason.WEBHOOK_FAILED if event == repo.SUCCEEDED_EVENT else job["failure_reason"]
+        )
+        detail = (
+            delivery.detail
+            if event == repo.SUCCEEDED_EVENT
+            else (
+                f"{job['failure_detail']}; the failure webhook was not delivered: {delivery.detail}"
+            )
+        )
+        due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
+        return Outcome(
+            decision.status, reason, detail, {**keep, "deliveries": deliveries, "due_at": due}
+        )
+
+    async def _finish(self, job: Mapping[str, Any], outcome: Outcome) -> None:
+        async with self.engine.begin() as conn:
+            moved = await repo.transition(
+                conn,
+                job["id"],
+                from_status=S.PROCESSING,
+                to_status=outcome.status,
+                attempt=job["attempts"],
+                actor=self.actor,
+                reason=outcome.reason,
+                detail=outcome.detail,
+                **outcome.values,
+            )
+        if moved is None:
+            log.warning(
+                "the job moved on while we worked; outcome dropped",
+                extra={"job_id": job["id"], "action": "finish"},
+            )
+            return
+        metrics.JOBS_ENDED.labels(outcome.status, outcome.reason or "").inc()
+        log.info(
+            "attempt ended %s",
+            outcome.status,
+            extra={"job_id": job["id"], "action": "finish", "reason": outcome.reason},
+        )

@@ -1,0 +1,36 @@
+"""The job resource of the contract: what the API returns and what a webhook carries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from transcription_core.status import JobStatus
+
+
+class JobResource(BaseModel):
+    id: str
+    status: JobStatus
+    external_id: str | None
+    media_url: str
+    webhook_url: str
+    language: str | None
+    metadata: dict[str, Any]
+    attempts: int
+    failure_reason: str | None
+    failure_detail: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    transcript: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], transcript: dict[str, Any] | None = None
+    ) -> JobResource:
+        fields = {name: row[name] for name in cls.model_fields if name not in ("transcript",)}
+        fields["metadata"] = row["metadata"] or {}
+        return cls(**fields, transcript=transcript)
