@@ -36,7 +36,7 @@ that much silence so the timeline holds; gaps inside the stream are not reconstr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,9 +246,19 @@ def _decode(container: InputContainer, stream: AudioStream, writer: _PcmWriter) 
         for frame in frames:
             if writer.samples == 0 and frame.time is not None:
                 writer.start_at(frame.time - container_start)
-            writer.write(resampler.resample(frame))
-    writer.write(resampler.flush())
+            writer.write(_converted(resampler.resample, frame))
+    writer.write(_converted(resampler.flush))
     return errors, truncated
+
+
+def _converted(convert: Callable[..., list[AudioFrame]], *frame: AudioFrame) -> list[AudioFrame]:
+    """Resample, turning FFmpeg's refusal (a nonsense sample rate or layout) into a failure."""
+    try:
+        return convert(*frame)
+    except (av.FFmpegError, ValueError) as exc:
+        raise MediaError(
+            FailureReason.MEDIA_UNDECODABLE, f"the audio cannot be converted ({exc})"
+        ) from exc
 
 
 class _Resampler:
