@@ -1,0 +1,102 @@
+"""Webhook signing and delivery against real receivers on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from standardwebhooks import Webhook
+
+from servers import serve_app
+from transcriber_service.webhooks import WebhookSender, parse_retry_after, sign
+from transcription_core.repository import new_webhook_secret
+
+SECRET = new_webhook_secret()
+received: list[tuple[dict[str, str], bytes]] = []
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[str]:
+    received.clear()
+    app = FastAPI()
+
+    @app.post("/ok")
+    async def ok(request: Request) -> Response:
+        received.append((dict(request.headers), await request.body()))
+        return Response(status_code=204)
+
+    @app.post("/redirect")
+    async def redirect() -> Response:
+        return Response(status_code=307, headers={"Location": "/ok"})
+
+    @app.post("/busy")
+    async def busy() -> Response:
+        return Response(status_code=429, headers={"Retry-After": "7"})
+
+    async with serve_app(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+async def test_a_delivery_verifies_with_the_standardwebhooks_package(
+    receiver: str, http: httpx.AsyncClient
+) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=True)
+    job = {"id": "j1", "status": "SUCCEEDED", "transcript": {"text": "hello"}}
+    result = await sender.send(f"{receiver}/ok", SECRET, "msg_1", "transcription.succeeded", job)
+    assert result.delivered and result.status == 204
+    ((headers, body),) = received
+    assert headers["webhook-id"] == "msg_1"
+    payload = Webhook(SECRET).verify(body, headers)
+    assert payload["type"] == "transcription.succeeded" and payload["data"] == job
+    assert payload["timestamp"].endswith("Z")
+
+
+def test_signature_matches_the_reference_implementation() -> None:
+    body = b'{"a":1}'
+    theirs = Webhook(SECRET).sign(
+        "msg_x",
+        __import__("datetime").datetime.fromtimestamp(1_700_000_000, tz=__import__("datetime").UTC),
+        body.decode(),
+    )
+    assert sign(SECRET, "msg_x", 1_700_000_000, body) == theirs
+
+
+async def test_redirects_are_not_followed(receiver: str, http: httpx.AsyncClient) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=True)
+    result = await sender.send(f"{receiver}/redirect", SECRET, "m", "transcription.failed", {})
+    assert not result.delivered and result.status == 307 and received == []
+
+
+async def test_retry_after_is_reported(receiver: str, http: httpx.AsyncClient) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=True)
+    result = await sender.send(f"{receiver}/busy", SECRET, "m", "transcription.failed", {})
+    assert (result.delivered, result.status, result.retry_after) == (False, 429, 7.0)
+
+
+async def test_private_receivers_are_refused_in_production(
+    receiver: str, http: httpx.AsyncClient
+) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=False)
+    result = await sender.send(f"{receiver}/ok", SECRET, "m", "transcription.failed", {})
+    assert not result.delivered and "refused" in result.detail and received == []
+
+
+async def test_a_dead_or_slow_receiver_is_a_failed_delivery(http: httpx.AsyncClient) -> None:
+    sender = WebhookSender(http, timeout=0.5, allow_private=True)
+    result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", "transcription.failed", {})
+    assert not result.delivered and result.status is None and "ConnectError" in result.detail
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
