@@ -1,0 +1,199 @@
+"""HTTP routes: ``POST /v1/predict`` (one chunk, for the transcriber) and
+``POST /v1/audio/transcriptions`` (a whole file, compatible with OpenAI's API)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import AfterValidator
+
+from model_server.audio import (
+    PCM_CONTENT_TYPE,
+    SAMPLE_RATE,
+    decode_media,
+    is_pcm,
+    pcm_to_float32,
+)
+from model_server.errors import AudioTooLong, ModelNotReady
+from model_server.formats import to_srt, to_text, to_vtt
+from model_server.schemas import (
+    Granularity,
+    PredictParams,
+    PredictResponse,
+    ResponseFormat,
+    TranscriptionJson,
+    TranscriptionVerbose,
+    VerboseSegment,
+    VerboseWord,
+    validate_language,
+)
+from model_server.service import FileTranscript, ModelService
+from model_server.settings import ModelServerSettings
+from transcription_core.errors import InvalidRequest
+
+router = APIRouter()
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+
+
+def get_service(request: Request) -> ModelService:
+    service: ModelService | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ModelNotReady("the model is not loaded yet")
+    return service
+
+
+def get_settings(request: Request) -> ModelServerSettings:
+    settings: ModelServerSettings = request.app.state.settings
+    return settings
+
+
+ServiceDep = Annotated[ModelService, Depends(get_service)]
+SettingsDep = Annotated[ModelServerSettings, Depends(get_settings)]
+
+
+@router.post(
+    "/v1/predict",
+    summary="Transcribe one chunk of audio",
+    response_model=PredictResponse,
+    responses={413: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": f"`{PCM_CONTENT_TYPE}`: raw 16 kHz mono signed 16-bit "
+            "little-endian PCM. Any other content type: an audio or video file.",
+            "content": {PCM_CONTENT_TYPE: _BINARY, "application/octet-stream": _BINARY},
+        }
+    },
+)
+async def predict(
+    request: Request,
+    params: Annotated[PredictParams, Query()],
+    service: ServiceDep,
+    settings: SettingsDep,
+) -> PredictResponse:
+    """Times in the answer are seconds from the start of the chunk. Concurrent chunks
+    are decoded together; a full queue answers 503 with Retry-After."""
+    body = await request.body()
+    content_type = request.headers.get("content-type")
+    if is_pcm(content_type):
+        audio = pcm_to_float32(body, content_type)
+    else:
+        audio = await asyncio.to_thread(decode_media, body)
+    _check_duration(audio.shape[0], settings.max_chunk_seconds, "MAX_CHUNK_SECONDS")
+    result = await service.transcribe_chunk(
+        audio,
+        language=params.language,
+        beam_size=params.beam_size,
+        word_timestamps=params.word_timestamps,
+        initial_prompt=params.initial_prompt,
+    )
+    return PredictResponse.from_result(result, service.model_name)
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="Transcribe a file (OpenAI-compatible)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                "text/plain": {},
+                "text/vtt": {},
+            },
+            "description": "`json`: {text}; `verbose_json`: with segments (and words); "
+            "`text`, `srt`, `vtt`: plain text.",
+        },
+        413: _PROBLEM,
+        422: _PROBLEM,
+        503: _PROBLEM,
+    },
+)
+async def create_transcription(
+    service: ServiceDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The audio or video file.")],
+    model: Annotated[str | None, Form(description="Accepted and ignored.")] = None,
+    language: Annotated[
+        str | None,
+        Form(description="Language code; omit to detect."),
+        AfterValidator(validate_language),
+    ] = None,
+    prompt: Annotated[str | None, Form(max_length=4000)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    timestamp_granularities: Annotated[
+        list[Granularity] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+    stream: Annotated[bool, Form(description="Must be false: no streaming.")] = False,
+) -> Any:
+    """What the ``openai`` client's ``audio.transcriptions.create`` sends; the whole file
+    is transcribed before the answer."""
+    if stream:
+        raise InvalidRequest(
+            "streaming is not supported", errors=[{"field": "stream", "message": "must be false"}]
+        )
+    audio = await asyncio.to_thread(decode_media, file.file)
+    _check_duration(audio.shape[0], settings.max_file_seconds, "MAX_FILE_SECONDS")
+    words = "word" in (timestamp_granularities or [])
+    transcript = await service.transcribe_file(
+        audio,
+        language=language,
+        prompt=prompt,
+        word_timestamps=words,
+        temperature=temperature,
+    )
+    return _render(transcript, response_format, words)
+
+
+def _render(transcript: FileTranscript, response_format: ResponseFormat, words: bool) -> Any:
+    segments = transcript.segments
+    if response_format == "text":
+        return PlainTextResponse(to_text(segments))
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(segments))
+    if response_format == "vtt":
+        return Response(to_vtt(segments), media_type="text/vtt; charset=utf-8")
+    if response_format == "json":
+        return TranscriptionJson(text=transcript.text)
+    return TranscriptionVerbose(
+        language=transcript.language,
+        duration=round(transcript.duration, 3),
+        text=transcript.text,
+        segments=[
+            VerboseSegment(
+                id=s.id,
+                seek=s.seek,
+                start=round(s.start, 3),
+                end=round(s.end, 3),
+                text=s.text,
+                tokens=s.tokens,
+                temperature=s.temperature,
+                avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio),
+                no_speech_prob=float(s.no_speech_prob),
+            )
+            for s in segments
+        ],
+        words=(
+            [
+                VerboseWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3))
+                for s in segments
+                for w in s.words or []
+            ]
+            if words
+            else None
+        ),
+    )
+
+
+def _check_duration(samples: int, limit_seconds: float, setting: str) -> None:
+    seconds = samples / SAMPLE_RATE
+    if seconds > limit_seconds:
+        raise AudioTooLong(
+            f"the audio lasts {seconds:.1f} s, over the {limit_seconds:g} s limit ({setting})"
+        )

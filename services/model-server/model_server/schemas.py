@@ -1,0 +1,134 @@
+"""Requests and responses of the model server's HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from model_server.decoding import LANGUAGE_CODES, ChunkResult
+
+
+def _language(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None  # omitted (or empty): detect
+    code = value.strip().lower()
+    if code not in LANGUAGE_CODES:
+        raise ValueError(f"{value!r} is not a Whisper language code (such as 'en' or 'de')")
+    return code
+
+
+class PredictParams(BaseModel):
+    """Query parameters of ``POST /v1/predict``."""
+
+    language: str | None = Field(
+        None, description="Language code of the speech (`en`, `de`, ...); omit to detect it."
+    )
+    beam_size: int = Field(5, ge=1, le=20, description="Beam width of the search.")
+    word_timestamps: bool = Field(False, description="Also return each word with its times.")
+    initial_prompt: str | None = Field(
+        None, max_length=4000, description="Text that conditions the first window."
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str | None) -> str | None:
+        return _language(value)
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(BaseModel):
+    start: float = Field(description="Seconds from the start of the chunk.")
+    end: float
+    text: str
+    words: list[Word] | None = None
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class PredictResponse(BaseModel):
+    segments: list[Segment]
+    language: str
+    language_probability: float
+    duration: float = Field(description="Seconds of audio in the chunk.")
+    model: str
+
+    @classmethod
+    def from_result(cls, result: ChunkResult, model: str) -> PredictResponse:
+        return cls(
+            segments=[
+                Segment(
+                    start=round(s.start, 3),
+                    end=round(s.end, 3),
+                    text=s.text,
+                    words=(
+                        None
+                        if s.words is None
+                        else [
+                            Word(
+                                start=round(w.start, 3),
+                                end=round(w.end, 3),
+                                word=w.word,
+                                probability=round(float(w.probability), 4),
+                            )
+                            for w in s.words
+                        ]
+                    ),
+                    avg_logprob=round(float(s.avg_logprob), 4),
+                    no_speech_prob=round(float(s.no_speech_prob), 4),
+                )
+                for s in result.segments
+            ],
+            language=result.language,
+            language_probability=round(result.language_probability, 4),
+            duration=round(result.duration, 3),
+            model=model,
+        )
+
+
+# -- OpenAI's /v1/audio/transcriptions -------------------------------------------------
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["segment", "word"]
+
+
+def validate_language(value: str | None) -> str | None:
+    return _language(value)
+
+
+class TranscriptionJson(BaseModel):
+    text: str
+
+
+class VerboseSegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class VerboseWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionVerbose(BaseModel):
+    task: Literal["transcribe"] = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[VerboseSegment]
+    words: list[VerboseWord] | None = None

