@@ -1,0 +1,163 @@
+"""ModelServerClient against httpx.MockTransport: what it retries, what it gives up on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from transcriber_service.model_client import (
+    ModelServerClient,
+    ModelServerError,
+    PredictResult,
+    _retry_after,
+)
+
+OK_BODY = {
+    "segments": [{"start": 0.0, "end": 1.5, "text": " Hello.", "words": None}],
+    "language": "en",
+    "language_probability": 1.0,
+    "duration": 1.5,
+    "model": "tiny.en",
+}
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(
+        status,
+        json={"type": "about:blank", "title": "x", "status": status, "detail": detail},
+        headers={"content-type": "application/problem+json", **(headers or {})},
+    )
+
+
+def scripted(
+    *answers: httpx.Response | Exception,
+) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    seen: list[httpx.Request] = []
+    remaining = list(answers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = remaining.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return seen, httpx.MockTransport(handler)
+
+
+def client_for(
+    transport: httpx.MockTransport, sleeps: list[float] | None = None, **kwargs: float
+) -> Callable[[], ModelServerClient]:
+    async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    def make() -> ModelServerClient:
+        http = httpx.AsyncClient(transport=transport)
+        options = {"initial_backoff": 0.5, "max_backoff": 4.0, **kwargs}
+        return ModelServerClient(http, "http://model-server:8003/", sleep=sleep, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+async def test_predict_sends_pcm_and_options_and_parses_the_result() -> None:
+    seen, transport = scripted(httpx.Response(200, json=OK_BODY))
+    result = await client_for(transport)().predict(
+        b"\x00\x00" * 10, language="de", beam_size=3, word_timestamps=True
+    )
+    assert isinstance(result, PredictResult)
+    assert result.text == "Hello." and result.segments[0].end == 1.5
+    request = seen[0]
+    assert request.url.path == "/v1/predict"
+    assert request.headers["content-type"] == "audio/x-pcm-s16le"
+    assert dict(request.url.params) == {
+        "language": "de",
+        "beam_size": "3",
+        "word_timestamps": "true",
+    }
+    assert request.content == b"\x00\x00" * 10
+
+
+async def test_language_none_is_left_out_so_the_server_detects_it() -> None:
+    seen, transport = scripted(httpx.Response(200, json=OK_BODY))
+    await client_for(transport)().predict(b"\x00\x00", language=None)
+    assert "language" not in seen[0].url.params
+
+
+async def test_transient_failures_are_retried_until_success() -> None:
+    seen, transport = scripted(
+        problem(503, "queue full", {"Retry-After": "0"}),
+        problem(500, "boom"),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, json=OK_BODY),
+    )
+    result = await client_for(transport)().predict(b"\x00\x00", language="en")
+    assert result.language == "en"
+    assert len(seen) == 4
+
+
+async def test_retry_after_is_honoured_else_exponential_backoff_with_jitter() -> None:
+    sleeps: list[float] = []
+    _, transport = scripted(
+        problem(503, "queue full", {"Retry-After": "3"}),
+        problem(429, "slow down", {"Retry-After": "120"}),
+        problem(502, "bad gateway"),
+        problem(500, "boom"),
+        httpx.Response(200, json=OK_BODY),
+    )
+    client = client_for(transport, sleeps, max_attempts=5, max_retry_after=10)()
+    await client.predict(b"\x00\x00", language="en")
+    after_503, after_429, after_502, after_500 = sleeps
+    assert 3 <= after_503 <= 3.3  # Retry-After, plus at most 10 % jitter
+    assert 10 <= after_429 <= 11  # capped at max_retry_after
+    assert 0.5 * 2**2 <= after_502 <= 0.5 * 2**2 + 0.5  # initial * 2^(attempt-1) + jitter
+    assert after_500 == 4.0  # capped at max_backoff
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_client_errors_are_not_retried(status: int) -> None:
+    seen, transport = scripted(problem(status, "the body is not audio"))
+    with pytest.raises(ModelServerError) as failed:
+        await client_for(transport)().predict(b"\x00\x00", language="en")
+    assert len(seen) == 1
+    assert failed.value.status_code == status
+    assert f"HTTP {status}" in str(failed.value) and "the body is not audio" in str(failed.value)
+
+
+async def test_giving_up_says_what_failed_and_the_status() -> None:
+    seen, transport = scripted(*(problem(503, "queue full", {"Retry-After": "0"}),) * 3)
+    with pytest.raises(ModelServerError) as failed:
+        await client_for(transport, max_attempts=3)().predict(b"\x00\x00", language="en")
+    assert len(seen) == 3
+    assert failed.value.status_code == 503
+    assert "HTTP 503" in str(failed.value) and "queue full" in str(failed.value)
+
+
+async def test_timeouts_are_retried_then_reported() -> None:
+    seen, transport = scripted(httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"))
+    with pytest.raises(ModelServerError) as failed:
+        await client_for(transport, max_attempts=2)().predict(b"\x00\x00", language="en")
+    assert len(seen) == 2
+    assert failed.value.status_code is None
+    assert "could not be reached" in str(failed.value) and "ReadTimeout" in str(failed.value)
+
+
+async def test_an_unexpected_body_is_an_error() -> None:
+    _, transport = scripted(httpx.Response(200, json={"text": "no segments"}))
+    with pytest.raises(ModelServerError, match="unexpected body"):
+        await client_for(transport)().predict(b"\x00\x00", language="en")
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    def header(value: str) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": value})
+
+    assert _retry_after(header("7")) == 7.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (_retry_after(header(later)) or 0) <= 30
+    assert _retry_after(header("soon")) is None
+    assert _retry_after(httpx.Response(503)) is None
