@@ -1,0 +1,158 @@
+"""The model server's pure parts: settings, model resolution, audio bodies, subtitles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_server.audio import decode_media, is_pcm, pcm_to_float32, split_on_silence
+from model_server.errors import EmptyAudio, ModelConfigError, UndecodableAudio
+from model_server.formats import timestamp, to_srt, to_text, to_vtt
+from model_server.model import (
+    assemble_split_model,
+    resolve_compute_type,
+    resolve_device,
+    resolve_model,
+)
+from model_server.settings import ModelServerSettings
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL", "base")
+    monkeypatch.setenv("MODEL_DEVICE", "cpu")
+    monkeypatch.setenv("MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("BATCH_WAIT_MS", "25")
+    settings = ModelServerSettings()
+    assert (settings.model, settings.model_device) == ("base", "cpu")
+    assert (settings.max_batch_size, settings.batch_wait_ms) == (4, 25.0)
+    assert settings.max_queued_chunks == 64 and settings.model_compute_type == "default"
+
+
+def test_every_setting_is_documented() -> None:
+    for name, field in ModelServerSettings.model_fields.items():
+        assert field.description, name
+
+
+def test_default_compute_type_follows_the_device() -> None:
+    assert resolve_compute_type("default", "cpu") == "int8"
+    assert resolve_compute_type("default", "cuda") == "float16"
+    assert resolve_compute_type("int8_float16", "cuda") == "int8_float16"
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+
+
+def test_tiny_en_comes_from_its_package(tmp_path: Path) -> None:
+    name, path = resolve_model("tiny.en", tmp_path)
+    assert name == "tiny.en" and (path / "model.bin").is_file()
+
+
+def test_a_model_directory_is_used_as_is(tmp_path: Path) -> None:
+    model_dir = tmp_path / "faster-whisper-medium"
+    model_dir.mkdir()
+    (model_dir / "model.bin").write_bytes(b"weights")
+    assert resolve_model(str(model_dir), tmp_path / "cache") == ("faster-whisper-medium", model_dir)
+
+
+@pytest.mark.parametrize("model", ["large-v3", "tiny", "/no/such/dir"])
+def test_an_unknown_model_is_a_clear_error(model: str, tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match="not a model we know"):
+        resolve_model(model, tmp_path)
+
+
+def test_a_directory_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match=r"without a model\.bin"):
+        resolve_model(str(tmp_path), tmp_path)
+
+
+def test_split_weights_are_joined_in_order_once(tmp_path: Path) -> None:
+    part1, part2 = tmp_path / "p1", tmp_path / "p2"
+    part1.mkdir()
+    part2.mkdir()
+    (part1 / "model.bin.part1").write_bytes(b"AAAA")
+    (part1 / "config.json").write_text("{}")
+    (part1 / "tokenizer.json").write_text("{}")
+    (part2 / "model.bin.part2").write_bytes(b"BB")
+    target = tmp_path / "cache" / "whisper-base"
+
+    assert assemble_split_model([part1, part2], target) == target
+    assert (target / "model.bin").read_bytes() == b"AAAABB"
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json",
+        "model.bin",
+        "tokenizer.json",
+    ]
+    assert [p.name for p in target.parent.iterdir()] == ["whisper-base"]  # no leftovers
+
+    (part2 / "model.bin.part2").write_bytes(b"CHANGED")
+    assemble_split_model([part1, part2], target)
+    assert (target / "model.bin").read_bytes() == b"AAAABB"  # built once, then reused
+
+
+def test_pcm_is_little_endian_int16_scaled_to_one() -> None:
+    samples = np.array([0, 16384, -32768, 32767], dtype="<i2")
+    audio = pcm_to_float32(samples.tobytes(), "audio/x-pcm-s16le")
+    assert audio.dtype == np.float32
+    assert audio.tolist() == [0.0, 0.5, -1.0, 32767 / 32768]
+    assert is_pcm("audio/x-pcm-s16le; rate=16000") and not is_pcm("audio/wav")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error"),
+    [
+        (b"", "audio/x-pcm-s16le", EmptyAudio),
+        (b"\x00\x00\x00", "audio/x-pcm-s16le", UndecodableAudio),
+        (b"\x00\x00", "audio/x-pcm-s16le; rate=44100", UndecodableAudio),
+        (b"\x00\x00", "audio/x-pcm-s16le; channels=2", UndecodableAudio),
+    ],
+)
+def test_bad_pcm_is_refused(body: bytes, content_type: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        pcm_to_float32(body, content_type)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"), [(b"", EmptyAudio), (b"not audio" * 50, UndecodableAudio)]
+)
+def test_bad_media_is_refused(body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        decode_media(body)
+
+
+def test_audio_that_fits_one_window_is_one_piece() -> None:
+    audio = np.zeros(16_000 * 30, dtype=np.float32)
+    assert split_on_silence(audio) == [slice(0, 16_000 * 30)]
+
+
+def test_long_silence_has_no_pieces() -> None:
+    assert split_on_silence(np.zeros(16_000 * 45, dtype=np.float32)) == []
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+CUES = [Cue(0.0, 8.0, " And so my fellow Americans,"), Cue(8.0, 3725.5, " ask not.")]
+
+
+def test_timestamps() -> None:
+    assert timestamp(0, ",") == "00:00:00,000"
+    assert timestamp(3725.5, ".") == "01:02:05.500"
+    assert timestamp(59.9996, ",") == "00:01:00,000"
+
+
+def test_text_srt_and_vtt() -> None:
+    assert to_text(CUES) == "And so my fellow Americans, ask not.\n"
+    assert to_srt(CUES) == (
+        "1\n00:00:00,000 --> 00:00:08,000\nAnd so my fellow Americans,\n\n"
+        "2\n00:00:08,000 --> 01:02:05,500\nask not.\n"
+    )
+    assert to_vtt(CUES) == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:08.000\nAnd so my fellow Americans,\n\n"
+        "00:00:08.000 --> 01:02:05.500\nask not.\n"
+    )
