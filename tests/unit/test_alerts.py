@@ -1,0 +1,77 @@
+"""Alert rules and the dashboard name only metrics the services export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import enqueue_service.app  # noqa: F401 (registers the HTTP metrics)
+import model_server.metrics  # noqa: F401
+import orchestrator_service.metrics  # noqa: F401
+import transcriber_service.metrics  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "transcription-dashboard.json"
+METRIC = re.compile(r"\btranscription_[a-z0-9_]+")
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "summary": ("_count", "_sum"),
+}
+
+
+def exported() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        for suffix in SUFFIXES.get(family.type, ("",)):
+            names.add(family.name + suffix)
+        names.add(family.name)
+    return names
+
+
+def rule_expressions() -> list[tuple[str, str]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [(rule["alert"], rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels for t in p["targets"]]
+
+
+@pytest.mark.parametrize(("name", "expr"), rule_expressions() + dashboard_expressions())
+def test_every_metric_named_is_exported(name: str, expr: str) -> None:
+    unknown = set(METRIC.findall(expr)) - exported()
+    assert not unknown, f"{name} names metrics no service exports: {unknown}"
+
+
+def test_rules_are_well_formed() -> None:
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            assert {"alert", "expr", "labels", "annotations"} <= rule.keys()
+            assert rule["annotations"]["runbook"].startswith("RUNBOOK.md#")
+    names = [name for name, _ in rule_expressions()]
+    assert {
+        "TranscriptionQueueGrowing",
+        "TranscriptionPermafailedBurst",
+        "TranscriptionWebhooksFailing",
+        "TranscriptionModelErrors",
+    } <= set(names)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_rules() -> None:
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
