@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from transcriber_service import metrics
 from transcriber_service.errors import JobFailure
@@ -41,6 +43,9 @@ from transcription_core.status import FailureReason, JobStatus
 
 log = logging.getLogger(__name__)
 S = JobStatus
+
+#: How long the final write of an attempt keeps trying while the database is down.
+FINAL_WRITE_PATIENCE_SECONDS = 60.0
 
 
 @dataclass
@@ -279,7 +284,15 @@ class Worker:
             decision.status, reason, detail, {**keep, "deliveries": deliveries, "due_at": due}
         )
 
+    @retry(
+        retry=retry_if_exception_type((DBAPIError, OSError)),
+        wait=wait_exponential_jitter(initial=0.5, max=10),
+        stop=stop_after_delay(FINAL_WRITE_PATIENCE_SECONDS),
+        reraise=True,
+    )
     async def _finish(self, job: Mapping[str, Any], outcome: Outcome) -> None:
+        """The attempt's last compare-and-set, retried while the database is unreachable
+        (if it stays down, the lease expires and the job is retried: nothing is lost)."""
         async with self.engine.begin() as conn:
             moved = await repo.transition(
                 conn,
