@@ -58,14 +58,16 @@ def decode_media(data: bytes | BinaryIO) -> np.ndarray:
 
 
 def split_on_silence(audio: np.ndarray, max_seconds: float = PIECE_SECONDS) -> list[slice]:
-    """Cut ``audio`` into pieces of at most ``max_seconds``, at pauses in the speech.
+    """Cut ``audio`` into pieces of at most ``max_seconds``, at the longest pauses.
 
     Audio that fits in one piece is one piece. Longer audio goes through the Silero VAD
-    (faster-whisper's, with the settings of its batched pipeline): speech regions of at
-    most ``max_seconds`` each are joined while the piece stays within ``max_seconds``,
-    and a piece runs from the start of its first region to the end of its last, pauses
-    included, so times stay those of the file. Stretches without speech between pieces
-    are not transcribed; no speech at all gives no pieces.
+    (faster-whisper's, with the settings of its batched pipeline), which finds speech
+    regions of at most ``max_seconds``. Regions are gathered into a piece until the next
+    one would not fit; the piece is then cut at the widest pause between its regions, so
+    a cut falls between sentences rather than between words. A piece runs from the start
+    of its first region to the end of its last, pauses included, so times stay those of
+    the file. Stretches without speech between pieces are not transcribed; no speech at
+    all gives no pieces.
     """
     limit = int(max_seconds * SAMPLE_RATE)
     if audio.shape[0] <= limit:
@@ -75,13 +77,23 @@ def split_on_silence(audio: np.ndarray, max_seconds: float = PIECE_SECONDS) -> l
         VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=160),
         sampling_rate=SAMPLE_RATE,
     )
+    return pack_regions([(int(r["start"]), int(r["end"])) for r in regions], limit)
+
+
+def pack_regions(regions: list[tuple[int, int]], limit: int) -> list[slice]:
+    """Gather sorted ``(start, end)`` speech regions into spans of at most ``limit``,
+    cutting at the widest pauses (see :func:`split_on_silence`)."""
     pieces: list[slice] = []
+    current: list[tuple[int, int]] = []
     for region in regions:
-        start, end = int(region["start"]), int(region["end"])
-        if pieces and end - pieces[-1].start <= limit:
-            pieces[-1] = slice(pieces[-1].start, end)
-        else:
-            pieces.append(slice(start, end))
+        current.append(region)
+        while len(current) > 1 and current[-1][1] - current[0][0] > limit:
+            # Cut before the region that follows the widest pause (the latest, on a tie).
+            cut = max(range(1, len(current)), key=lambda k: (current[k][0] - current[k - 1][1], k))
+            pieces.append(slice(current[0][0], current[cut - 1][1]))
+            current = current[cut:]
+    if current:
+        pieces.append(slice(current[0][0], current[-1][1]))
     return pieces
 
 
