@@ -71,7 +71,7 @@ def create_app(settings: ModelServerSettings | None = None) -> FastAPI:
 
     install_problem_handlers(app)
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_common_routes(app, "model-server", ready)
     app.include_router(router)
     return app

@@ -234,14 +234,14 @@ class BatchDecoder:
             )
         self._generate_with_fallback(encoded, states, windows, options)
 
-        aligned: list[int] = []
+        kept: list[int] = []  # windows not skipped as silence
         for i, (state, window) in enumerate(zip(states, windows, strict=True)):
             if self._split(state, window):
-                aligned.append(i)
-        word_indices = [i for i in aligned if states[i].request.word_timestamps]
+                kept.append(i)
+        word_indices = [i for i in kept if states[i].request.word_timestamps]
         if word_indices:
             self._add_word_timestamps(encoded, states, windows, word_indices)
-        for i in aligned:
+        for i in kept:
             self._finish_window(states[i], windows[i])
 
     def _start(self, state: _ChunkState, language: str, probability: float) -> None:

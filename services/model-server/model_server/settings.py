@@ -66,10 +66,10 @@ class ModelServerSettings(BaseServiceSettings):
     queue_full_retry_after_seconds: int = Field(
         1, ge=0, description="The Retry-After (seconds) of a 503 answered when the queue is full."
     )
-    max_request_bytes: int = Field(
+    max_upload_bytes: int = Field(
         200 * 1024 * 1024,
         ge=1,
-        description="Largest request body accepted (a chunk, or a file sent to "
+        description="Largest request body the model server accepts (a chunk, or a file sent to "
         "`/v1/audio/transcriptions`); larger ones are answered 413.",
     )
     max_chunk_seconds: float = Field(
