@@ -59,6 +59,7 @@ def test_a_model_directory_is_used_as_is(tmp_path: Path) -> None:
     model_dir = tmp_path / "faster-whisper-medium"
     model_dir.mkdir()
     (model_dir / "model.bin").write_bytes(b"weights")
+    (model_dir / "tokenizer.json").write_text("{}")
     assert resolve_model(str(model_dir), tmp_path / "cache") == ("faster-whisper-medium", model_dir)
 
 
@@ -68,8 +69,11 @@ def test_an_unknown_model_is_a_clear_error(model: str, tmp_path: Path) -> None:
         resolve_model(model, tmp_path)
 
 
-def test_a_directory_without_weights_is_refused(tmp_path: Path) -> None:
+def test_a_directory_without_weights_or_tokenizer_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelConfigError, match=r"without a model\.bin"):
+        resolve_model(str(tmp_path), tmp_path)
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    with pytest.raises(ModelConfigError, match=r"without a tokenizer\.json"):
         resolve_model(str(tmp_path), tmp_path)
 
 

@@ -7,8 +7,8 @@
   extra), whose ``model.bin`` is split in two. The parts are joined once into
   ``MODEL_CACHE_DIR`` (written to a temporary directory, then renamed into place, so a
   crash or a second process never sees half a model);
-* the path of a faster-whisper model directory (``model.bin``, ``config.json``, and
-  ``tokenizer.json``/``vocabulary.*``).
+* the path of a faster-whisper model directory (``model.bin``, ``config.json``,
+  ``tokenizer.json``, ``vocabulary.*``, and ``preprocessor_config.json`` for large-v3).
 
 Nothing is ever downloaded: a name we do not know is a :class:`ModelConfigError`.
 """
@@ -90,8 +90,10 @@ def resolve_model(model: str, cache_dir: Path) -> tuple[str, Path]:
         return "base", _base_model(cache_dir.expanduser())
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / "model.bin").is_file():
-            raise ModelConfigError(f"MODEL={model!r} is a directory without a model.bin")
+        for required in ("model.bin", "tokenizer.json"):
+            # Without tokenizer.json faster-whisper would fetch one from the Hub.
+            if not (path / required).is_file():
+                raise ModelConfigError(f"MODEL={model!r} is a directory without a {required}")
         return path.resolve().name, path.resolve()
     raise ModelConfigError(
         f"MODEL={model!r} is not a model we know: use 'tiny.en', 'base' or the path of a "
