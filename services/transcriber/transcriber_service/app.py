@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import uvicorn
@@ -35,9 +36,11 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
         )
         model_timeout = httpx.Timeout(settings.model_request_timeout_seconds, connect=10.0)
         async with (
-            httpx.AsyncClient(timeout=media_timeout, follow_redirects=False) as media_http,
+            httpx.AsyncClient(
+                timeout=media_timeout, follow_redirects=False, cookies=_no_cookies()
+            ) as media_http,
             httpx.AsyncClient(timeout=model_timeout) as model_http,
-            httpx.AsyncClient(follow_redirects=False) as webhook_http,
+            httpx.AsyncClient(follow_redirects=False, cookies=_no_cookies()) as webhook_http,
         ):
             model = ModelServerClient(
                 model_http, settings.model_server_url, max_attempts=settings.model_request_attempts
@@ -64,6 +67,11 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
     install_common_routes(app, "transcriber")
     app.include_router(router)
     return app
+
+
+def _no_cookies() -> CookieJar:
+    """A jar that keeps nothing: one client serves every tenant's URLs."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def serve(host: str, port: int) -> None:
