@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=4, help="copies of the chunk set")
     parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--rounds", type=int, default=2, help="best of this many runs")
     args = parser.parse_args()
 
     settings = ModelServerSettings(
@@ -95,31 +96,40 @@ def main() -> None:
         f"{len(chunks)} chunks, {audio_seconds:.0f} s of audio"
     )
 
-    whisper.transcribe(jfk, beam_size=5)  # warm up
-    started = time.perf_counter()
-    sequential = []
-    for chunk in chunks:
-        segments, _ = whisper.transcribe(chunk, beam_size=5, language=language)
-        sequential.append("".join(s.text for s in segments))
-    seconds = time.perf_counter() - started
-    print(
-        f"sequential transcribe(): {seconds:6.2f} s, {audio_seconds / seconds:5.1f} audio s/s, "
-        f"WER {wer(references, sequential):.3f}"
-    )
-
     decoder = BatchDecoder(whisper)
-    for size in (int(s) for s in args.batch_sizes.split(",")):
-        started = time.perf_counter()
-        batched: list[str] = []
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+
+    def sequential() -> list[str]:
+        texts = []
+        for chunk in chunks:
+            segments, _ = whisper.transcribe(chunk, beam_size=5, language=language)
+            texts.append("".join(s.text for s in segments))
+        return texts
+
+    def batched(size: int) -> list[str]:
+        texts: list[str] = []
         for start in range(0, len(chunks), size):
             requests = [ChunkRequest(np.asarray(c), language) for c in chunks[start : start + size]]
-            batched.extend(r.text for r in decoder.decode(requests, BatchOptions(beam_size=5)))
-        seconds = time.perf_counter() - started
-        print(
-            f"batched, {size:2d} per batch:  {seconds:6.2f} s, "
-            f"{audio_seconds / seconds:5.1f} audio s/s, WER {wer(references, batched):.3f}, "
-            f"vs sequential {wer(sequential, batched):.3f}"
+            texts.extend(r.text for r in decoder.decode(requests, BatchOptions(beam_size=5)))
+        return texts
+
+    whisper.transcribe(jfk, beam_size=5)  # warm up
+    runs = {"sequential": sequential, **{f"batch {n}": (lambda n=n: batched(n)) for n in sizes}}
+    best: dict[str, float] = {}
+    texts: dict[str, list[str]] = {}
+    for _ in range(args.rounds):  # interleaved rounds, best of each: fairer on a busy machine
+        for name, run in runs.items():
+            started = time.perf_counter()
+            texts[name] = run()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    for name, seconds in best.items():
+        line = (
+            f"{name:>10}: {seconds:6.2f} s, {audio_seconds / seconds:5.1f} audio s/s, "
+            f"WER {wer(references, texts[name]):.3f}"
         )
+        if name != "sequential":
+            line += f", vs sequential {wer(texts['sequential'], texts[name]):.3f}"
+        print(line)
 
 
 if __name__ == "__main__":
