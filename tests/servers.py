@@ -19,7 +19,14 @@ async def serve_app(app: Any, **config: Any) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **config)
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            **config,
+        )
     )
     task = asyncio.create_task(server._serve(sockets=[sock]))
     try:

@@ -254,6 +254,26 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     return _with_db(work)
 
 
+def cmd_jobs_redeliver(args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection) -> int:
+        job = await repo.get_job(conn, args.job_id)
+        if job is None or job["status"] not in ("SUCCEEDED", "PERMAFAILED"):
+            state = "no such job" if job is None else f"the job is {job['status']}"
+            print(f"error: {state}; only a finished job can be redelivered", file=sys.stderr)
+            return 1
+        moved = await repo.request_redelivery(conn, job, actor=f"operator:{args.actor}")
+        if moved is None:
+            print("error: the job changed meanwhile; try again", file=sys.stderr)
+            return 1
+        print(
+            f"{args.job_id}: {moved['webhook_event']} will be sent again "
+            f"(webhook-id {moved['webhook_message_id']})"
+        )
+        return 0
+
+    return _with_db(work, write=True)
+
+
 def cmd_limit(args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection) -> int:
         actor = f"operator:{args.actor}"
@@ -490,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_show)
+
+    p = jsub.add_parser("redeliver", help="send a finished job's webhook again (same webhook-id)")
+    p.add_argument("job_id")
+    p.add_argument(
+        "--actor",
+        default=os.environ.get("USER", "operator"),
+        help="who asks, for the event log (default: $USER)",
+    )
+    p.set_defaults(func=cmd_jobs_redeliver)
 
     limit = sub.add_parser(
         "limit", help="MAX_CONCURRENT_TRANSCRIPTION_JOBS at run time, without a redeploy"

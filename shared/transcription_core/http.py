@@ -4,6 +4,7 @@ request metrics, and the ``/healthz`` and ``/metrics`` routes."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,12 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from transcription_core.errors import PayloadTooLarge, ProblemError
+from transcription_core.errors import PayloadTooLarge, ProblemError, ServiceUnavailable
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter(
     "transcription_http_requests_total",
@@ -69,6 +72,13 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "errors": errors,
             }
         )
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(OSError)
+    async def _store_down(_request: Request, exc: Exception) -> Response:
+        log.error("job store unavailable: %s", exc)
+        problem = ServiceUnavailable("the job store is unavailable; retry shortly")
+        return problem_response(problem.problem(), {"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -169,3 +169,17 @@ def test_bad_arguments_are_refused() -> None:
         check=False,
     )
     assert result.returncode == 2 and "not a duration" in result.stderr
+
+
+async def test_an_operator_can_redeliver_a_finished_job(
+    seeded: dict[str, str], engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = await run_cli(["jobs", "redeliver", seeded["WEBHOOK_FAILED"]], capsys)
+    assert code == 0 and "will be sent again" in out
+    async with engine.connect() as conn:
+        job = await repo.get_job(conn, seeded["WEBHOOK_FAILED"])
+        events = await repo.job_events(conn, seeded["WEBHOOK_FAILED"])
+    assert job is not None and job["status"] == S.SEND_FAILED and job["deliveries"] == 0
+    assert events[-1]["actor"].startswith("operator:")
+    code, _ = await run_cli(["jobs", "redeliver", seeded["queued"]], capsys)
+    assert code == 1

@@ -229,3 +229,15 @@ async def test_private_urls_are_accepted_when_the_operator_allows_them(
             "/v1/jobs", json=body, headers={"Authorization": f"Bearer {tenant.api_key}"}
         )
     assert response.status_code == 202, response.text
+
+
+async def test_a_database_outage_is_503_not_500() -> None:
+    settings = EnqueueSettings(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:9/none", api_key_cache_seconds=0
+    )
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.post("/v1/jobs", json=JOB, headers={"Authorization": "Bearer k"})
+        ready = await http.get("/readyz")
+    body = assert_problem(response, 503)
+    assert response.headers["retry-after"] == "5" and "unavailable" in body["detail"]
+    assert ready.status_code == 503

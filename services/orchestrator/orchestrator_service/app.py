@@ -25,7 +25,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, "transcription-orchestrator", 4)
+        engine = create_engine(
+            settings.database_url, "transcription-orchestrator", settings.database_pool_size
+        )
         timeout = httpx.Timeout(settings.trigger_timeout_seconds)
         async with httpx.AsyncClient(timeout=timeout) as http:
             orchestrator = Orchestrator(

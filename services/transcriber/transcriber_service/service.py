@@ -142,12 +142,13 @@ class Worker:
             if heartbeat.done() and heartbeat.result() is False:
                 log.warning("lease lost; stopped", extra={"job_id": job_id, "action": "lease"})
                 return
-            # Shut down mid-job: hand it back for another worker, at once.
+            # A rollout or scale-down: hand the job back for another worker, at once,
+            # without counting this attempt (its saved chunks are kept).
             outcome = Outcome(
                 S.FAILED,
                 FailureReason.WORKER_LOST,
                 "the worker shut down before finishing",
-                {"due_at": utcnow()},
+                {"due_at": utcnow(), "attempts": attempt - 1},
             )
             await asyncio.shield(self._finish(job, outcome))
             raise
