@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("webhook_event", sa.String(length=64), nullable=True),
         sa.Column("webhook_message_id", sa.String(length=64), nullable=True),
+        sa.Column("webhook_payload", sa.Text(), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -108,6 +108,9 @@ class Job(Base):
     #: every retry of that message.
     webhook_event: Mapped[str | None] = mapped_column(sa.String(64))
     webhook_message_id: Mapped[str | None] = mapped_column(sa.String(64))
+    #: The message's JSON body, fixed when it is first sent: every retry of one
+    #: ``webhook-id`` carries the same content.
+    webhook_payload: Mapped[str | None] = mapped_column(sa.Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -393,10 +393,10 @@ async def renew_lease(
 
 
 async def set_webhook_message(
-    conn: AsyncConnection, job_id: str, attempt: int, event: str, message_id: str
+    conn: AsyncConnection, job_id: str, attempt: int, event: str, message_id: str, payload: str
 ) -> bool:
     """Record the message a worker is about to send, before it sends it, so a retry after
-    a crash sends it with the same ``webhook-id``. ``False``: the lease is lost."""
+    a crash sends the same content with the same ``webhook-id``. ``False``: lease lost."""
     result = await conn.execute(
         jobs.update()
         .where(
@@ -404,7 +404,7 @@ async def set_webhook_message(
             jobs.c.attempts == attempt,
             jobs.c.status == JobStatus.PROCESSING,
         )
-        .values(webhook_event=event, webhook_message_id=message_id)
+        .values(webhook_event=event, webhook_message_id=message_id, webhook_payload=payload)
     )
     return result.rowcount == 1
 
@@ -569,7 +569,10 @@ async def recover_expired_leases(
             if not decision.retried:
                 decision = RetryDecision(JobStatus.SEND_FAILED, 0.0)
                 values.update(
-                    webhook_event=FAILED_EVENT, webhook_message_id=new_message_id(), deliveries=0
+                    webhook_event=FAILED_EVENT,
+                    webhook_message_id=new_message_id(),
+                    webhook_payload=None,
+                    deliveries=0,
                 )
         moved = await transition(
             conn,
@@ -699,6 +702,7 @@ async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> 
         completed_at=None,
         webhook_event=None,
         webhook_message_id=None,
+        webhook_payload=None,
         delivered_at=None,
     )
     return moved is not None
@@ -725,6 +729,7 @@ async def request_redelivery(
         detail="redelivery requested",
         webhook_event=event,
         webhook_message_id=job["webhook_message_id"] if same else new_message_id(),
+        webhook_payload=job["webhook_payload"] if same else None,
         deliveries=0,
         due_at=utcnow(),
         completed_at=None,

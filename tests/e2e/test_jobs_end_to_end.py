@@ -68,6 +68,7 @@ async def test_a_receiver_failing_three_times_gets_the_fourth_with_the_same_id(
         deliveries = stack.receiver.deliveries
         assert [d.status for d in deliveries] == [500, 502, 404, 200]
         assert len({d.headers["webhook-id"] for d in deliveries}) == 1
+        assert len({d.body for d in deliveries}) == 1  # one message, the same content
         for delivery in deliveries:
             verified(stack.webhook_secret, delivery)
         assert stack.model.forwarded == 1  # transcribed once, delivered four times

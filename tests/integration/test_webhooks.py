@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -11,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 
 from servers import serve_app
-from transcriber_service.webhooks import WebhookSender, parse_retry_after, sign
+from transcriber_service.webhooks import WebhookSender, message_body, parse_retry_after, sign
 from transcription_core.repository import new_webhook_secret
 
 SECRET = new_webhook_secret()
@@ -51,7 +50,9 @@ async def test_a_delivery_verifies_with_the_standardwebhooks_package(
 ) -> None:
     sender = WebhookSender(http, timeout=5, allow_private=True)
     job = {"id": "j1", "status": "SUCCEEDED", "transcript": {"text": "hello"}}
-    result = await sender.send(f"{receiver}/ok", SECRET, "msg_1", "transcription.succeeded", job)
+    result = await sender.send(
+        f"{receiver}/ok", SECRET, "msg_1", message_body("transcription.succeeded", job)
+    )
     assert result.delivered and result.status == 204
     ((headers, body),) = received
     assert headers["webhook-id"] == "msg_1"
@@ -72,13 +73,13 @@ def test_signature_matches_the_reference_implementation() -> None:
 
 async def test_redirects_are_not_followed(receiver: str, http: httpx.AsyncClient) -> None:
     sender = WebhookSender(http, timeout=5, allow_private=True)
-    result = await sender.send(f"{receiver}/redirect", SECRET, "m", "transcription.failed", {})
+    result = await sender.send(f"{receiver}/redirect", SECRET, "m", b"{}")
     assert not result.delivered and result.status == 307 and received == []
 
 
 async def test_retry_after_is_reported(receiver: str, http: httpx.AsyncClient) -> None:
     sender = WebhookSender(http, timeout=5, allow_private=True)
-    result = await sender.send(f"{receiver}/busy", SECRET, "m", "transcription.failed", {})
+    result = await sender.send(f"{receiver}/busy", SECRET, "m", b"{}")
     assert (result.delivered, result.status, result.retry_after) == (False, 429, 7.0)
 
 
@@ -86,13 +87,13 @@ async def test_private_receivers_are_refused_in_production(
     receiver: str, http: httpx.AsyncClient
 ) -> None:
     sender = WebhookSender(http, timeout=5, allow_private=False)
-    result = await sender.send(f"{receiver}/ok", SECRET, "m", "transcription.failed", {})
+    result = await sender.send(f"{receiver}/ok", SECRET, "m", b"{}")
     assert not result.delivered and "refused" in result.detail and received == []
 
 
 async def test_a_dead_or_slow_receiver_is_a_failed_delivery(http: httpx.AsyncClient) -> None:
     sender = WebhookSender(http, timeout=0.5, allow_private=True)
-    result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", "transcription.failed", {})
+    result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", b"{}")
     assert not result.delivered and result.status is None and "ConnectError" in result.detail
 
 

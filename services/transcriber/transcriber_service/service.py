@@ -34,7 +34,7 @@ from transcriber_service import metrics
 from transcriber_service.errors import JobFailure
 from transcriber_service.pipeline import Pipeline
 from transcriber_service.settings import TranscriberSettings
-from transcriber_service.webhooks import WebhookSender
+from transcriber_service.webhooks import WebhookSender, message_body
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
 from transcription_core.retry import decide_delivery_retry, decide_retry
@@ -215,6 +215,7 @@ class Worker:
                 "due_at": utcnow(),
                 "webhook_event": repo.FAILED_EVENT,
                 "webhook_message_id": repo.new_message_id(),
+                "webhook_payload": None,
                 "deliveries": 0,
             },
         )
@@ -236,29 +237,35 @@ class Worker:
     async def _deliver(
         self, job: Mapping[str, Any], event: str, transcript: dict[str, Any] | None
     ) -> Outcome:
-        message_id = job["webhook_message_id"]
-        if job["webhook_event"] != event or message_id is None:
-            message_id = repo.new_message_id()
+        final_status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
+        same_message = job["webhook_event"] == event and job["webhook_message_id"] is not None
+        message_id = job["webhook_message_id"] if same_message else repo.new_message_id()
+        payload = job["webhook_payload"] if same_message else None
+        if payload is None:
+            now = utcnow()
+            resource = JobResource.from_row(
+                {**job, "status": final_status, "updated_at": now, "completed_at": now},
+                transcript,
+            ).model_dump(mode="json")
+            payload = message_body(event, resource).decode()
         async with self.engine.begin() as conn:
             if not await repo.set_webhook_message(
-                conn, job["id"], job["attempts"], event, message_id
+                conn, job["id"], job["attempts"], event, message_id, payload
             ):
                 raise LeaseLost(job["id"])
             secret = await repo.tenant_webhook_secret(conn, job["tenant"])
-        final_status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
-        now = utcnow()
-        resource = JobResource.from_row(
-            {**job, "status": final_status, "updated_at": now, "completed_at": now},
-            transcript,
-        ).model_dump(mode="json")
         delivery = await self.webhooks.send(
-            job["webhook_url"], secret or "", message_id, event, resource
+            job["webhook_url"], secret or "", message_id, payload.encode()
         )
         metrics.WEBHOOK_LATENCY.observe(delivery.seconds)
         metrics.WEBHOOK_DELIVERIES.labels(
             event, "delivered" if delivery.delivered else "failed"
         ).inc()
-        keep = {"webhook_event": event, "webhook_message_id": message_id}
+        keep = {
+            "webhook_event": event,
+            "webhook_message_id": message_id,
+            "webhook_payload": payload,
+        }
         if delivery.delivered:
             return Outcome(
                 final_status,
@@ -273,16 +280,16 @@ class Worker:
         reason = (
             FailureReason.WEBHOOK_FAILED if event == repo.SUCCEEDED_EVENT else job["failure_reason"]
         )
-        detail = (
-            delivery.detail
-            if event == repo.SUCCEEDED_EVENT
-            else (
-                f"{job['failure_detail']}; the failure webhook was not delivered: {delivery.detail}"
-            )
-        )
+        if event == repo.FAILED_EVENT:
+            # The job keeps the failure the client must hear about; the event log says
+            # why the message did not get through.
+            keep["failure_detail"] = job["failure_detail"]
         due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
         return Outcome(
-            decision.status, reason, detail, {**keep, "deliveries": deliveries, "due_at": due}
+            decision.status,
+            reason,
+            delivery.detail,
+            {**keep, "deliveries": deliveries, "due_at": due},
         )
 
     @retry(

@@ -77,11 +77,9 @@ class WebhookSender:
         self._timeout = timeout
         self._allow_private = allow_private
 
-    async def send(
-        self, url: str, secret: str, message_id: str, event: str, job: dict[str, Any]
-    ) -> Delivery:
+    async def send(self, url: str, secret: str, message_id: str, body: bytes) -> Delivery:
+        """POST one message; ``body`` is the same bytes on every retry of ``message_id``."""
         started = time.perf_counter()
-        body = message_body(event, job)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
