@@ -1,0 +1,109 @@
+"""Rewrite the "Latest results" table of bench/README.md from the newest result files.
+
+Run: ``.venv/bin/python bench/update_readme.py`` (after the benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def newest(name: str) -> dict[str, Any] | None:
+    files = sorted((HERE / "results").glob(f"{name}-????-??-??.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def machine(m: dict[str, Any]) -> str:
+    return (
+        f"{m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"PostgreSQL {m['postgresql']}, {m['date'][:10]}, commit {m['git_commit']}"
+    )
+
+
+def busy(cpu: dict[str, Any]) -> str:
+    other = cpu["cores_busy"].get("other", 0.0)
+    return f"{other:.2f}"
+
+
+def table() -> str:
+    rows = [
+        "| benchmark | result | target | other load (cores) | machine |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    e = newest("enqueue")
+    if e:
+        best = e["http"][str(e["chosen_workers"])]
+        p = e["paced"]
+        t = e["targets"]
+        db = e["database_alone"]
+        rows += [
+            f"| enqueue throughput (wrk, {e['config']['connections']} conns) | "
+            f"{best['accepted_per_second']:,.0f}/s with {e['chosen_workers']} worker(s); "
+            + ", ".join(
+                f"{w} worker(s) {r['accepted_per_second']:,.0f}/s" for w, r in e["http"].items()
+            )
+            + f" | ≥ 1,000/s: {'met' if t['throughput']['met'] else 'NOT met'} | "
+            f"{busy(best['cpu'])} | {machine(e['machine'])} |",
+            f"| enqueue latency at {p['target_rate']:.0f}/s (open loop) | "
+            f"p50 {p['latency_from_schedule']['p50_ms']} ms, "
+            f"p99 {p['latency_from_schedule']['p99_ms']} ms"
+            + (" (overloaded)" if p.get("overloaded") else "")
+            + f" | p99 < 50 ms: {'met' if t['p99_at_rate']['met'] else 'NOT met'} | "
+            f"{busy(p['cpu'])} | same run |",
+            f"| raw single-row INSERTs (asyncpg, {db['raw_inserts']['connections']} conns) | "
+            f"{db['raw_inserts']['per_second']:,.0f}/s; HTTP/raw "
+            f"{t['ratio_http_to_raw_inserts']:.1%} | reported | | same run |",
+            "| enqueue transaction alone (asyncpg): with NOTIFY / without / one statement | "
+            f"{db['enqueue_txn_with_notify']['per_second']:,.0f} / "
+            f"{db['enqueue_txn_without_notify']['per_second']:,.0f} / "
+            f"{db['enqueue_one_statement_without_notify']['per_second']:,.0f} per s | "
+            "reported | | same run |",
+        ]
+    k = newest("pickup")
+    if k:
+        r = k["result"]
+        c = r["commit_to_trigger_received"]
+        rows.append(
+            f"| pick-up, commit → trigger ({r['jobs']} jobs) | p50 {c['p50_ms']} ms, "
+            f"p99 {c['p99_ms']} ms, max {c['max_ms']} ms | within 100 ms: "
+            f"{'met' if k['target_met'] else 'NOT met'} | {busy(r['cpu'])} | "
+            f"{machine(k['machine'])} |"
+        )
+    a = newest("enqueue-ablation")
+    if a and a.get("steps"):
+        first, last = a["steps"][0], a["steps"][-1]
+        best = max(a["steps"], key=lambda s: s["result"]["accepted_per_second"])
+        rows.append(
+            f"| enqueue ablation (cumulative changes) | {first['label']}: "
+            f"{first['result']['accepted_per_second']:,.0f}/s → best "
+            f"{best['result']['accepted_per_second']:,.0f}/s ({best['label']}); "
+            f"last step {last['result']['accepted_per_second']:,.0f}/s | reported | "
+            f"{busy(best['result']['cpu'])} | {machine(a['machine'])} |"
+        )
+    rows += [
+        "",
+        "Details, with every number: the `.md` and `.json` files in `bench/results/`. The "
+        "`other load` column is the CPU that other processes used during the run; above "
+        "about 0.2 cores the run shared the machine and its rates are low.",
+    ]
+    return "\n".join(rows)
+
+
+def main() -> int:
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
