@@ -418,5 +418,18 @@ def write_results(out_dir: Path, name: str, data: dict[str, Any], markdown: str)
     return [json_path, md_path]
 
 
+def shared_machine_note(cpus: Sequence[dict[str, Any]], limit: float = 0.25) -> str | None:
+    """A warning when other processes used more than ``limit`` cores during a run."""
+    worst = max((c["cores_busy"].get("other", 0.0) for c in cpus), default=0.0)
+    if worst <= limit:
+        return None
+    return (
+        f"**Shared machine:** other processes used up to {worst:.2f} of its "
+        f"{os.cpu_count()} cores during these runs (column or line `other`), so the rates "
+        "here are lower, and the latencies higher, than this machine gives when the "
+        "benchmark has it alone. CPU time per request is the steadier figure."
+    )
+
+
 def met(ok: bool) -> str:
     return "met" if ok else "NOT met"

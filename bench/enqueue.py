@@ -490,6 +490,11 @@ def _cpu_text(cpu: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in cpu["cores_busy"].items() if v >= 0.02)
 
 
+def _note(cpus: list[dict[str, Any]]) -> list[str]:
+    note = benchlib.shared_machine_note(cpus)
+    return [note, ""] if note else []
+
+
 def db_check_text(p: dict[str, Any]) -> str:
     if p["db_check"].get("exact"):
         return "equals the 202s"
@@ -515,6 +520,7 @@ def markdown(data: dict[str, Any]) -> str:
         benchlib.machine_markdown(data["machine"]),
         f"- load average when the run started: {data['machine']['loadavg_at_start']}",
         "",
+        *_note([r["cpu"] for r in data["http"].values()] + [p["cpu"]]),
         "## Targets",
         "",
         "| target | result | |",

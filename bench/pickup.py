@@ -302,6 +302,7 @@ def markdown(data: dict[str, Any]) -> str:
         benchlib.machine_markdown(data["machine"]),
         f"- load average when the run started: {data['machine']['loadavg_at_start']}",
         "",
+        *([note, ""] if (note := benchlib.shared_machine_note([r["cpu"]])) else []),
         "## Target",
         "",
         "| target | result | |",
