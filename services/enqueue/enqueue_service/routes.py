@@ -22,11 +22,11 @@ PROBLEM = {"content": {"application/problem+json": {}}}
 ERRORS = {401: PROBLEM, 404: PROBLEM, 422: PROBLEM}
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
-def _settings(request: Request) -> EnqueueSettings:
+async def _settings(request: Request) -> EnqueueSettings:
     return request.app.state.settings
 
 
