@@ -11,8 +11,8 @@ What must hold after every drill (each failure is listed by job):
 * every PERMAFAILED job had its ``transcription.failed`` message delivered, under one
   ``webhook-id``, with the expected reason;
 * no client ever heard both outcomes for one job, and one ``webhook-id`` always carries
-  the same content (same type, job, status, reason, transcript); repeats of one id are
-  allowed (at-least-once) and counted;
+  the same content (same type, job, status, reason, transcript), byte for byte; repeats
+  of one id are allowed (at-least-once) and counted;
 * every signature verifies (``standardwebhooks.Webhook(secret).verify``);
 * each job's ``job_events`` form one chain of transitions the status machine allows,
   ending at the job's status.
@@ -183,6 +183,13 @@ async def verify(stack: Stack, *, quality: bool = True) -> Verdict:
             v.fail(
                 "same webhook-id, different content",
                 f"{group[0].job_id} webhook-id {message_id}: {len(contents)} versions",
+            )
+        elif len({d.body for d in group}) > 1:
+            # Same content, other bytes (a new timestamp, say): the sender promises the
+            # very same body on every retry of one message.
+            v.fail(
+                "same webhook-id, different body",
+                f"{group[0].job_id} webhook-id {message_id}: {len({d.body for d in group})}",
             )
         v.duplicate_deliveries += max(sum(1 for d in group if 200 <= d.answered < 300) - 1, 0)
     delivered_by_job: dict[str, list[Delivery]] = defaultdict(list)

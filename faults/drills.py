@@ -620,17 +620,25 @@ async def media_faults(d: Drill, database_url: str) -> None:
             r["external_id"]: dict(r)
             for r in await stack.query("SELECT external_id, status, attempts FROM jobs")
         }
-        once, retried = [], []
+        messages = Counter(x.job_id for x in stack.receiver.deliveries)
+        ids = {sub.spec.key: sub.job_id for sub in stack.submissions}
+        once, retried, one_message = [], [], []
         for spec in specs:
             n = hits[spec.key]
             if spec.behaviour in ("status403", "status404"):
                 once.append(n == 1 and jobs.get(spec.key, {}).get("attempts") == 1)
+                one_message.append(messages[ids.get(spec.key)] == 1)
             elif spec.behaviour.startswith(("reset", "stall", "status503")):
                 retried.append(n >= 2)
         d.require(
             "expired and deleted URLs were fetched once, in one attempt",
             all(once),
             f"{sum(once)}/{len(once)}",
+        )
+        d.require(
+            "one transcription.failed webhook for each expired or deleted URL",
+            all(one_message),
+            f"{sum(one_message)}/{len(one_message)}",
         )
         d.require(
             "reset, stalled and 503 downloads were tried again",
