@@ -6,6 +6,7 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
+
 from transcription_core.db import create_engine
 from transcription_core.models import Base
 from transcription_core.settings import DatabaseSettings

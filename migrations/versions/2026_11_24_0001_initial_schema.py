@@ -17,8 +17,10 @@ branch_labels = None
 depends_on = None
 
 
-#: PostgreSQL wakes the orchestrator at once when a job is queued or changes status
-#: (a freed slot lets the next job go). One notification per statement, payload-free.
+#: PostgreSQL wakes the orchestrator at once when there is work for it: a job inserted
+#: or made claimable (QUEUED, FAILED, SEND_FAILED), or an in-flight slot freed. Its own
+#: claims (QUEUED -> TRIGGERED) and a worker's start do not wake it. Notifications with
+#: the same payload in one transaction are delivered once.
 NOTIFY_CHANNEL = "transcription_jobs"
 NOTIFY_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION notify_transcription_jobs() RETURNS trigger AS $$
@@ -28,10 +30,20 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql
 """
-NOTIFY_TRIGGER = """
-CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF status ON jobs
-FOR EACH STATEMENT EXECUTE FUNCTION notify_transcription_jobs()
-"""
+NOTIFY_TRIGGERS = [
+    """
+CREATE TRIGGER jobs_notify_insert AFTER INSERT ON jobs
+FOR EACH ROW EXECUTE FUNCTION notify_transcription_jobs()
+""",
+    """
+CREATE TRIGGER jobs_notify_update AFTER UPDATE OF status ON jobs
+FOR EACH ROW WHEN (
+    NEW.status IN ('QUEUED', 'FAILED', 'SEND_FAILED')
+    OR (OLD.status IN ('TRIGGERED', 'PROCESSING')
+        AND NEW.status NOT IN ('TRIGGERED', 'PROCESSING'))
+) EXECUTE FUNCTION notify_transcription_jobs()
+""",
+]
 
 
 def upgrade() -> None:
@@ -170,12 +182,14 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
-        op.execute(NOTIFY_TRIGGER)
+        for trigger in NOTIFY_TRIGGERS:
+            op.execute(trigger)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS jobs_notify ON jobs")
+        op.execute("DROP TRIGGER IF EXISTS jobs_notify_insert ON jobs")
+        op.execute("DROP TRIGGER IF EXISTS jobs_notify_update ON jobs")
         op.execute("DROP FUNCTION IF EXISTS notify_transcription_jobs()")
     op.drop_table("transcripts")
     with op.batch_alter_table("job_events", schema=None) as batch_op:

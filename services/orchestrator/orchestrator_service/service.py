@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import datetime
 
@@ -23,6 +24,9 @@ from transcription_core import repository as repo
 from transcription_core.models import utcnow
 
 log = logging.getLogger(__name__)
+
+#: The queue gauges (a few counting queries) are refreshed at most this often.
+GAUGE_REFRESH_SECONDS = 1.0
 
 
 async def in_flight_limit(engine: AsyncEngine, configured: int) -> int:
@@ -53,6 +57,11 @@ class Orchestrator:
         self.wakeup = asyncio.Event()
         self.last_round_at: float | None = None
         self._next_due: datetime | None = None
+        self._last_recovery = -math.inf
+        self._last_gauges = -math.inf
+        # Leases are checked a few times per lease, not every round (rounds run on
+        # every notification): at most every 5 s with the default 120 s lease.
+        self._recovery_every = min(settings.lease_seconds / 4, 5.0)
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -60,16 +69,8 @@ class Orchestrator:
     async def run_round(self) -> list[repo.ClaimedJob]:
         """One round; returns the jobs whose trigger was accepted."""
         settings = self.settings
-        async with self.engine.begin() as conn:
-            for job in await repo.recover_expired_leases(
-                conn,
-                max_attempts=settings.max_attempts,
-                backoff_seconds=settings.retry_backoff_seconds,
-                delivery_schedule=settings.webhook_retry_delays,
-                actor=self.actor,
-            ):
-                metrics.RECOVERED.labels(job.to_status).inc()
-                log.warning("job lost its worker", extra={"job_id": job.id, "action": "recover"})
+        if time.monotonic() - self._last_recovery >= self._recovery_every:
+            await self._recover()
         limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
         metrics.IN_FLIGHT_LIMIT.set(limit)
         async with self.engine.begin() as conn:
@@ -97,15 +98,33 @@ class Orchestrator:
                 refused[0][1].detail,
                 extra={"action": "trigger", "refused": len(refused)},
             )
-        await self._refresh_gauges()
+        async with self.engine.connect() as conn:
+            self._next_due = await repo.next_due_at(conn)
+        if time.monotonic() - self._last_gauges >= GAUGE_REFRESH_SECONDS:
+            await self._refresh_gauges()
         metrics.ROUNDS.inc()
         self.last_round_at = time.monotonic()
         return [job for job, _ in accepted]
 
+    async def _recover(self) -> None:
+        settings = self.settings
+        async with self.engine.begin() as conn:
+            recovered = await repo.recover_expired_leases(
+                conn,
+                max_attempts=settings.max_attempts,
+                backoff_seconds=settings.retry_backoff_seconds,
+                delivery_schedule=settings.webhook_retry_delays,
+                actor=self.actor,
+            )
+        self._last_recovery = time.monotonic()
+        for job in recovered:
+            metrics.RECOVERED.labels(job.to_status).inc()
+            log.warning("job lost its worker", extra={"job_id": job.id, "action": "recover"})
+
     async def _refresh_gauges(self) -> None:
         async with self.engine.connect() as conn:
             depth = await repo.queue_depth(conn)
-            self._next_due = await repo.next_due_at(conn)
+        self._last_gauges = time.monotonic()
         metrics.QUEUE_DEPTH.set(depth.queued)
         metrics.JOBS_IN_FLIGHT.set(depth.in_flight)
         metrics.JOBS_WAITING_RETRY.set(depth.waiting_retry)
