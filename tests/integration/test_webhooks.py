@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 
 from servers import serve_app
-from transcriber_service.webhooks import WebhookSender, message_body, parse_retry_after, sign
+from transcriber_service.webhooks import WebhookSender, message_body, sign
 from transcription_core.repository import new_webhook_secret
+from transcription_core.retry_after import parse_retry_after
 
 SECRET = new_webhook_secret()
 received: list[tuple[dict[str, str], bytes]] = []

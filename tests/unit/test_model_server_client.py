@@ -13,8 +13,8 @@ from transcriber_service.model_client import (
     ModelServerClient,
     ModelServerError,
     PredictResult,
-    _retry_after,
 )
+from transcription_core.retry_after import parse_retry_after
 
 OK_BODY = {
     "segments": [{"start": 0.0, "end": 1.5, "text": " Hello.", "words": None}],
@@ -153,11 +153,8 @@ async def test_an_unexpected_body_is_an_error() -> None:
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
-    def header(value: str) -> httpx.Response:
-        return httpx.Response(503, headers={"Retry-After": value})
-
-    assert _retry_after(header("7")) == 7.0
+    assert parse_retry_after("7") == 7.0
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 <= (_retry_after(header(later)) or 0) <= 30
-    assert _retry_after(header("soon")) is None
-    assert _retry_after(httpx.Response(503)) is None
+    assert 25 <= (parse_retry_after(later) or 0) <= 30
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -32,6 +30,7 @@ from tenacity import (
 )
 
 from transcription_core.errors import TranscriptionError
+from transcription_core.retry_after import parse_retry_after
 
 PCM_CONTENT_TYPE = "audio/x-pcm-s16le"
 
@@ -155,7 +154,9 @@ class ModelServerClient:
         )
         status = response.status_code
         if status in (429, 503) or status >= 500:
-            raise _Transient(status, _detail(response), _retry_after(response))
+            raise _Transient(
+                status, _detail(response), parse_retry_after(response.headers.get("Retry-After"))
+            )
         if status != 200:
             raise ModelServerError(
                 f"the model server refused POST {self._url} with HTTP {status}: "
@@ -187,20 +188,3 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         return str(body["detail"])
     return response.text[:200]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP date; None when absent or bad."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -16,12 +16,12 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from transcription_core.retry_after import parse_retry_after
 from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
 
 
@@ -51,22 +51,6 @@ class Delivery:
     retry_after: float | None
     detail: str
     seconds: float
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class WebhookSender:
