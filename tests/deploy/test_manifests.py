@@ -14,6 +14,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
+
 from deployfiles import (
     COMPOSE,
     DEPLOY,
@@ -39,8 +41,6 @@ from deployfiles import (
     secret_data,
     split_image,
 )
-from pydantic import BaseModel
-
 from enqueue_service.settings import EnqueueSettings
 from model_server.settings import ModelServerSettings
 from orchestrator_service.settings import OrchestratorSettings

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deployfiles import DEPLOY, ROOT, RUNBOOK, find, knative_services, namespace, scale_annotations
 
+from deployfiles import DEPLOY, ROOT, RUNBOOK, find, knative_services, namespace, scale_annotations
 from factories import make_job, make_tenant
 from transcription_core.db import create_engine
 from transcription_core.models import utcnow

@@ -8,9 +8,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from stack import JFK_REFERENCE, model_server_process, running_stack, words
 from standardwebhooks import Webhook
 
+from stack import JFK_REFERENCE, model_server_process, running_stack, words
 from transcription_core import repository as repo
 from transcription_core.cli import main as cli
 

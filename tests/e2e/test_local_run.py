@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stack import DATA, JFK_REFERENCE, words
 from standardwebhooks import Webhook
+
+from stack import DATA, JFK_REFERENCE, words
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
