@@ -158,7 +158,7 @@ DATABASE_VARIANTS: dict[str, tuple[str, Any, bool]] = {
         True,
     ),
     "enqueue_txn_without_notify": (
-        "the same transaction, the trigger's INSERT dropped",
+        "the same transaction, the INSERT trigger disabled (no NOTIFY)",
         _enqueue_transaction,
         False,
     ),
@@ -172,15 +172,19 @@ DATABASE_VARIANTS: dict[str, tuple[str, Any, bool]] = {
 
 
 async def set_insert_notify(dsn: str, enabled: bool) -> None:
-    """Scratch database only: drop or restore the NOTIFY that every job INSERT sends."""
+    """Scratch database only: disable or enable the triggers that NOTIFY on a job INSERT
+    (whatever the migration names them: any trigger on ``jobs`` that fires on INSERT)."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP TRIGGER jobs_notify ON jobs")
-        events = "INSERT OR UPDATE OF status" if enabled else "UPDATE OF status"
-        await conn.execute(
-            f"CREATE TRIGGER jobs_notify AFTER {events} ON jobs "
-            "FOR EACH STATEMENT EXECUTE FUNCTION notify_transcription_jobs()"
+        names = await conn.fetch(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass "
+            "AND NOT tgisinternal AND (tgtype & 4) <> 0"  # TRIGGER_TYPE_INSERT
         )
+        if not names:
+            raise RuntimeError("no INSERT trigger on jobs: nothing NOTIFYs on enqueue")
+        action = "ENABLE" if enabled else "DISABLE"
+        for row in names:
+            await conn.execute(f'ALTER TABLE jobs {action} TRIGGER "{row["tgname"]}"')
     finally:
         await conn.close()
 
@@ -542,7 +546,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"{db['raw_inserts']['per_second']:,.0f} |",
         f"| the enqueue transaction: BEGIN; INSERT job RETURNING *; INSERT event; COMMIT "
         f"(the trigger NOTIFYs) | {db['enqueue_txn_with_notify']['per_second']:,.0f} |",
-        f"| the same transaction, the INSERT trigger dropped (no NOTIFY) | "
+        f"| the same transaction, the INSERT trigger disabled (no NOTIFY) | "
         f"{db['enqueue_txn_without_notify']['per_second']:,.0f} |",
         f"| both INSERTs as one statement (a CTE), autocommit, no NOTIFY | "
         f"{db['enqueue_one_statement_without_notify']['per_second']:,.0f} |",

@@ -12,12 +12,12 @@ cumulative, in this order, each a wrk run like ``bench/enqueue.py``'s:
 2. a pool as large as the concurrency (``DATABASE_POOL_SIZE=32``: a setting): the
    default 10 + 10 overflow, under 32 concurrent requests, opens and closes
    connections all the time;
-3. ``async def`` dependencies (no thread-pool hop per request);
-4. no pool pre-ping (three round trips fewer per request);
-5. INSERT statements built once;
-6. the job INSERT no longer NOTIFYs inside its transaction: a coalesced NOTIFY (at most
+3. no pool pre-ping (three round trips fewer per request);
+4. INSERT statements built once;
+5. the job INSERT no longer NOTIFYs inside its transaction: a coalesced NOTIFY (at most
    one per 10 ms) from the enqueue process after commit;
-7. all of the above with two uvicorn workers (a pool of 32 each).
+6. all of the above with two uvicorn workers (a pool of 32 each);
+7. as shipped with two uvicorn workers, for comparison.
 
 Results: ``<out>/enqueue-ablation-<date>.json`` and ``.md``.
 """
@@ -54,23 +54,17 @@ FACTORY = "patched_enqueue_app:create_app"
 STEPS: tuple[tuple[str, str, str | None, int, bool], ...] = (
     ("as shipped", "", None, 1, False),
     ("+ DATABASE_POOL_SIZE=32 (no pool churn)", "", "32", 1, True),
-    ("+ async def dependencies (no thread-pool hop)", "async_deps", "32", 1, True),
-    ("+ no pool pre-ping", "async_deps,no_pre_ping", "32", 1, True),
-    ("+ INSERT statements built once", "async_deps,no_pre_ping,prebuilt_sql", "32", 1, True),
+    ("+ no pool pre-ping", "no_pre_ping", "32", 1, True),
+    ("+ INSERT statements built once", "no_pre_ping,prebuilt_sql", "32", 1, True),
     (
         "+ NOTIFY coalesced, after commit",
-        "async_deps,no_pre_ping,prebuilt_sql,coalesced_notify",
+        "no_pre_ping,prebuilt_sql,coalesced_notify",
         "32",
         1,
         True,
     ),
-    (
-        "all of the above, 2 workers",
-        "async_deps,no_pre_ping,prebuilt_sql,coalesced_notify",
-        "32",
-        2,
-        True,
-    ),
+    ("all of the above, 2 workers", "no_pre_ping,prebuilt_sql,coalesced_notify", "32", 2, True),
+    ("as shipped, 2 workers", "", None, 2, False),
 )
 
 

@@ -3,16 +3,14 @@ outside (monkeypatches and FastAPI's ``dependency_overrides``), for benchmarking
 
 ``BENCH_PATCHES`` (comma-separated) picks them:
 
-- ``async_deps``: the ``_engine`` and ``_settings`` dependencies as ``async def``, so
-  FastAPI calls them on the event loop instead of sending each through the thread pool;
 - ``no_pre_ping``: the pool stops pinging on checkout (with asyncpg the ping is
   ``BEGIN; ;  ROLLBACK``: three round trips before every request's own);
 - ``prebuilt_sql``: ``insert_job`` executes two statements built once (``jobs.insert()
   .returning(...)`` and ``job_events.insert()``) with parameters, instead of building a
   new ``insert().values(...)`` per request (statement construction, cache-key
   generation and coercion of every value);
-- ``coalesced_notify``: expects the ``jobs_notify`` trigger disabled for inserts (the
-  ablation does that in its scratch database) and sends ``NOTIFY transcription_jobs``
+- ``coalesced_notify``: expects the jobs INSERT trigger disabled (the ablation does
+  that in its scratch database) and sends ``NOTIFY transcription_jobs``
   from a background task instead, at most once per ``BENCH_NOTIFY_MS`` (default 10 ms),
   on a connection of its own in autocommit: no enqueue transaction notifies, so commits
   are no longer serialised by PostgreSQL's notify lock.
@@ -30,13 +28,13 @@ import uuid
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from enqueue_service import app as app_module
-from enqueue_service import routes, service
-from enqueue_service.settings import EnqueueSettings, get_settings
+from enqueue_service import service
+from enqueue_service.settings import get_settings
 from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn
 from transcription_core.errors import DuplicateIdempotencyKey
@@ -44,18 +42,7 @@ from transcription_core.models import utcnow
 from transcription_core.status import JobStatus
 
 PATCHES = {p.strip() for p in os.environ.get("BENCH_PATCHES", "").split(",") if p.strip()}
-KNOWN = {"async_deps", "no_pre_ping", "prebuilt_sql", "coalesced_notify"}
-
-
-# --- async dependencies ---------------------------------------------------------------
-
-
-async def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
-async def _settings(request: Request) -> EnqueueSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+KNOWN = {"no_pre_ping", "prebuilt_sql", "coalesced_notify"}
 
 
 # --- statements built once ------------------------------------------------------------
@@ -156,8 +143,4 @@ def create_app() -> FastAPI:
             return result
 
         service.enqueue = enqueue  # type: ignore[assignment]
-    app = app_module.create_app(settings)
-    if "async_deps" in PATCHES:
-        app.dependency_overrides[routes._engine] = _engine
-        app.dependency_overrides[routes._settings] = _settings
-    return app
+    return app_module.create_app(settings)
