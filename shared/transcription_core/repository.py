@@ -185,6 +185,8 @@ async def insert_job(conn: AsyncConnection, new: NewJob, actor: str = "enqueue")
 
     The unique constraint on (tenant, idempotency_key) decides between concurrent
     duplicates, not a read before the write. The caller must roll back on that error.
+    On PostgreSQL the job and its first event are one statement (an autocommit
+    connection is enough); elsewhere two, in the caller's transaction.
     """
     now = utcnow()
     job_id = str(uuid.uuid4())
@@ -206,13 +208,41 @@ async def insert_job(conn: AsyncConnection, new: NewJob, actor: str = "enqueue")
         "updated_at": now,
     }
     try:
-        row = (await conn.execute(jobs.insert().values(values).returning(*jobs.c))).mappings().one()
+        if conn.dialect.name == "postgresql":
+            # The job and its first event in one statement: one round trip, not two.
+            params = dict.fromkeys(jobs.c.keys()) | values | {"actor": actor}
+            return (await conn.execute(_INSERT_JOB_WITH_EVENT, params)).mappings().one()
+        row = (await conn.execute(_INSERT_JOB, values)).mappings().one()
     except IntegrityError as exc:
         if new.idempotency_key is not None:
             raise DuplicateIdempotencyKey(new.idempotency_key) from exc
         raise
     await _log_events(conn, [_event(job_id, None, JobStatus.QUEUED, 0, actor, now)])
     return row
+
+
+def _insert_job_with_event() -> sa.Select[Any]:
+    every_column = {c.key: sa.bindparam(c.key, type_=c.type) for c in jobs.c}
+    job = jobs.insert().values(every_column).returning(*jobs.c).cte("new_job")
+    event = (
+        events.insert()
+        .from_select(
+            ["job_id", "to_status", "attempt", "actor", "created_at"],
+            sa.select(
+                job.c.id,
+                job.c.status,
+                job.c.attempts,
+                sa.bindparam("actor", type_=sa.String),
+                job.c.created_at,
+            ),
+        )
+        .cte("new_event")
+    )
+    return sa.select(*job.c).add_cte(event)
+
+
+_INSERT_JOB = jobs.insert().returning(*jobs.c)
+_INSERT_JOB_WITH_EVENT = _insert_job_with_event()
 
 
 async def job_by_idempotency_key(

@@ -118,9 +118,16 @@ async def enqueue(
         request_hash=request_hash if idempotency_key else None,
     )
     window = timedelta(hours=settings.idempotency_window_hours)
+    # On PostgreSQL the insert is one statement (the job and its event), so it needs no
+    # BEGIN/COMMIT round trips around it.
+    writer = (
+        engine.execution_options(isolation_level="AUTOCOMMIT")
+        if (engine.dialect.name == "postgresql")
+        else engine
+    )
     for _ in range(3):
         try:
-            async with engine.begin() as conn:
+            async with writer.begin() as conn:
                 return Enqueued(await repo.insert_job(conn, new), created=True)
         except DuplicateIdempotencyKey:
             pass
