@@ -51,14 +51,14 @@ class Profile:
 PROFILES = {
     "ci": Profile(
         name="ci",
-        jobs=12,
-        stream_seconds=8,
+        jobs=10,
+        stream_seconds=7,
         settle_timeout=120,
-        kill_down_seconds=3,
+        kill_down_seconds=2,
         model_down_seconds=20,
         receiver_down_seconds=15,
         webhook_schedule="0.5,1,1,2,2,5,5,10",
-        pg_down_seconds=8,
+        pg_down_seconds=6,
         idempotency_keys=8,
         idempotency_concurrency=6,
         fuzz_examples=50,
@@ -269,14 +269,17 @@ async def transcriber_kill(d: Drill, database_url: str) -> None:
     (SIGKILL to its process group) and restarted, then replica 2; the full profile also
     kills both at once. Jobs they held keep their lease until it expires (3 s), come back
     as FAILED/WORKER_LOST and are retried; a chunk already transcribed is not redone."""
-    # The limit (6) is above one replica's WORKER_MAX_JOBS (4): while one is dead, the
-    # other refuses triggers beyond its four, and the drill counts the requeues.
-    env = {"MAX_CONCURRENT_TRANSCRIPTION_JOBS": "6"}
+    # In the full profile the limit (6) is above one replica's WORKER_MAX_JOBS (4): while
+    # one is dead, the other refuses triggers beyond its four, and the drill counts the
+    # requeues (see test_known_bugs.py). CI keeps 4, so the loop does not eat its time.
+    env = {"MAX_CONCURRENT_TRANSCRIPTION_JOBS": "6" if d.profile.name == "full" else "4"}
     async with d.new_stack(database_url, transcribers=2, env=env) as stack:
         stream = d.start_stream(d.jobs())
         rounds = [[0], [1]] + ([[0, 1]] if d.profile.name == "full" else [])
         for i, victims in enumerate(rounds):
             await d.at(0.2 + 0.6 * i / len(rounds))
+            # One replica at a time (but the last round): the others are up first.
+            await asyncio.gather(*(t.wait_ready() for t in stack.transcribers))
             n = await d.wait_in_flight(2)
             for v in victims:
                 stack.transcribers[v].kill()
@@ -285,8 +288,10 @@ async def transcriber_kill(d: Drill, database_url: str) -> None:
                 f"({n} jobs in flight)"
             )
             await asyncio.sleep(d.profile.kill_down_seconds)
-            await asyncio.gather(*(stack.restart(stack.transcribers[v]) for v in victims))
-            d.mark("restarted")
+            for v in victims:
+                stack.transcribers[v].start()  # the balancer skips it until it listens
+            d.mark("restart")
+        await asyncio.gather(*(t.wait_ready() for t in stack.transcribers))
         verdict = await d.settle(stream)
         d.require(
             "the kills hit jobs in flight (WORKER_LOST events)",
