@@ -26,6 +26,12 @@ PACKAGES = (
 )
 
 
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=10, check=False
+    ).stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -58,18 +64,17 @@ def machine() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "-"
-    commit = ""
+    commit = os.environ.get("FAULTS_COMMIT", "")
+    changes = ""
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
+        commit = commit or _run([*git, "rev-parse", "--short", "HEAD"])
+        # The drills run the working tree: say so when its service code is not the commit's.
+        changes = _run([*git, "status", "--porcelain", "--", "services", "shared", "migrations"])
     except OSError:
         pass
+    if changes:
+        commit += " + uncommitted changes in services/shared/migrations"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": os.cpu_count(),
@@ -166,10 +171,12 @@ def write(
     profile: Profile,
     results: list[DrillResult],
     seconds: float,
+    tag: str = "",
 ) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     suffix = "" if profile.name == "full" else f"-{profile.name}"
+    suffix += f"-{tag}" if tag else ""
     md = directory / f"{stamp}{suffix}.md"
     js = directory / f"{stamp}{suffix}.json"
     md.write_text(markdown(info, profile, results, seconds))

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where service logs and webhook logs go (default: a temp dir)",
     )
+    parser.add_argument("--tag", default="", help="added to the report's file name")
     parser.add_argument("--list", action="store_true", help="list the drills and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     info = report.machine()
     ctx, results = asyncio.run(run(names, args.profile, pg_restart, workdir))
     seconds = time.monotonic() - started
-    md, js = report.write(args.results, info, ctx.profile, results, seconds)
+    md, js = report.write(args.results, info, ctx.profile, results, seconds, args.tag)
     passed = sum(r.passed for r in results)
     print(f"{passed}/{len(results)} drills passed in {seconds:.0f} s; report: {md} ({js.name})")
     return 0 if passed == len(results) else 1
