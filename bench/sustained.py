@@ -17,9 +17,9 @@ be delivered first):
    webhooks between the 20th and 80th percentile of arrivals is the service's capacity,
    in jobs per second, when it always has work;
 2. **ramp** (unless ``--no-ramp``): open-loop steps of ``--step-seconds`` (60) at 0.6, 0.8,
-   1.0 and 1.2 x the probed capacity (or ``--ramp-rates``); a step is *sustained* when the
-   webhooks in the step kept up (≥ 95 % of the rate) and the QUEUED backlog at its end is
-   under 2 s worth of jobs. The highest sustained step is the maximum sustainable rate;
+   1.0 and 1.2 x the probed capacity (or ``--ramp-rates``); a step is *sustained* when at
+   most 2 s worth of jobs (at least 2) are still QUEUED at its end (``backlog_limit``). The
+   highest sustained step is the maximum sustainable rate (``--rate sustainable`` runs it);
 3. **the run**: ``--rate`` (10) jobs/s for ``--minutes`` (10), open loop: job ``i`` is
    sent at ``start + i / rate`` whatever the service answers (no coordinated omission);
    then up to ``--drain-minutes`` for the backlog to be delivered.
@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections import Counter
@@ -206,6 +207,14 @@ def phase_stats(run: Run, jobs: list[Job], start: float, end: float) -> dict[str
     }
 
 
+def backlog_limit(rate: float) -> float:
+    """A step or run kept up when at most this many jobs were still QUEUED at its end
+    (2 s worth of jobs, at least 2): an overloaded service's backlog grows all the time.
+    (Jobs delivered within the step say less: at a low rate the latency alone, a batch of
+    up to MAX_BATCH_SIZE jobs decoding for tens of seconds, pushes deliveries past it.)"""
+    return max(2.0, 2.0 * rate)
+
+
 def backlog_at(run: Run, t_mono: float) -> int:
     t = t_mono - run.t0
     before = [s for s in run.samples if s["t"] <= t]
@@ -243,7 +252,7 @@ async def ramp(
         backlog = backlog_at(run, end)
         ok = await wait_delivered(run, jobs, timeout=max(300.0, backlog * 2.0))
         stats = phase_stats(run, jobs, start, end)  # latency of every job of the step
-        sustained = (stats["completion_rate_per_s"] or 0) >= 0.95 * rate and backlog < 2 * rate
+        sustained = backlog <= backlog_limit(rate)
         stats.update(
             {"rate": rate, "backlog_at_end": backlog, "sustained": sustained, "all_delivered": ok}
         )
@@ -511,6 +520,22 @@ async def bench(args: argparse.Namespace, settings: dict[str, str], url: str) ->
                 await sampler
                 result["checks"] = await final_checks(run)
                 result["samples"] = run.samples
+                delivered = run.first_delivery()
+                result["jobs"] = [
+                    {
+                        "phase": j.phase,
+                        "clip": j.clip,
+                        "scheduled_s": round(j.scheduled - run.t0, 3),
+                        "enqueue_ms": round((j.answered - j.scheduled) * 1000, 1)
+                        if j.answered
+                        else None,
+                        "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
+                        if j.job_id in delivered
+                        else None,
+                        "error": j.error,
+                    }
+                    for j in run.jobs
+                ]
                 result["phases"] = run.phases
                 result["_run"] = run
         finally:
@@ -536,7 +561,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="sustained", help="result file name prefix")
+    parser.add_argument("--report-only", type=Path, help="re-render the .md of a results JSON")
     args = parser.parse_args()
+    if args.report_only:
+        rerender(args.report_only, args.out, args.name)
+        return
     benchlib.stop_on_sigterm()
     threads = len(os.sched_getaffinity(0))
     settings = default_settings(threads)
@@ -573,6 +602,19 @@ def main() -> None:
         plot(run, path, "capacity probe and ramp", start, result["ramp_window"][1])
         pngs.append(path)
     report(result, args.out, args.name, pngs)
+
+
+def rerender(path: Path, out: Path, name: str) -> None:
+    """The .md of an earlier JSON, its steps judged again by ``backlog_limit``."""
+    result = json.loads(path.read_text())
+    for step in result.get("ramp", []):
+        step["sustained"] = step["backlog_at_end"] <= backlog_limit(step["rate"])
+    if "ramp" in result:
+        ok = [s["rate"] for s in result["ramp"] if s["sustained"]]
+        result["max_sustainable_rate_per_s"] = max(ok, default=None)
+    day = path.stem.rsplit("-", 3)[-3:]
+    pngs = [out / f"{name}-{'-'.join(day)}.png", out / f"{name}-ramp-{'-'.join(day)}.png"]
+    report(result, out, name, [p for p in pngs if p.is_file()])
 
 
 def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> None:
@@ -622,10 +664,7 @@ def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> No
     if "run" in result:
         r = result["run"]
         lat = r["e2e_latency"]
-        met = (
-            r["completion_rate_per_s"] >= 0.95 * r["rate"]
-            and r["backlog_at_end_of_enqueue"] < 2 * r["rate"]
-        )
+        met = r["backlog_at_end_of_enqueue"] <= backlog_limit(r["rate"]) and r["all_delivered"]
         lines += [
             f"**Run**: {r['rate']:g} jobs/s ({r['rate'] * 60:.0f} a minute) for "
             f"{r['minutes']:g} min = {r['jobs']} jobs. Delivered during the enqueue window "
