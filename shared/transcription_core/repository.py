@@ -529,9 +529,15 @@ async def claim_due_jobs(
 
 
 async def return_to_queue(
-    conn: AsyncConnection, job: ClaimedJob, detail: str, actor: str = "orchestrator"
+    conn: AsyncConnection,
+    job: ClaimedJob,
+    detail: str,
+    actor: str = "orchestrator",
+    delay_seconds: float = 0.0,
 ) -> bool:
-    """A trigger that never reached a worker: the job goes back, the attempt uncounted.
+    """A trigger that never reached a worker: the job goes back, the attempt uncounted,
+    due again after ``delay_seconds`` (the worker's Retry-After: not at once, or a full
+    replica would be asked again and again).
 
     The job goes back to QUEUED whatever it was claimed from; the transcriber tells a
     delivery retry from a first run by the transcript it finds stored.
@@ -546,7 +552,7 @@ async def return_to_queue(
             actor=actor,
             detail=detail,
             attempts=job.attempt - 1,
-            due_at=utcnow(),
+            due_at=utcnow() + timedelta(seconds=delay_seconds),
         )
         is not None
     )

@@ -6,11 +6,18 @@ from dataclasses import dataclass
 
 import httpx
 
+from transcription_core.retry_after import parse_retry_after
+
+#: How long a refused or failed trigger's job waits before it is claimed again, when
+#: the transcriber does not say (Retry-After).
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class TriggerResult:
     accepted: bool
     detail: str
+    retry_after: float = DEFAULT_RETRY_AFTER_SECONDS
 
 
 class TranscriberClient:
@@ -27,4 +34,9 @@ class TranscriberClient:
             return TriggerResult(False, f"trigger failed: {type(exc).__name__}: {exc}")
         if response.status_code == 202:
             return TriggerResult(True, "accepted")
-        return TriggerResult(False, f"trigger refused: transcriber answered {response.status_code}")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return TriggerResult(
+            False,
+            f"trigger refused: transcriber answered {response.status_code}",
+            DEFAULT_RETRY_AFTER_SECONDS if retry_after is None else min(retry_after, 60.0),
+        )

@@ -10,6 +10,7 @@ queue without counting the attempt. Rounds run when a notification arrives
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -92,7 +93,13 @@ class Orchestrator:
         if refused:
             async with self.engine.begin() as conn:
                 for job, result in refused:
-                    await repo.return_to_queue(conn, job, result.detail, actor=self.actor)
+                    await repo.return_to_queue(
+                        conn,
+                        job,
+                        result.detail,
+                        actor=self.actor,
+                        delay_seconds=result.retry_after,
+                    )
             log.warning(
                 "triggers refused: %s",
                 refused[0][1].detail,
@@ -150,7 +157,11 @@ class Orchestrator:
             except Exception:
                 failures += 1
                 log.exception("orchestrator round failed", extra={"action": "round"})
-                await asyncio.sleep(min(0.5 * 2**failures, 30.0))
+                # Back off, but no longer than the poll interval, and wake at once on a
+                # notification (the LISTEN connection's reconnect sends one).
+                backoff = min(0.5 * 2**failures, self.settings.poll_interval_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=backoff)
                 continue
             if claimed and len(claimed) >= self.settings.claim_batch_size:
                 continue  # a full batch went out: more may be waiting

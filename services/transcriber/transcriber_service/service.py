@@ -77,6 +77,7 @@ class Worker:
         self.settings = settings
         self.actor = actor
         self.active: dict[str, asyncio.Task[None]] = {}
+        self.active_attempts: dict[str, int] = {}
         self.accepting = True
 
     # --- triggers ---------------------------------------------------------------------
@@ -84,16 +85,21 @@ class Worker:
     def accept(self, job_id: str, attempt: int) -> bool:
         """Start the attempt in the background; ``False`` when this worker is full."""
         if job_id in self.active:
-            return True  # a duplicate trigger of a job we are already on
+            # The same attempt again is a duplicate: it is running. Another attempt of
+            # a job still running here (its lease ran out) is refused, so the
+            # orchestrator requeues it instead of waiting out another lease.
+            return self.active_attempts.get(job_id) == attempt
         if not self.accepting or len(self.active) >= self.settings.worker_max_jobs:
             metrics.TRIGGERS_REFUSED.inc()
             return False
         task = asyncio.create_task(self.run_attempt(job_id, attempt), name=f"job-{job_id}")
         self.active[job_id] = task
+        self.active_attempts[job_id] = attempt
         metrics.JOBS_ACTIVE.set(len(self.active))
 
         def done(_task: asyncio.Task[None]) -> None:
             self.active.pop(job_id, None)
+            self.active_attempts.pop(job_id, None)
             metrics.JOBS_ACTIVE.set(len(self.active))
 
         task.add_done_callback(done)
@@ -267,6 +273,10 @@ class Worker:
             "webhook_payload": payload,
         }
         if delivery.delivered:
+            if final_status == S.SUCCEEDED:  # no earlier attempt's failure on this event
+                return Outcome(
+                    final_status, None, delivery.detail, {**keep, "delivered_at": utcnow()}
+                )
             return Outcome(
                 final_status,
                 job["failure_reason"],
