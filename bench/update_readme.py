@@ -76,15 +76,25 @@ def table() -> str:
             f"{machine(k['machine'])} |"
         )
     a = newest("enqueue-ablation")
-    if a and a.get("steps"):
-        first, last = a["steps"][0], a["steps"][-1]
-        best = max(a["steps"], key=lambda s: s["result"]["accepted_per_second"])
+    if a and a.get("layers"):
+        cpu = {x["layer"].strip(): x["cpu_ms"] for x in a["layers"]}
+        values = list(cpu.values())
         rows.append(
-            f"| enqueue ablation (cumulative changes) | {first['label']}: "
-            f"{first['result']['accepted_per_second']:,.0f}/s → best "
-            f"{best['result']['accepted_per_second']:,.0f}/s ({best['label']}); "
-            f"last step {last['result']['accepted_per_second']:,.0f}/s | reported | "
-            f"{busy(best['result']['cpu'])} | {machine(a['machine'])} |"
+            "| enqueue path CPU per call, in-process (ms): service.enqueue as shipped / "
+            "no pre-ping / + statements built once / asyncpg transaction / one CTE "
+            f"statement; HTTP floor | {values[3]} / {values[4]} / {values[5]} / {values[6]} / "
+            f"{values[7]}; {a['http_floor']['server_cpu_ms_per_request']} | reported | | "
+            f"{machine(a['machine'])} |"
+        )
+    if a and a.get("steps"):
+        rows.append(
+            "| enqueue ablation under wrk (cumulative changes, 1 worker unless said) | "
+            + "; ".join(
+                f"{s['label']}: {s['result']['accepted_per_second']:,.0f}/s "
+                f"(other {s['result']['cpu']['cores_busy'].get('other', 0):.2f})"
+                for s in a["steps"]
+            )
+            + " | reported | see each step | same run |"
         )
     rows += [
         "",
