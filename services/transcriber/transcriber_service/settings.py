@@ -35,7 +35,10 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         1800.0, gt=0, description="Longest a whole media download may take."
     )
     chunk_concurrency: int = Field(
-        4, ge=1, description="Chunks of one job in flight to the model server at once."
+        8,
+        ge=1,
+        description="Chunks of one job in flight to the model server at once; match the model "
+        "server's MAX_BATCH_SIZE so one job fills a batch.",
     )
     model_request_timeout_seconds: float = Field(
         300.0, gt=0, description="Timeout of one chunk request to the model server."
