@@ -31,6 +31,18 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); results in bench/results/
+	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/enqueue.py
+	$(BIN)/python bench/pickup.py
+	$(BIN)/python bench/long_media.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/sustained.py
+	$(BIN)/python bench/update_readme.py
+
+faults: $(STAMP) ## every fault drill at full length; report in faults/results/
+	$(BIN)/python -m faults
+
 migrate: $(STAMP) ## bring DATABASE_URL's schema to the current version
 	$(BIN)/transcription migrate
 
@@ -40,4 +52,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format migrate docs clean
+.PHONY: help install run test lint format bench faults migrate docs clean
