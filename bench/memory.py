@@ -277,6 +277,16 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=None, help="where media are made")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--job-timeout", type=float, default=3600.0)
+    parser.add_argument("--fresh", action="store_true", help="new services for each file")
+    parser.add_argument("--repeat", type=int, default=1, help="jobs per file, one after another")
+    parser.add_argument("--name", default="memory", help="result file name prefix")
+    parser.add_argument(
+        "--transcriber-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the transcriber (e.g. MALLOC_ARENA_MAX=2)",
+    )
     args = parser.parse_args()
     benchlib.stop_on_sigterm()
     pg = asyncio.run(benchlib.postgres_version(asyncpg_dsn(benchlib.ADMIN_URL)))
@@ -310,35 +320,55 @@ def main() -> None:
                 "MODEL_DEVICE": "cpu",
                 "MODEL_COMPUTE_TYPE": "int8",
             },
-            "transcriber": {"WORK_DIR": str(work)},
+            "transcriber": {
+                "WORK_DIR": str(work),
+                **dict(item.split("=", 1) for item in args.transcriber_env),
+            },
         }
         log_dir = benchlib.ROOT / "bench" / "results" / "tmp" / "memory-logs"
         with benchlib.scratch_database("bench_memory") as url:
             peers = stack.Peers(tmp)
             peers.start()
             try:
-                with stack.running_services(url, settings, log_dir) as services:
-                    peers.webhook_secret = services.webhook_secret
-                    warm = asyncio.run(one_job(services, peers, "jfk.flac", 300))
-                    stack.log(f"warm-up (jfk.flac): peak {warm['peak_rss_mb']} MB")
-                    results.append({"kind": "warm-up", "size_mib": 1.1, **warm})
-                    for kind, size, path, made in media:
-                        out = asyncio.run(one_job(services, peers, path.name, args.job_timeout))
-                        stack.log(
-                            f"{path.name}: {out['status']} in {out['wall_seconds']} s, baseline "
-                            f"{out['baseline_rss_mb']} MB, peak {out['peak_rss_mb']} MB "
-                            f"(load {out['loadavg']})"
-                        )
-                        results.append({"kind": kind, "size_mib": size, "media": made, **out})
-                        path.unlink()
+                # One transcriber for every file (its memory carries from job to job), or
+                # with --fresh a new set of services per file (only the warm-up before it).
+                groups = [[m] for m in media] if args.fresh else [media]
+                for number, group in enumerate(groups):
+                    tenant = f"org-bench-{number}"
+                    with stack.running_services(url, settings, log_dir, tenant) as services:
+                        peers.webhook_secret = services.webhook_secret
+                        warm = asyncio.run(one_job(services, peers, "jfk.flac", 300))
+                        stack.log(f"warm-up (jfk.flac): peak {warm['peak_rss_mb']} MB")
+                        results.append({"kind": "warm-up", "size_mib": 1.1, **warm})
+                        for kind, size, path, made in group:
+                            for repeat in range(args.repeat):
+                                out = asyncio.run(
+                                    one_job(services, peers, path.name, args.job_timeout)
+                                )
+                                stack.log(
+                                    f"{path.name}: {out['status']} in {out['wall_seconds']} s, "
+                                    f"baseline {out['baseline_rss_mb']} MB, peak "
+                                    f"{out['peak_rss_mb']} MB (load {out['loadavg']})"
+                                )
+                                results.append(
+                                    {"kind": kind, "size_mib": size, "media": made,
+                                     "repeat": repeat, **out}
+                                )  # fmt: skip
+                            path.unlink()
             finally:
                 peers.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report({"machine": info, "loadavg_at_end": stack.loadavg(), "jobs": results}, args.out)
+    mode = {
+        "fresh_services_per_file": args.fresh,
+        "repeat": args.repeat,
+        "transcriber_env": args.transcriber_env,
+    }
+    result = {"machine": info, "loadavg_at_end": stack.loadavg(), "mode": mode, "jobs": results}
+    report(result, args.out, args.name)
 
 
-def report(result: dict[str, Any], out: Path) -> None:
+def report(result: dict[str, Any], out: Path, name: str = "memory") -> None:
     info = result["machine"]
     lines = [
         "# Transcriber peak memory by media size",
@@ -358,7 +388,8 @@ def report(result: dict[str, Any], out: Path) -> None:
         m = j.get("media", {})
         p = j["peak_by_phase_sampled_mb"]
         lines.append(
-            f"| {j['kind']} | {m.get('bytes', 0) / MIB:.0f} | {m.get('audio_seconds', 11.0)} | "
+            f"| {j['kind']} #{j.get('repeat', 0) + 1} | {m.get('bytes', 0) / MIB:.0f} | "
+            f"{m.get('audio_seconds', 11.0)} | "
             f"{j['status']} | {j['wall_seconds']:.0f} | {j['download_seconds']} | {j['chunks']} | "
             f"{j['baseline_rss_mb']} | **{j['peak_rss_mb']}** | {j['peak_rss_anon_sampled_mb']} | "
             f"{p['download']} / {p['decode_vad_first_chunk']} / {p['transcribe_rest_and_webhook']}"
@@ -376,14 +407,14 @@ def report(result: dict[str, Any], out: Path) -> None:
     for j in result["jobs"]:
         if j["kind"] != "warm-up":
             lines.append(f"- {j['kind']} {j['size_mib']} MiB: {j['media']['format']}")
-    png = plot(result, out)
+    png = plot(result, out, name)
     lines += ["", f"![RSS over each job]({png.name})"]
-    paths = benchlib.write_results(out, "memory", result, "\n".join(lines))
+    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
     stack.log(f"wrote {', '.join(str(p) for p in [*paths, png])}")
 
 
-def plot(result: dict[str, Any], out: Path) -> Path:
+def plot(result: dict[str, Any], out: Path, name: str = "memory") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -395,16 +426,18 @@ def plot(result: dict[str, Any], out: Path) -> Path:
             continue
         xs = [t for t, _ in j["trace"]]
         ys = [r for _, r in j["trace"]]
-        ax.plot(xs, ys, lw=1, label=f"{j['kind']} {j['size_mib']} MiB (peak {j['peak_rss_mb']} MB)")
+        label = f"{j['kind']} {j['size_mib']} MiB #{j.get('repeat', 0) + 1}"
+        ax.plot(xs, ys, lw=1, label=f"{label} (peak {j['peak_rss_mb']} MB)")
     ax.axhline(TARGET_MB, color="red", ls="--", lw=0.8, label=f"target {TARGET_MB:.0f} MB")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds since the job was enqueued")
     ax.set_ylabel("transcriber VmRSS, MB")
     ax.set_title("transcriber resident memory during one job")
     ax.legend(fontsize=8)
     fig.tight_layout()
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    path = out / f"memory-{day}.png"
+    path = out / f"{name}-{day}.png"
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
