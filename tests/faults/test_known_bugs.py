@@ -1,5 +1,5 @@
-"""Defects the fault drills turned up, each pinned by a test that fails until it is fixed
-(``xfail(strict=True)``: once fixed, the test passes and the marker must go).
+"""Defects the fault drills turned up, each pinned by a test (all four are fixed; the
+tests keep them fixed).
 
 None of them loses a job or a transcript; they cost retries, CPU and a misleading event
 log. The drills' report (``faults/results/``) gives the numbers seen under load.
@@ -37,12 +37,6 @@ async def _count(stack: Stack, from_status: str, to_status: str) -> int:
 
 
 @pytest.mark.model
-@pytest.mark.xfail(
-    strict=True,
-    reason="a trigger the transcriber refuses (503, Retry-After: 1) puts the job back "
-    "due at once, and the status change's NOTIFY wakes the orchestrator at once: it claims "
-    "and triggers the same job again, in a loop, until the replica has room",
-)
 def test_a_refused_trigger_is_not_sent_again_at_once(fault_run: RunContext) -> None:
     """One replica with room for one job, a limit of three: while the first job holds the
     slot (the model server is down, so its chunk is being retried), the other two are
@@ -77,12 +71,6 @@ def test_a_refused_trigger_is_not_sent_again_at_once(fault_run: RunContext) -> N
 
 
 @pytest.mark.model
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker ends an attempt with Outcome(SUCCEEDED, job['failure_reason'], "
-    "job['failure_detail']) (service.py, _deliver): the PROCESSING -> SUCCEEDED event "
-    "carries the previous attempt's failure reason and detail",
-)
 def test_the_success_event_does_not_repeat_the_previous_failure(fault_run: RunContext) -> None:
     """The media server answers 503 once: attempt 1 fails (DOWNLOAD_FAILED), attempt 2
     succeeds. `transcription jobs show` then reads `PROCESSING -> SUCCEEDED ...
@@ -125,12 +113,6 @@ def test_the_success_event_does_not_repeat_the_previous_failure(fault_run: RunCo
 
 
 @pytest.mark.model
-@pytest.mark.xfail(
-    strict=True,
-    reason="Orchestrator.run_forever sleeps min(0.5 * 2**failures, 30) s after a failed "
-    "round with asyncio.sleep, deaf to wake-ups: once the database is back, neither the "
-    "LISTEN reconnect's notify nor the poll interval brings the next round forward",
-)
 def test_the_orchestrator_resumes_soon_after_the_database_returns(
     fault_run: RunContext,
 ) -> None:
@@ -208,13 +190,6 @@ class _Receiver:
         return Delivery(True, 200, None, "delivered", 0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Worker.accept answers 202 to a trigger for a job it is still running "
-    "(`if job_id in self.active: return True`) without looking at the attempt: a newer "
-    "attempt sent back to the same replica is dropped, the job stays TRIGGERED until its "
-    "lease expires again, and one more attempt is spent",
-)
 async def test_a_trigger_for_a_newer_attempt_of_a_running_job_is_not_dropped(
     pg_url: str,
 ) -> None:

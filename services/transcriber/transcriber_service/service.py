@@ -274,9 +274,7 @@ class Worker:
         }
         if delivery.delivered:
             if final_status == S.SUCCEEDED:  # no earlier attempt's failure on this event
-                return Outcome(
-                    final_status, None, delivery.detail, {**keep, "delivered_at": utcnow()}
-                )
+                return Outcome(final_status, None, None, {**keep, "delivered_at": utcnow()})
             return Outcome(
                 final_status,
                 job["failure_reason"],
