@@ -13,11 +13,10 @@ cumulative, in this order, each a wrk run like ``bench/enqueue.py``'s:
    default 10 + 10 overflow, under 32 concurrent requests, opens and closes
    connections all the time;
 3. no pool pre-ping (three round trips fewer per request);
-4. INSERT statements built once;
-5. the job INSERT no longer NOTIFYs inside its transaction: a coalesced NOTIFY (at most
-   one per 10 ms) from the enqueue process after commit;
-6. all of the above with two uvicorn workers (a pool of 32 each);
-7. as shipped with two uvicorn workers, for comparison.
+4. the job INSERT no longer NOTIFYs: a coalesced NOTIFY (at most one per 10 ms) from
+   the enqueue process after commit;
+5. all of the above with two uvicorn workers (a pool of 32 each);
+6. as shipped with two uvicorn workers, for comparison.
 
 Results: ``<out>/enqueue-ablation-<date>.json`` and ``.md``.
 """
@@ -44,7 +43,6 @@ import enqueue
 from enqueue_service import service
 from enqueue_service.schemas import JobCreate
 from enqueue_service.settings import EnqueueSettings
-from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine
 from transcription_core.schemas import JobResource
 
@@ -55,15 +53,8 @@ STEPS: tuple[tuple[str, str, str | None, int, bool], ...] = (
     ("as shipped", "", None, 1, False),
     ("+ DATABASE_POOL_SIZE=32 (no pool churn)", "", "32", 1, True),
     ("+ no pool pre-ping", "no_pre_ping", "32", 1, True),
-    ("+ INSERT statements built once", "no_pre_ping,prebuilt_sql", "32", 1, True),
-    (
-        "+ NOTIFY coalesced, after commit",
-        "no_pre_ping,prebuilt_sql,coalesced_notify",
-        "32",
-        1,
-        True,
-    ),
-    ("all of the above, 2 workers", "no_pre_ping,prebuilt_sql,coalesced_notify", "32", 2, True),
+    ("+ NOTIFY coalesced, after commit", "no_pre_ping,coalesced_notify", "32", 1, True),
+    ("all of the above, 2 workers", "no_pre_ping,coalesced_notify", "32", 2, True),
     ("as shipped, 2 workers", "", None, 2, False),
 )
 
@@ -88,8 +79,6 @@ async def _cpu_per_call(call: Callable[[], Awaitable[Any]], calls: int) -> dict[
 async def layers(url: str, api_key: str, calls: int, repeats: int = 3) -> list[dict[str, Any]]:
     """The enqueue path's parts, each measured alone, sequentially, in this process;
     ``repeats`` rounds, the least CPU per call kept (other load only ever adds)."""
-    import patched_enqueue_app  # the prebuilt-statement insert_job
-
     dsn = asyncpg_dsn(url)
     settings = EnqueueSettings(database_url=url)
     raw_body = json.dumps(benchlib.JOB_BODY).encode()
@@ -120,15 +109,13 @@ async def layers(url: str, api_key: str, calls: int, repeats: int = 3) -> list[d
     async def one_statement() -> None:
         await enqueue._enqueue_one_statement(conn)
 
-    def state(pre_ping: bool, prebuilt: bool) -> Callable[[], None]:
+    def pre_ping(on: bool) -> Callable[[], None]:
         def apply() -> None:
-            engine.sync_engine.pool._pre_ping = pre_ping
-            repo.insert_job = patched_enqueue_app.insert_job_prebuilt if prebuilt else original
+            engine.sync_engine.pool._pre_ping = on
 
         return apply
 
-    original = repo.insert_job
-    shipped = state(True, False)
+    shipped = pre_ping(True)
     steps: list[tuple[str, Callable[[], Awaitable[Any]], Callable[[], None]]] = [
         (
             "JobCreate from JSON + validate_job + request hash (pure Python)",
@@ -138,20 +125,19 @@ async def layers(url: str, api_key: str, calls: int, repeats: int = 3) -> list[d
         ("authenticate, key cached", authenticate, shipped),
         ("JobResource.from_row + model_dump_json", respond, shipped),
         (
-            "service.enqueue as shipped (SQLAlchemy, pre-ping, statements built per call)",
+            "service.enqueue as shipped (SQLAlchemy, pool pre-ping, one CTE statement)",
             enqueue_call,
             shipped,
         ),
-        ("  without the pool pre-ping", enqueue_call, state(False, False)),
-        ("  and with the INSERT statements built once", enqueue_call, state(False, True)),
+        ("  without the pool pre-ping", enqueue_call, pre_ping(False)),
         (
-            "the same transaction through asyncpg alone (BEGIN, 2 INSERTs, COMMIT)",
-            transaction,
+            "the same CTE statement through asyncpg alone (autocommit)",
+            one_statement,
             shipped,
         ),
         (
-            "both INSERTs as one statement through asyncpg alone (a CTE, autocommit)",
-            one_statement,
+            "the former transaction through asyncpg alone (BEGIN, 2 INSERTs, COMMIT)",
+            transaction,
             shipped,
         ),
     ]

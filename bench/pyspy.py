@@ -48,7 +48,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("database round trips, client side (asyncpg)", r"\(asyncpg/"),
     ("  pool pre-ping: BEGIN; ; ROLLBACK per checkout", r"_async_ping "),
     ("  BEGIN", r"_start_transaction "),
-    ("  the two INSERTs", r"^PreparedStatement\.|^AsyncAdapt_asyncpg_connection\._prepare "),
+    ("  the INSERT statement(s)", r"^PreparedStatement\.|_prepare \(sqlalchemy"),
     ("  COMMIT", r"^Transaction\.__commit "),
     (
         "  new connections (pool overflow churn; TLS attempt)",
