@@ -487,11 +487,12 @@ async def postgres_restart(d: Drill, database_url: str) -> None:
             verdict = await d.settle(stream)
             listeners = await stack.query(
                 "SELECT count(*) AS n FROM pg_stat_activity "
-                "WHERE application_name = 'transcription-orchestrator-listen'"
+                "WHERE application_name = 'transcription-orchestrator-listen' "
+                "AND datname = current_database()"
             )
             d.require(
-                "the orchestrator's LISTEN connection came back",
-                listeners[0]["n"] >= 1,
+                "the orchestrator's LISTEN connection came back (one, not more)",
+                listeners[0]["n"] == len(stack.orchestrators),
                 f"{listeners[0]['n']} listening",
             )
             five = sum(v for k, v in verdict.client_answers.items() if k.startswith("5"))
