@@ -280,7 +280,8 @@ async def transcriber_kill(d: Drill, database_url: str) -> None:
             await d.at(0.2 + 0.6 * i / len(rounds))
             # One replica at a time (but the last round): the others are up first.
             await asyncio.gather(*(t.wait_ready() for t in stack.transcribers))
-            n = await d.wait_in_flight(2)
+            # Kill while the replicas hold work: two jobs in flight, or at least one.
+            n = await d.wait_in_flight(2, timeout=15) or await d.wait_in_flight(1, timeout=30)
             for v in victims:
                 stack.transcribers[v].kill()
             d.mark(
