@@ -36,8 +36,8 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/pickup.py
 	$(BIN)/python bench/long_media.py
-	$(BIN)/python bench/memory.py
-	$(BIN)/python bench/sustained.py
+	$(BIN)/python bench/memory.py --fresh
+	$(BIN)/python bench/sustained.py --rate sustainable
 	$(BIN)/python bench/update_readme.py
 
 faults: $(STAMP) ## every fault drill at full length; report in faults/results/
