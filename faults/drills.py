@@ -274,6 +274,9 @@ async def transcriber_kill(d: Drill, database_url: str) -> None:
     # requeues (see test_known_bugs.py). CI keeps 4, so the loop does not eat its time.
     env = {"MAX_CONCURRENT_TRANSCRIPTION_JOBS": "6" if d.profile.name == "full" else "4"}
     async with d.new_stack(database_url, transcribers=2, env=env) as stack:
+        # A short clip takes well under a second on an idle machine: too short for the
+        # kills to find work in flight. A slower model (2 s per chunk) keeps jobs running.
+        stack.model.delay_seconds = 2.0
         stream = d.start_stream(d.jobs())
         rounds = [[0], [1]] + ([[0, 1]] if d.profile.name == "full" else [])
         for i, victims in enumerate(rounds):
@@ -486,15 +489,25 @@ async def postgres_restart(d: Drill, database_url: str) -> None:
             await fault.outage(d.profile.pg_down_seconds)
             d.mark("PostgreSQL back")
             verdict = await d.settle(stream)
-            listeners = await stack.query(
-                "SELECT count(*) AS n FROM pg_stat_activity "
-                "WHERE application_name = 'transcription-orchestrator-listen' "
-                "AND datname = current_database()"
-            )
+
+            async def listening() -> int:
+                rows = await stack.query(
+                    "SELECT count(*) AS n FROM pg_stat_activity "
+                    "WHERE application_name = 'transcription-orchestrator-listen' "
+                    "AND datname = current_database()"
+                )
+                return int(rows[0]["n"])
+
+            # The jobs may settle before the listener's next reconnect (every 2 s).
+            deadline = time.monotonic() + 15
+            n = await listening()
+            while n < len(stack.orchestrators) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                n = await listening()
             d.require(
                 "the orchestrator's LISTEN connection came back (one, not more)",
-                listeners[0]["n"] == len(stack.orchestrators),
-                f"{listeners[0]['n']} listening",
+                n == len(stack.orchestrators),
+                f"{n} listening",
             )
             five = sum(v for k, v in verdict.client_answers.items() if k.startswith("5"))
             d.result.numbers.update(

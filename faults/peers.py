@@ -368,12 +368,14 @@ class WebhookReceiver(HttpServer):
 
 class ModelProxy(HttpServer):
     """Forwards to the real model server. ``fail_ratio`` of the ``/v1/`` requests get a
-    500 or a 503 (with ``Retry-After: 1``) instead, at random; ``stop()`` takes it down."""
+    500 or a 503 (with ``Retry-After: 1``) instead, at random; ``delay_seconds`` holds each
+    ``/v1/`` request that long first (a slower model); ``stop()`` takes it down."""
 
     def __init__(self, target: str, seed: int = 7) -> None:
         super().__init__()
         self.target = target.rstrip("/")
         self.fail_ratio = 0.0
+        self.delay_seconds = 0.0
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self._http: httpx.AsyncClient | None = None
@@ -392,6 +394,8 @@ class ModelProxy(HttpServer):
     async def handle(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
+        if request.path.startswith("/v1/") and self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         if request.path.startswith("/v1/") and self.rng.random() < self.fail_ratio:
             if self.rng.random() < 0.5:
                 self.counts["answered 500"] += 1

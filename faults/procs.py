@@ -41,6 +41,7 @@ class Service:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.port_retries = 0
 
     @property
     def url(self) -> str:
@@ -83,13 +84,32 @@ class Service:
         async with httpx.AsyncClient(timeout=2) as http:
             while True:
                 if not self.alive:
-                    raise RuntimeError(f"{self.name} exited during start-up; see {self.log}")
+                    tail = self.log_tail()
+                    if "address already in use" in tail and self.port_retries < 3:
+                        # free_port() only found a port that was free a moment ago.
+                        from faults.peers import free_port
+
+                        self.port_retries += 1
+                        self.port = free_port()
+                        self.start()
+                        continue
+                    raise RuntimeError(
+                        f"{self.name} exited during start-up; see {self.log}:\n{tail}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(self.url + path)).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name} not ready within {timeout} s; see {self.log}")
                 await asyncio.sleep(0.2)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of this service's log (for error messages)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def signal_group(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:

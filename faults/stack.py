@@ -160,6 +160,7 @@ class Stack:
         for service in self.procs.services:
             service.start()
         await asyncio.gather(*(s.wait_ready() for s in self.procs.services))
+        self.lb.backends = [t.url for t in self.transcribers]  # a port may have changed
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(15, connect=3))
 
     async def close(self) -> None:
