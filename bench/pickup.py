@@ -7,7 +7,9 @@ On a fresh scratch database, it starts the orchestrator as a real server process
 ``MAX_CONCURRENT_TRANSCRIPTION_JOBS``, pointed at a recording "transcriber" served in
 this process (it answers 202 to ``POST /v1/triggers`` and notes when each trigger
 arrived). It then inserts ``--jobs`` jobs one by one, ``--interval-ms`` apart, each in
-its own transaction through ``repository.insert_job``, and measures per job:
+its own transaction through ``repository.insert_job``, each followed by
+``repository.notify_new_jobs`` (what the enqueue service's notifier sends after commit;
+when the API is quiet it sends at once), and measures per job:
 
 - commit → trigger received: from the moment the enqueue transaction's COMMIT returned
   to the moment the trigger reached the transcriber (one process, one monotonic clock);
@@ -239,6 +241,8 @@ async def enqueue_spaced(
                 ),
             )
         committed[job["id"]] = time.monotonic()
+        async with engine.begin() as conn:
+            await repo.notify_new_jobs(conn)  # as the enqueue service's notifier does
 
 
 def _result(
@@ -314,7 +318,8 @@ def markdown(data: dict[str, Any]) -> str:
         "## Method",
         "",
         f"{r['jobs']} jobs, inserted one per transaction every {r['interval_ms']:g} ms through "
-        "`repository.insert_job`; the orchestrator (`"
+        "`repository.insert_job`, then `repository.notify_new_jobs` as the enqueue "
+        "service does after commit; the orchestrator (`"
         f"{r['orchestrator_command']}`) polls every {r['poll_interval_seconds']:g} s, so "
         "only LISTEN/NOTIFY can wake it within the run; MAX_CONCURRENT_TRANSCRIPTION_JOBS "
         "is 1,000,000 (capacity always free). The transcriber is a recording stub in the "

@@ -347,6 +347,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers != 1:
+        if args.service != "enqueue":
+            print(
+                f"--workers is for the enqueue API only: run more {args.service} replicas "
+                "instead (each holds its own jobs, model or claim loop)",
+                file=sys.stderr,
+            )
+            return 2
+        from enqueue_service.app import serve as serve_enqueue
+
+        serve_enqueue(args.host, args.port, workers=args.workers)
+        return 0
     serve = _serve_function(args.service)
     serve(args.host, args.port)
     return 0
@@ -553,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(os.environ.get("PORT", "8080")),
         help="port (default $PORT or 8080)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="enqueue only: processes sharing the port, up to one per core (default 1; "
+        "on Kubernetes scale replicas instead)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -74,6 +75,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DBAPIError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    # asyncpg's answer when a pooled connection the server just terminated is used
+    # before its close is processed ("cannot switch to state ...").
+    @app.exception_handler(asyncpg.InternalClientError)
     @app.exception_handler(OSError)
     async def _store_down(_request: Request, exc: Exception) -> Response:
         log.error("job store unavailable: %s", exc)

@@ -26,7 +26,12 @@ class DatabaseSettings(BaseServiceSettings):
         description="SQLAlchemy URL of the job store: `postgresql+asyncpg://user:pass@host/db` "
         "in production; unset, an SQLite file `transcription.db` in the working directory.",
     )
-    database_pool_size: int = Field(10, ge=1, description="Connections per service process.")
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        description="Connections per service process, and as many again in bursts; the "
+        "enqueue API keeps a second pool of this size for its inserts (PostgreSQL).",
+    )
 
     @field_validator("database_url")
     @classmethod

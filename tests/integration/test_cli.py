@@ -183,3 +183,61 @@ async def test_an_operator_can_redeliver_a_finished_job(
     assert events[-1]["actor"].startswith("operator:")
     code, _ = await run_cli(["jobs", "redeliver", seeded["queued"]], capsys)
     assert code == 1
+
+
+def test_workers_is_for_the_enqueue_api_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "transcription_core.cli", "serve", "orchestrator", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "enqueue API only" in result.stderr
+
+
+@pytest.mark.postgres
+async def test_the_enqueue_api_serves_from_several_workers(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """``transcription serve enqueue --workers 2``: two processes on one port, each with
+    its own pools; jobs POSTed through it are stored."""
+    import os
+    import socket
+
+    import httpx
+
+    tenant = await make_tenant(pg_engine)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "transcription_core.cli", "serve", "enqueue", "--host",
+        "127.0.0.1", "--port", str(port), "--workers", "2",
+        env={**os.environ, "DATABASE_URL": pg_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.returncode is None, "the server exited during start-up"
+                await asyncio.sleep(0.1)
+            headers = {"Authorization": f"Bearer {tenant.api_key}"}
+            body = {
+                "media_url": "https://m.example.com/a.mp3",
+                "webhook_url": "https://h.example.com/t",
+            }
+            answers = await asyncio.gather(
+                *(http.post("/v1/jobs", json=body, headers=headers) for _ in range(20))
+            )
+        assert [a.status_code for a in answers] == [202] * 20
+        async with pg_engine.connect() as conn:
+            assert (await repo.queue_depth(conn)).queued == 20
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=30)

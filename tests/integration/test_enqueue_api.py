@@ -241,3 +241,58 @@ async def test_a_database_outage_is_503_not_500() -> None:
     body = assert_problem(response, 503)
     assert response.headers["retry-after"] == "5" and "unavailable" in body["detail"]
     assert ready.status_code == 503
+
+
+@pytest.mark.postgres
+async def test_an_enqueue_wakes_the_orchestrators_after_its_commit(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """The API announces new jobs on the orchestrators' channel, and a listener woken by
+    it finds the job already committed."""
+    import asyncpg
+
+    from transcription_core.db import asyncpg_dsn
+
+    tenant = await make_tenant(pg_engine, "org-k9p2lbe")
+    heard: asyncio.Queue[None] = asyncio.Queue()
+    listener = await asyncpg.connect(asyncpg_dsn(pg_url))
+    settings = EnqueueSettings(database_url=pg_url)
+    try:
+        await listener.add_listener(repo.NOTIFY_CHANNEL, lambda *_: heard.put_nowait(None))
+        async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+            created = await http.post(
+                "/v1/jobs", json=JOB, headers={"Authorization": f"Bearer {tenant.api_key}"}
+            )
+            assert created.status_code == 202, created.text
+            await asyncio.wait_for(heard.get(), timeout=5)
+            async with pg_engine.connect() as conn:
+                assert await repo.get_job(conn, created.json()["id"]) is not None
+    finally:
+        await listener.close()
+
+
+@pytest.mark.postgres
+async def test_the_store_going_away_under_a_running_api_is_503_then_it_recovers(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """The hot path's own connections (asyncpg) map an outage to 503 like the rest."""
+    from conftest import _admin
+
+    tenant = await make_tenant(pg_engine, "org-k9p2lbe")
+    await pg_engine.dispose()
+    database = pg_url.rsplit("/", 1)[1]
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    settings = EnqueueSettings(database_url=pg_url)
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/v1/jobs", json=JOB, headers=headers)).status_code == 202
+        await _admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        await _admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        )
+        try:
+            for _ in range(2):  # a dead pooled connection, then a refused new one
+                down = await http.post("/v1/jobs", json=JOB, headers=headers)
+                assert_problem(down, 503)
+        finally:
+            await _admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        assert (await http.post("/v1/jobs", json=JOB, headers=headers)).status_code == 202

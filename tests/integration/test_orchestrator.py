@@ -168,6 +168,8 @@ async def test_the_service_wakes_on_notify_not_on_its_poll(
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         await wait_for(lambda: recorder_ready(http), timeout=10)
         job = await make_job(pg_engine)
+        async with pg_engine.begin() as conn:
+            await repo.notify_new_jobs(conn)  # what the enqueue service does after commit
         await wait_for(lambda: (job["id"], 1) in recorder.triggers, timeout=10)
         metrics = (await http.get("/metrics")).text
     assert "transcription_queue_depth" in metrics

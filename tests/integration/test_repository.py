@@ -287,3 +287,65 @@ async def test_concurrent_claimers_never_exceed_the_limit(pg_url: str) -> None:
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_asyncpg_insert_writes_what_it_returns(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """The enqueue API's hot path: the job it answers with is the job stored, with its
+    QUEUED event; a taken Idempotency-Key is DuplicateIdempotencyKey."""
+    import asyncpg
+
+    from transcription_core.db import asyncpg_dsn
+
+    await make_tenant(pg_engine)
+    new = repo.NewJob(
+        tenant="org-test",
+        media_url="https://m.example.com/a.mp3",
+        webhook_url="https://h.example.com/t",
+        external_id="post-1",
+        metadata={"creator": 42, "tags": ["a"]},
+        idempotency_key="k-1",
+        request_hash="ab" * 32,
+    )
+    conn = await asyncpg.connect(asyncpg_dsn(pg_url))
+    try:
+        returned = await repo.insert_job_asyncpg(conn, new)
+        with pytest.raises(DuplicateIdempotencyKey):
+            await repo.insert_job_asyncpg(conn, new)
+    finally:
+        await conn.close()
+    async with pg_engine.connect() as sa_conn:
+        stored = await repo.get_job(sa_conn, returned["id"])
+        events = await repo.job_events(sa_conn, returned["id"])
+    assert stored is not None and dict(stored) == returned
+    assert [(e["from_status"], e["to_status"], e["attempt"]) for e in events] == [
+        (None, S.QUEUED, 0)
+    ]
+    assert events[0]["created_at"] == returned["created_at"]
+
+
+@pytest.mark.postgres
+async def test_inserting_a_job_notifies_nobody_until_notify_new_jobs(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """A NOTIFY inside the inserting transaction would serialise every enqueue on
+    PostgreSQL's notify lock (migration 0002): the writer announces after commit."""
+    import asyncpg
+
+    from transcription_core.db import asyncpg_dsn
+
+    await make_tenant(pg_engine)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(asyncpg_dsn(pg_url))
+    try:
+        await listener.add_listener(repo.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[2]))
+        await make_job(pg_engine)
+        await asyncio.sleep(0.3)
+        assert heard.empty()
+        async with pg_engine.begin() as conn:
+            await repo.notify_new_jobs(conn)
+        await asyncio.wait_for(heard.get(), timeout=5)
+    finally:
+        await listener.close()

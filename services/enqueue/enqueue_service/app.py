@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
+from enqueue_service.notifier import NewJobNotifier
 from enqueue_service.routes import router
-from enqueue_service.service import ApiKeyCache
+from enqueue_service.service import ApiKeyCache, JobWriter
 from enqueue_service.settings import EnqueueSettings, get_settings
-from transcription_core.db import create_engine
+from transcription_core.db import asyncpg_dsn, create_engine, is_sqlite
 from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
+from transcription_core.repository import NOTIFY_SQL
 
 
 def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
@@ -21,13 +24,23 @@ def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = create_engine(
+        app.state.engine = engine = create_engine(
             settings.database_url, "transcription-enqueue", settings.database_pool_size
         )
+        writer = JobWriter(engine)
+        if not is_sqlite(settings.database_url):
+            writer.pool = pool = await create_insert_pool(settings)
+            writer.notifier = NewJobNotifier(lambda: pool.execute(NOTIFY_SQL))
+            writer.notifier.start()
+        app.state.job_writer = writer
         try:
             yield
         finally:
-            await app.state.engine.dispose()
+            if writer.notifier is not None:
+                await writer.notifier.stop()
+            if writer.pool is not None:
+                await writer.pool.close()
+            await engine.dispose()
 
     app = FastAPI(
         title="Transcription API",
@@ -51,6 +64,24 @@ def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+async def create_insert_pool(settings: EnqueueSettings) -> asyncpg.Pool:
+    """The plain asyncpg pool of the enqueue's hot path. Connections open on first use
+    (the API starts while the database is down); nothing on them changes session state,
+    so they go back to the pool without the default reset query's round trip."""
+
+    async def no_reset(_conn: asyncpg.Connection) -> None:
+        return None
+
+    return await asyncpg.create_pool(
+        asyncpg_dsn(settings.database_url),
+        min_size=0,
+        max_size=settings.database_pool_size,
+        max_inactive_connection_lifetime=300,
+        reset=no_reset,
+        server_settings={"application_name": "transcription-enqueue"},
+    )
 
 
 def serve(host: str, port: int, workers: int = 1) -> None:

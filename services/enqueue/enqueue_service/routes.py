@@ -63,13 +63,15 @@ def _job_json(job: JobResource, status_code: int, **headers: str) -> Response:
     summary="Enqueue a transcription job",
 )
 async def create_job(
+    request: Request,
     body: JobCreate,
-    engine: Engine,
     settings: Settings,
     tenant: Tenant,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    result = await service.enqueue(engine, settings, tenant, body, idempotency_key)
+    result = await service.enqueue(
+        request.app.state.job_writer, settings, tenant, body, idempotency_key
+    )
     job = JobResource.from_row(result.job)
     return _job_json(job, 202 if result.created else 200, Location=f"/v1/jobs/{job.id}")
 

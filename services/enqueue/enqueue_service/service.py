@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from enqueue_service.notifier import NewJobNotifier
 from enqueue_service.schemas import JobCreate
 from enqueue_service.settings import EnqueueSettings
 from transcription_core import repository as repo
@@ -88,12 +91,43 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
 
 @dataclass(frozen=True)
 class Enqueued:
-    job: sa.RowMapping
+    job: Mapping[str, Any]
     created: bool
 
 
+@dataclass
+class JobWriter:
+    """Inserts new jobs and announces them.
+
+    On PostgreSQL the insert is one statement on a plain asyncpg pool in autocommit (the
+    API's hot path; see ``repository.insert_job_asyncpg``) and ``notifier`` sends the
+    NOTIFY after commit; elsewhere (SQLite) it is a transaction on the engine, and the
+    orchestrator polls.
+    """
+
+    engine: AsyncEngine
+    pool: asyncpg.Pool | None = None
+    notifier: NewJobNotifier | None = None
+
+    async def insert(self, new: repo.NewJob) -> Mapping[str, Any]:
+        job: Mapping[str, Any]
+        if self.pool is not None:
+            async with self.pool.acquire() as conn:
+                try:
+                    job = await repo.insert_job_asyncpg(conn, new)
+                except asyncpg.InternalClientError:
+                    conn.terminate()  # the server dropped it while it sat in the pool
+                    raise
+        else:
+            async with self.engine.begin() as conn:
+                job = await repo.insert_job(conn, new)
+        if self.notifier is not None:
+            self.notifier.job_added()
+        return job
+
+
 async def enqueue(
-    engine: AsyncEngine,
+    writer: JobWriter,
     settings: EnqueueSettings,
     tenant: str,
     body: JobCreate,
@@ -118,21 +152,13 @@ async def enqueue(
         request_hash=request_hash if idempotency_key else None,
     )
     window = timedelta(hours=settings.idempotency_window_hours)
-    # On PostgreSQL the insert is one statement (the job and its event), so it needs no
-    # BEGIN/COMMIT round trips around it.
-    writer = (
-        engine.execution_options(isolation_level="AUTOCOMMIT")
-        if (engine.dialect.name == "postgresql")
-        else engine
-    )
     for _ in range(3):
         try:
-            async with writer.begin() as conn:
-                return Enqueued(await repo.insert_job(conn, new), created=True)
+            return Enqueued(await writer.insert(new), created=True)
         except DuplicateIdempotencyKey:
             pass
         assert idempotency_key is not None
-        async with engine.begin() as conn:
+        async with writer.engine.begin() as conn:
             existing = await repo.job_by_idempotency_key(conn, tenant, idempotency_key)
             if existing is None:
                 continue  # released in between: try the insert again

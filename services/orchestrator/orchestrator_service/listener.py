@@ -1,9 +1,10 @@
 """Wake the orchestrator at once on PostgreSQL: ``LISTEN`` for the jobs table's NOTIFY.
 
-The migration installs a statement-level trigger that notifies ``transcription_jobs``
-on every insert into and status change of ``jobs``. LISTEN needs a connection of its
-own (a pooled one would lose the subscription), so this opens a plain asyncpg
-connection, reconnects when it drops, and meanwhile the orchestrator polls.
+The jobs table's UPDATE trigger notifies ``transcription_jobs`` when a job becomes
+claimable or leaves flight, and the enqueue service notifies it after committing new jobs
+(``repository.NOTIFY_CHANNEL``). LISTEN needs a connection of its own (a pooled one would
+lose the subscription), so this opens a plain asyncpg connection, reconnects when it
+drops, and meanwhile the orchestrator polls.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from collections.abc import Callable
 import asyncpg
 
 from transcription_core.db import asyncpg_dsn
+from transcription_core.repository import NOTIFY_CHANNEL as CHANNEL
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "transcription_jobs"
 
 
 async def listen_forever(
