@@ -9,9 +9,9 @@ tenant, it measures, in one run:
 1. the database alone, through asyncpg from ``--connections`` connections, in
    interleaved slices: the raw insert rate (single-row ``INSERT``s, autocommit, into
    ``raw_jobs``, a copy of ``jobs`` with the same columns and indexes, without the
-   foreign key and the NOTIFY trigger); the enqueue as the service issues it (the job
-   and its event in one CTE statement, autocommit) with the INSERT trigger's NOTIFY and
-   without it; and the former two-INSERT transaction, for reference;
+   foreign key); the enqueue as the service issues it (``repository.insert_job_asyncpg``:
+   the job and its event in one statement, autocommit); and the same with a NOTIFY in
+   its transaction, as the former per-row INSERT trigger did, for reference;
 2. enqueue throughput with wrk (closed loop, ``--connections`` keep-alive connections,
    ``bench/enqueue_post.lua``) against the service started as a real server process, once
    per worker count in ``--workers``; responses counted by status, and the jobs in the
@@ -61,10 +61,6 @@ JOB_COLUMNS = (
     "language, metadata, idempotency_key, request_hash, due_at, created_at, updated_at"
 )
 JOB_VALUES = "$1, $2, 'QUEUED', 0, 0, $3, $4, $5, $6, $7::jsonb, NULL, NULL, $8, $8, $8"
-EVENT_INSERT = (
-    "INSERT INTO job_events (job_id, from_status, to_status, reason, detail, attempt, actor, "
-    "created_at) VALUES ($1, NULL, 'QUEUED', NULL, NULL, 0, 'enqueue', $2)"
-)
 
 
 def log(message: str) -> None:
@@ -118,76 +114,48 @@ async def _hammer(dsn: str, connections: int, seconds: float, work: Any) -> dict
     }
 
 
-JOB_INSERT = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES}) RETURNING *"
-ONE_STATEMENT = (
-    f"WITH j AS (INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES}) RETURNING *), "
-    "e AS (INSERT INTO job_events (job_id, from_status, to_status, reason, detail, "
-    "attempt, actor, created_at) SELECT id, NULL, 'QUEUED', NULL, NULL, 0, 'enqueue', "
-    "created_at FROM j) SELECT * FROM j"
-)
-
-
 async def _raw_insert(conn: asyncpg.Connection) -> None:
     sql = f"INSERT INTO raw_jobs ({JOB_COLUMNS}) VALUES ({JOB_VALUES})"
     await conn.execute(sql, *_job_args(datetime.now(UTC)))
 
 
-async def _enqueue_transaction(conn: asyncpg.Connection) -> None:
-    now = datetime.now(UTC)
-    args = _job_args(now)
+NEW_JOB = repo.NewJob(
+    tenant=TENANT,
+    media_url=benchlib.JOB_BODY["media_url"],
+    webhook_url=benchlib.JOB_BODY["webhook_url"],
+    external_id=benchlib.JOB_BODY["external_id"],
+    language=benchlib.JOB_BODY["language"],
+    metadata=benchlib.JOB_BODY["metadata"],
+)
+
+
+async def _enqueue_statement(conn: asyncpg.Connection) -> None:
+    await repo.insert_job_asyncpg(conn, NEW_JOB)
+
+
+async def _enqueue_statement_notifying(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
-        await conn.fetchrow(JOB_INSERT, *args)
-        await conn.execute(EVENT_INSERT, args[0], now)
+        await repo.insert_job_asyncpg(conn, NEW_JOB)
+        await conn.execute(repo.NOTIFY_SQL)
 
 
-async def _enqueue_one_statement(conn: asyncpg.Connection) -> None:
-    await conn.fetchrow(ONE_STATEMENT, *_job_args(datetime.now(UTC)))
-
-
-#: name -> (what it issues, the work, whether the jobs INSERT trigger NOTIFYs)
-DATABASE_VARIANTS: dict[str, tuple[str, Any, bool]] = {
+#: name -> (what it issues, the work)
+DATABASE_VARIANTS: dict[str, tuple[str, Any]] = {
     "raw_inserts": (
         "INSERT INTO raw_jobs (15 columns) VALUES (...) -- autocommit, one row",
         _raw_insert,
-        True,
     ),
-    "enqueue_one_statement_with_notify": (
-        "WITH j AS (INSERT INTO jobs ... RETURNING *), e AS (INSERT INTO job_events ... "
-        "FROM j) SELECT * FROM j -- autocommit, the INSERT trigger NOTIFYs (as the "
-        "service issues it)",
-        _enqueue_one_statement,
-        True,
+    "enqueue_statement": (
+        "repository.insert_job_asyncpg: WITH new_job AS (INSERT INTO jobs ...) INSERT INTO "
+        "job_events ... -- autocommit, as the service issues it (no NOTIFY)",
+        _enqueue_statement,
     ),
-    "enqueue_one_statement_without_notify": (
-        "the same statement, the INSERT trigger disabled (no NOTIFY)",
-        _enqueue_one_statement,
-        False,
-    ),
-    "enqueue_txn_with_notify": (
-        "BEGIN; INSERT INTO jobs ... RETURNING *; INSERT INTO job_events ...; COMMIT "
-        "-- the trigger NOTIFYs (the service's former path)",
-        _enqueue_transaction,
-        True,
+    "enqueue_statement_notify_in_txn": (
+        "BEGIN; the same statement; NOTIFY transcription_jobs; COMMIT -- what the former "
+        "per-row INSERT trigger did",
+        _enqueue_statement_notifying,
     ),
 }
-
-
-async def set_insert_notify(dsn: str, enabled: bool) -> None:
-    """Scratch database only: disable or enable the triggers that NOTIFY on a job INSERT
-    (whatever the migration names them: any trigger on ``jobs`` that fires on INSERT)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        names = await conn.fetch(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass "
-            "AND NOT tgisinternal AND (tgtype & 4) <> 0"  # TRIGGER_TYPE_INSERT
-        )
-        if not names:
-            raise RuntimeError("no INSERT trigger on jobs: nothing NOTIFYs on enqueue")
-        action = "ENABLE" if enabled else "DISABLE"
-        for row in names:
-            await conn.execute(f'ALTER TABLE jobs {action} TRIGGER "{row["tgname"]}"')
-    finally:
-        await conn.close()
 
 
 async def database_alone(
@@ -205,17 +173,9 @@ async def database_alone(
     finally:
         await admin.close()
     slices: dict[str, list[dict[str, Any]]] = {name: [] for name in DATABASE_VARIANTS}
-    notifying = True
-    try:
-        for _ in range(rounds):
-            for name, (_, work, notify) in DATABASE_VARIANTS.items():
-                if notify != notifying:
-                    await set_insert_notify(dsn, notify)
-                    notifying = notify
-                slices[name].append(await _hammer(dsn, connections, seconds / rounds, work))
-    finally:
-        if not notifying:
-            await set_insert_notify(dsn, True)
+    for _ in range(rounds):
+        for name, (_, work) in DATABASE_VARIANTS.items():
+            slices[name].append(await _hammer(dsn, connections, seconds / rounds, work))
     result = {}
     for name, parts in slices.items():
         ops = sum(p["operations"] for p in parts)
@@ -545,13 +505,11 @@ def markdown(data: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| single-row INSERT, autocommit, into `raw_jobs` (jobs' columns and indexes) | "
         f"{db['raw_inserts']['per_second']:,.0f} |",
-        f"| the enqueue as the service issues it: job + event in one CTE statement, "
-        f"autocommit, the INSERT trigger NOTIFYs | "
-        f"{db['enqueue_one_statement_with_notify']['per_second']:,.0f} |",
-        f"| the same statement, the INSERT trigger disabled (no NOTIFY) | "
-        f"{db['enqueue_one_statement_without_notify']['per_second']:,.0f} |",
-        f"| the former path: BEGIN; INSERT job RETURNING *; INSERT event; COMMIT, with "
-        f"NOTIFY | {db['enqueue_txn_with_notify']['per_second']:,.0f} |",
+        f"| the enqueue as the service issues it (`repository.insert_job_asyncpg`: job + "
+        f"event in one statement, autocommit, no NOTIFY) | "
+        f"{db['enqueue_statement']['per_second']:,.0f} |",
+        f"| the same statement with a NOTIFY in its transaction (what the former INSERT "
+        f"trigger did) | {db['enqueue_statement_notify_in_txn']['per_second']:,.0f} |",
         "",
         f"## Throughput over HTTP (wrk, {c['connections']} connections, {c['duration']:g} s)",
         "",
@@ -715,7 +673,7 @@ def main() -> int:
             "p99_at_rate": {"value": p99, "target": TARGET_P99_MS, "met": p99 < TARGET_P99_MS},
             "ratio_http_to_raw_inserts": round(best / db["raw_inserts"]["per_second"], 4),
             "ratio_http_to_raw_enqueue_statement": round(
-                best / db["enqueue_one_statement_with_notify"]["per_second"], 4
+                best / db["enqueue_statement"]["per_second"], 4
             ),
         },
     }

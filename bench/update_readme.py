@@ -59,11 +59,10 @@ def table() -> str:
             f"| raw single-row INSERTs (asyncpg, {db['raw_inserts']['connections']} conns) | "
             f"{db['raw_inserts']['per_second']:,.0f}/s; HTTP/raw "
             f"{t['ratio_http_to_raw_inserts']:.1%} | reported | | same run |",
-            "| the service's enqueue statement alone (asyncpg): with NOTIFY / without "
-            "/ the former transaction with NOTIFY | "
-            f"{db['enqueue_one_statement_with_notify']['per_second']:,.0f} / "
-            f"{db['enqueue_one_statement_without_notify']['per_second']:,.0f} / "
-            f"{db['enqueue_txn_with_notify']['per_second']:,.0f} per s | "
+            "| the service's enqueue statement alone (asyncpg, autocommit) / the same with a "
+            "NOTIFY in its transaction (the former trigger) | "
+            f"{db['enqueue_statement']['per_second']:,.0f} / "
+            f"{db['enqueue_statement_notify_in_txn']['per_second']:,.0f} per s | "
             "reported | | same run |",
         ]
     k = newest("pickup")
@@ -75,27 +74,6 @@ def table() -> str:
             f"p99 {c['p99_ms']} ms, max {c['max_ms']} ms | within 100 ms: "
             f"{'met' if k['target_met'] else 'NOT met'} | {busy(r['cpu'])} | "
             f"{machine(k['machine'])} |"
-        )
-    a = newest("enqueue-ablation")
-    if a and a.get("layers"):
-        cpu = {x["layer"].strip(): x["cpu_ms"] for x in a["layers"]}
-        values = list(cpu.values())
-        rows.append(
-            "| enqueue path CPU per call, in-process (ms): service.enqueue as shipped / "
-            "without pool pre-ping / the same statement through asyncpg alone; HTTP floor | "
-            f"{values[3]} / {values[4]} / {values[5]}; "
-            f"{a['http_floor']['server_cpu_ms_per_request']} | reported | | "
-            f"{machine(a['machine'])} |"
-        )
-    if a and a.get("steps"):
-        rows.append(
-            "| enqueue ablation under wrk (cumulative changes, 1 worker unless said) | "
-            + "; ".join(
-                f"{s['label']}: {s['result']['accepted_per_second']:,.0f}/s "
-                f"(other {s['result']['cpu']['cores_busy'].get('other', 0):.2f})"
-                for s in a["steps"]
-            )
-            + " | reported | see each step | same run |"
         )
     rows += [
         "",
