@@ -43,6 +43,15 @@ def long_pcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pcm(folder / "long.pcm", np.tile(decode_mono(MULTILINGUAL), 10))
 
 
+@pytest.fixture(scope="module")
+def three_jfks_pcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """jfk.flac three times with 4 s of silence between: pauses longer than a sentence's."""
+    folder = tmp_path_factory.mktemp("jfks")
+    jfk = decode_mono(JFK)
+    gap = np.zeros(4 * SAMPLE_RATE, dtype=np.float32)
+    return write_pcm(folder / "jfks.pcm", np.concatenate([jfk, gap, jfk, gap, jfk]))
+
+
 def energy_db(audio: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2) + 1e-12))
 
@@ -62,6 +71,12 @@ def assert_well_formed(chunks: list[Chunk], num_samples: int) -> None:
         assert chunk.duration_s <= MAX_CHUNK_S
     for before, after in itertools.pairwise(chunks):
         assert before.end_sample <= after.start_sample, "chunks are in order, never overlap"
+
+
+def assert_packed(chunks: list[Chunk], max_chunk_s: float = MAX_CHUNK_S) -> None:
+    """No two neighbouring chunks would fit in one: a chunk closes only when it is full."""
+    for before, after in itertools.pairwise(chunks):
+        assert after.end_sample - before.start_sample > max_chunk_s * SAMPLE_RATE
 
 
 def assert_cuts_in_quiet(chunks: list[Chunk], audio: np.ndarray) -> None:
@@ -93,10 +108,26 @@ def test_multilingual_is_cut_at_pauses(multilingual_pcm: Path) -> None:
 
     assert_well_formed(chunks, len(audio))
     assert len(chunks) >= 2  # 60 s of speech cannot fit one chunk
+    assert_packed(chunks)
     assert_cuts_in_quiet(chunks, audio)
     assert_speech_kept(chunks, audio)
     # The 1.5 s pause near 30 s is not sent to the model.
     assert sum(c.num_samples for c in chunks) < len(audio)
+
+
+def test_long_pauses_are_packed_inside_a_chunk_that_has_room(three_jfks_pcm: Path) -> None:
+    chunks = plan_chunks(three_jfks_pcm)
+    audio = read_pcm_float32(three_jfks_pcm, 0, three_jfks_pcm.stat().st_size // 2)
+    jfk, gap = len(decode_mono(JFK)), 4 * SAMPLE_RATE
+
+    assert_well_formed(chunks, len(audio))
+    assert_packed(chunks)
+    # Two JFKs and the 4 s pause between them fit one 30 s window; the third does not.
+    assert len(chunks) == 2
+    assert chunks[0].start_sample < SAMPLE_RATE // 2 and chunks[0].end_sample > jfk + gap
+    # The cut is in the second pause (JFK speaks from 0.3 s to 10.5 s of its 11 s).
+    assert chunks[0].end_sample >= jfk + gap + int(10.4 * SAMPLE_RATE)
+    assert chunks[1].start_sample <= 2 * (jfk + gap) + int(0.3 * SAMPLE_RATE)
 
 
 def test_chunking_is_deterministic_and_window_independent(multilingual_pcm: Path) -> None:
@@ -146,6 +177,7 @@ def test_ten_minutes_chunk_within_bounds_at_quiet_points(long_pcm: Path) -> None
 
     assert_well_formed(chunks, len(audio))
     assert 20 <= len(chunks) <= 40
+    assert_packed(chunks)
     assert_cuts_in_quiet(chunks, audio)
     assert_speech_kept(chunks, audio)
     assert plan_chunks(long_pcm, window_s=45.0) == chunks
@@ -157,6 +189,7 @@ def test_shorter_chunks_on_request(multilingual_pcm: Path) -> None:
 
     assert all(c.duration_s <= 10.0 for c in chunks)
     assert len(chunks) >= 6
+    assert_packed(chunks, 10.0)
     assert_speech_kept(chunks, audio)
 
 

@@ -44,16 +44,29 @@ def spans(chunks) -> list[tuple[int, int]]:
     return [(c.start_sample, c.end_sample) for c in chunks]
 
 
-def test_short_pauses_stay_inside_a_chunk_long_ones_are_dropped() -> None:
-    plan = analysis(20, [(1, 4), (5, 8), (12, 15)])
+def test_pauses_of_any_length_stay_inside_a_chunk_that_has_room() -> None:
+    # Pauses of 3, 6 and 9 s: the speech around them fits one 30 s window, so one chunk.
+    plan = analysis(40, [(1, 4), (7, 10), (16, 19), (28, 30)])
 
-    chunks = chunks_from_analysis(plan, max_pause_s=2.0)
+    chunks = chunks_from_analysis(plan)
 
-    # 1 s pause kept inside; the 4 s pause separates chunks and is not sent.
+    assert spans(chunks) == [(on_grid(1) - PAD, on_grid(30) + PAD)]
+
+
+def test_a_chunk_closes_only_when_the_next_region_would_not_fit() -> None:
+    # 8 s sentences, each after a 4 s pause: two sentences and their pause make 20.4 s,
+    # a third would make 32.4 s. So chunks of two sentences; the pause between chunks
+    # is not sent.
+    speech = [(1 + 12 * i, 9 + 12 * i) for i in range(8)]
+    plan = analysis(100, speech)
+
+    chunks = chunks_from_analysis(plan, max_chunk_s=30.0)
+
     assert spans(chunks) == [
-        (on_grid(1) - PAD, on_grid(8) + PAD),
-        (on_grid(12) - PAD, on_grid(15) + PAD),
+        (on_grid(1 + 24 * k) - PAD, on_grid(21 + 24 * k) + PAD) for k in range(4)
     ]
+    for before, after in itertools.pairwise(chunks):
+        assert after.start_sample - before.end_sample > 3 * SAMPLE_RATE
 
 
 def test_chunks_fill_up_to_the_limit_and_cut_in_a_pause() -> None:
