@@ -14,9 +14,10 @@ of tests/data, each decoded to 16 kHz mono float32 by ``faster_whisper.decode_au
 5. ``hotwords.mp3`` (4.0 s);
 
 with silences between consecutive pieces taken in turn from ``GAPS_S`` (0.8, 1.6, 2.4,
-1.2, 3.2 s: shorter and longer than the transcriber's 2 s packing pause), none before the
-first piece, 0.5 s after the last. It is written as 16 kHz mono FLAC (lossless: every
-system hears exactly those samples; 10 cycles are 642 s, about 13 MB).
+1.2, 3.2 s: shorter and longer than the 2 s at which the transcriber used to close a
+chunk), none before the first piece, 0.5 s after the last. It is written as 16 kHz mono
+FLAC (lossless: every system hears exactly those samples; 10 cycles are 642 s, about
+13 MB).
 
 **The reference** is the pieces' references concatenated in the same order:
 ``MIT_SPOKEN`` (the MIT licence's first paragraph as it is read in the recording: without
@@ -34,8 +35,9 @@ is not a letter or digit a space ("and/or" is two words, "ComfyUI" one).
   ``language="en"``; the time is from the ``POST`` to the webhook's arrival (the job is
   ``SUCCEEDED`` just after; its events are read back too). The model server runs tiny.en,
   int8, on the CPU with ``MODEL_CPU_THREADS=--threads``; once with each
-  ``--chunk-concurrency`` value (the transcriber's CHUNK_CONCURRENCY; default 4, the
-  shipped value, and 8, the model server's MAX_BATCH_SIZE);
+  ``--chunk-concurrency`` value (the transcriber's CHUNK_CONCURRENCY; default 8, the
+  shipped value and the model server's MAX_BATCH_SIZE, and 16, a second batch waiting
+  while one decodes);
 * *sequential*: ``WhisperModel(tiny.en, device="cpu", compute_type="int8",
   cpu_threads=--threads).transcribe(file, beam_size=5, language="en")``, defaults
   otherwise (no VAD filter), in this process;
@@ -350,7 +352,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: nproc)")
     parser.add_argument("--batch-size", type=int, default=8, help="batched pipeline's batch")
     parser.add_argument(
-        "--chunk-concurrency", default="4,8", help="service variants (CHUNK_CONCURRENCY)"
+        "--chunk-concurrency", default="8,16", help="service variants (CHUNK_CONCURRENCY)"
     )
     parser.add_argument("--container", choices=("flac", "mp3"), default="flac")
     parser.add_argument("--out", type=Path, default=RESULTS)
