@@ -60,6 +60,7 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.closed = False
+        self.last_used = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -94,6 +95,10 @@ class Connection:
             self.writer.close()
 
 
+#: Reuse an idle connection only this long (below the server's keep-alive timeout).
+KEEP_ALIVE_SECONDS = 2.0
+
+
 async def _paced(plan: PacedPlan, index: int) -> list[Record]:
     total = int(plan.rate * plan.duration)
     mine = range(index, total, plan.processes)
@@ -108,6 +113,14 @@ async def _paced(plan: PacedPlan, index: int) -> list[Record]:
             sent = time.monotonic()
             status = 0
             conn = idle.pop() if idle else None
+            # A connection idle longer than the server's keep-alive (uvicorn: 5 s) may be
+            # closed under our write: a client artefact, not a server error.
+            # Idle ones are in order of last use, so the rest are older still.
+            if conn is not None and sent - conn.last_used > KEEP_ALIVE_SECONDS:
+                for stale in (conn, *idle):
+                    stale.close()
+                idle.clear()
+                conn = None
             try:
                 if conn is None:
                     conn = await Connection.open(plan.host, plan.port)
@@ -120,6 +133,7 @@ async def _paced(plan: PacedPlan, index: int) -> list[Record]:
             done = time.monotonic()
             records.append((scheduled, sent, done, status))
             if conn is not None and not conn.closed:
+                conn.last_used = done
                 idle.append(conn)
 
     tasks = []
