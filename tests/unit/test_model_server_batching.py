@@ -189,3 +189,18 @@ async def test_submit_without_a_worker_is_not_ready(model: FakeModel) -> None:
     batcher = Batcher(model.decode, max_batch_size=2, max_wait_seconds=0, max_queued=2)
     with pytest.raises(ModelNotReady):
         await batcher.submit(chunk(), BatchOptions())
+
+
+def test_one_job_keeps_a_second_batch_waiting_by_default() -> None:
+    """The transcriber's default sends two batches' worth of one job's chunks at once.
+
+    With only one batch's worth in flight, each chunk's successor arrives after the batch it
+    was in has started, so batches split (8, 5, 3, 5, 3, 4 on the long-media recording);
+    with two, the next batch fills while one decodes (8, 8, 8, 4).
+    """
+    from model_server.settings import ModelServerSettings
+    from transcriber_service.settings import TranscriberSettings
+
+    max_batch_size = ModelServerSettings.model_fields["max_batch_size"].default
+    chunk_concurrency = TranscriberSettings.model_fields["chunk_concurrency"].default
+    assert chunk_concurrency == 2 * max_batch_size

@@ -35,10 +35,10 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         1800.0, gt=0, description="Longest a whole media download may take."
     )
     chunk_concurrency: int = Field(
-        8,
+        16,
         ge=1,
-        description="Chunks of one job in flight to the model server at once; match the model "
-        "server's MAX_BATCH_SIZE so one job fills a batch.",
+        description="Chunks of one job in flight to the model server at once; twice the model "
+        "server's MAX_BATCH_SIZE, so the next batch fills while one decodes.",
     )
     model_request_timeout_seconds: float = Field(
         300.0, gt=0, description="Timeout of one chunk request to the model server."
