@@ -35,9 +35,9 @@ is not a letter or digit a space ("and/or" is two words, "ComfyUI" one).
   ``language="en"``; the time is from the ``POST`` to the webhook's arrival (the job is
   ``SUCCEEDED`` just after; its events are read back too). The model server runs tiny.en,
   int8, on the CPU with ``MODEL_CPU_THREADS=--threads``; once with each
-  ``--chunk-concurrency`` value (the transcriber's CHUNK_CONCURRENCY; default 8, the
-  shipped value and the model server's MAX_BATCH_SIZE, and 16, a second batch waiting
-  while one decodes);
+  ``--chunk-concurrency`` value (the transcriber's CHUNK_CONCURRENCY; default 16, the
+  shipped value, twice the model server's MAX_BATCH_SIZE so a second batch waits while
+  one decodes, and 8, one batch's worth);
 * *sequential*: ``WhisperModel(tiny.en, device="cpu", compute_type="int8",
   cpu_threads=--threads).transcribe(file, beam_size=5, language="en")``, defaults
   otherwise (no VAD filter), in this process;
@@ -51,7 +51,8 @@ compute seconds), and decode and VAD timed again in this process with the transc
 functions (``decode_to_pcm_file``, ``plan_chunks``) on the same file.
 
 Targets: service ≤ 1.15 x batched; service WER ≤ sequential WER + 1 point.
-Results: ``bench/results/long-media-<date>.json`` and ``.md``.
+Results: ``bench/results/<name>-<date>.json`` and ``.md`` (``--name``, default
+``long-media``; give each run of a day its own name, or it overwrites the day's files).
 """
 
 from __future__ import annotations
@@ -352,7 +353,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: nproc)")
     parser.add_argument("--batch-size", type=int, default=8, help="batched pipeline's batch")
     parser.add_argument(
-        "--chunk-concurrency", default="8,16", help="service variants (CHUNK_CONCURRENCY)"
+        "--chunk-concurrency", default="16,8", help="service variants (CHUNK_CONCURRENCY)"
+    )
+    parser.add_argument(
+        "--name", default="long-media", help="results file stem: <out>/<name>-<date>.json"
     )
     parser.add_argument("--container", choices=("flac", "mp3"), default="flac")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -360,7 +364,7 @@ def main() -> None:
     parser.add_argument("--report-only", type=Path, help="re-render the .md of a results JSON")
     args = parser.parse_args()
     if args.report_only:
-        report(json.loads(args.report_only.read_text()), args.out)
+        report(json.loads(args.report_only.read_text()), args.out, args.name)
         return
     benchlib.stop_on_sigterm()
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -403,7 +407,7 @@ def main() -> None:
             }
         )
         result["offline_stages"] = offline_stages(media, tmp)
-    report(result, args.out)
+    report(result, args.out, args.name)
 
 
 def run_all(
@@ -496,7 +500,7 @@ def run_all(
     }
 
 
-def report(result: dict[str, Any], out: Path) -> None:
+def report(result: dict[str, Any], out: Path, name: str = "long-media") -> None:
     summary = result["summary"]
     batched = summary["batched"]["best_wall_seconds"]
     sequential = summary["sequential"]
@@ -584,7 +588,7 @@ def report(result: dict[str, Any], out: Path) -> None:
             f"{ms['compute_seconds']:.1f} | {ms['batches']} | {ms['mean_batch_size']} |"
         )
     lines += ["", "(analysis: see bench/README.md)"]
-    paths = benchlib.write_results(out, "long-media", result, "\n".join(lines))
+    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
     stack.log(f"wrote {', '.join(str(p) for p in paths)}")
 
