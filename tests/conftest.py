@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -57,6 +57,13 @@ def pg_template() -> Iterator[str]:
     migrate.upgrade(_with_database(ADMIN_URL, name))
     yield name
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_admin() -> Callable[[str], Awaitable[None]]:
+    """Runs one statement as the tests' admin, outside any test's database (to cut a
+    database off and let it back in)."""
+    return _admin
 
 
 @pytest.fixture

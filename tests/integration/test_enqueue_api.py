@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -273,11 +273,10 @@ async def test_an_enqueue_wakes_the_orchestrators_after_its_commit(
 
 @pytest.mark.postgres
 async def test_the_store_going_away_under_a_running_api_is_503_then_it_recovers(
-    pg_engine: AsyncEngine, pg_url: str
+    pg_engine: AsyncEngine, pg_url: str, pg_admin: Callable[[str], Awaitable[None]]
 ) -> None:
     """The hot path's own connections (asyncpg) map an outage to 503 like the rest."""
-    from conftest import _admin
-
+    _admin = pg_admin
     tenant = await make_tenant(pg_engine, "org-k9p2lbe")
     await pg_engine.dispose()
     database = pg_url.rsplit("/", 1)[1]
