@@ -500,7 +500,7 @@ def run_all(
     }
 
 
-def report(result: dict[str, Any], out: Path, name: str = "long-media") -> None:
+def report(result: dict[str, Any], out: Path, stem: str = "long-media") -> None:
     summary = result["summary"]
     batched = summary["batched"]["best_wall_seconds"]
     sequential = summary["sequential"]
@@ -588,7 +588,7 @@ def report(result: dict[str, Any], out: Path, name: str = "long-media") -> None:
             f"{ms['compute_seconds']:.1f} | {ms['batches']} | {ms['mean_batch_size']} |"
         )
     lines += ["", "(analysis: see bench/README.md)"]
-    paths = benchlib.write_results(out, name, result, "\n".join(lines))
+    paths = benchlib.write_results(out, stem, result, "\n".join(lines))
     print("\n".join(lines))
     stack.log(f"wrote {', '.join(str(p) for p in paths)}")
 
