@@ -15,6 +15,9 @@ pieces) this gives 28 chunks where closing a chunk at every pause of 2 s or more
 Dropping the long pauses inside a chunk instead, as faster-whisper's batched pipeline does,
 gave 20 chunks but no fewer 30 s windows (Whisper put off the last sentence of 19 of them to
 a window of its own) and a worse word error rate with tiny.en (4.36 % against 3.86 %).
+Packing to less than 30 s does not give Whisper room to finish the last sentence either:
+``max_chunk_s`` of 28, 26, 24, 22 and 20 s gave 38, 47, 38, 50 and 56 windows where 30 s
+gives 38, and word error rates of 3.93 to 9.71 % (more cuts through continuous reading).
 
 1. **Analyse** (:func:`analyse_pcm`): one pass over the PCM file in 30 s windows, read
    with plain reads, so a two-hour file never sits in memory as one float array (nor as
