@@ -185,3 +185,31 @@ def test_text_srt_and_vtt() -> None:
         "WEBVTT\n\n00:00:00.000 --> 00:00:08.000\nAnd so my fellow Americans,\n\n"
         "00:00:08.000 --> 01:02:05.500\nask not.\n"
     )
+
+
+def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:
+    """Whisper closed a put-off sentence at 34.56 s of a 29.3 s chunk (seen on the long
+    recording): the segment and its words end at 29.3 s, where the audio does."""
+    from model_server.decoding import clamp_to_audio
+
+    segment = {
+        "seek": 2456,
+        "start": 24.56,
+        "end": 34.56,
+        "tokens": [1, 2],
+        "words": [
+            {"start": 24.6, "end": 27.0, "word": " all", "probability": 0.9},
+            {"start": 28.9, "end": 31.2, "word": " done", "probability": 0.8},
+        ],
+    }
+    clamped = clamp_to_audio(segment, 29.3)
+    assert (clamped["start"], clamped["end"]) == (24.56, 29.3)
+    assert [(w["start"], w["end"]) for w in clamped["words"]] == [(24.6, 27.0), (28.9, 29.3)]
+    assert segment["end"] == 34.56  # the input is not changed
+    inside = {"seek": 0, "start": 1.0, "end": 5.0, "tokens": [3]}
+    assert clamp_to_audio(inside, 29.3) is inside
+    beyond = {"seek": 0, "start": 30.0, "end": 31.0, "tokens": [4]}
+    assert (clamp_to_audio(beyond, 29.3)["start"], clamp_to_audio(beyond, 29.3)["end"]) == (
+        29.3,
+        29.3,
+    )

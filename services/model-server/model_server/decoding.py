@@ -429,6 +429,7 @@ class BatchDecoder:
             text = state.tokenizer.decode(tokens)
             if segment["start"] == segment["end"] or not text.strip():
                 continue
+            segment = clamp_to_audio(segment, state.request.duration)
             state.all_tokens.extend(tokens)
             state.segments.append(
                 Segment(
@@ -484,6 +485,26 @@ class _AlignedWindow:
 
     def find_alignment(self, *_args: Any, **_kwargs: Any) -> list[list[dict[str, Any]]]:
         return [self._alignment]
+
+
+def clamp_to_audio(segment: dict[str, Any], duration: float) -> dict[str, Any]:
+    """``segment`` (and its words) with no time past the end of the chunk's audio.
+
+    A sentence Whisper put off to the next window is often closed with a timestamp past
+    the audio (``<|10.00|>`` on 4.7 s left): ``transcribe()`` keeps that, and a subtitle
+    built from it would overlap the next chunk's first line.
+    """
+    words = segment.get("words") or ()
+    if segment["end"] <= duration and all(w["end"] <= duration for w in words):
+        return segment
+    clamped = dict(segment)
+    clamped["end"] = min(segment["end"], duration)
+    clamped["start"] = min(segment["start"], clamped["end"])
+    if words:
+        clamped["words"] = [
+            {**w, "start": min(w["start"], duration), "end": min(w["end"], duration)} for w in words
+        ]
+    return clamped
 
 
 def _same_sot_index(indices: list[int], windows: list[_Window], sot: int) -> Iterator[list[int]]:
