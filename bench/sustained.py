@@ -644,6 +644,18 @@ def rerender(path: Path, out: Path, name: str) -> None:
     report(result, out, name, [p for p in pngs if p.is_file()])
 
 
+def _others(result: dict[str, Any]) -> str:
+    """What other processes on the machine took during the run's enqueue window."""
+    other = (result.get("run", {}).get("cpu_during_enqueue_window", {}).get("cores_busy", {})).get(
+        "other"
+    )
+    if other is None:
+        return "other processes' CPU not measured"
+    if other > 0.2:
+        return f"**the machine was shared**: others used {other:.2f} cores during the run"
+    return f"others used {other:.2f} cores during the run"
+
+
 def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> None:
     info = result["machine"]
     checks = result["checks"]
@@ -652,8 +664,8 @@ def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> No
         "",
         benchlib.machine_markdown(info),
         f"- load average (1, 5, 15 min) at start {info['loadavg_at_start']}, at end "
-        f"{result['loadavg_at_end']}; **the machine was shared with other sessions' tests "
-        "and benchmarks** (load per second in the JSON samples and on the plot)",
+        f"{result['loadavg_at_end']}; {_others(result)} (load per second in the JSON "
+        "samples and on the plot)",
         f"- settings: {', '.join(f'{k}={v}' for k, v in result['settings'].items())}",
         f"- clips: {result['args']['clips']} (alternating), language en",
         "",
