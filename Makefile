@@ -23,9 +23,10 @@ run: $(STAMP) ## run all four services on this machine (SQLite, the bundled tiny
 test: $(STAMP) ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check, format check, mypy --strict on the services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_settings import BaseSettings
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from transcription_core import repository as repo
@@ -294,7 +295,7 @@ def cmd_limit(args: argparse.Namespace) -> int:
     return _with_db(work, write=args.limit_command != "show")
 
 
-def service_settings() -> dict[str, type]:
+def service_settings() -> dict[str, type[BaseSettings]]:
     """Each service's settings class, by service name."""
     from enqueue_service.settings import EnqueueSettings
     from model_server.settings import ModelServerSettings
@@ -366,14 +367,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_function(service: str) -> Callable[[str, int], None]:
     if service == "enqueue":
-        from enqueue_service.app import serve
-    elif service == "orchestrator":
-        from orchestrator_service.app import serve
-    elif service == "transcriber":
-        from transcriber_service.app import serve
-    else:
-        from model_server.app import serve
-    return serve
+        from enqueue_service.app import serve as serve_enqueue
+
+        return serve_enqueue
+    if service == "orchestrator":
+        from orchestrator_service.app import serve as serve_orchestrator
+
+        return serve_orchestrator
+    if service == "transcriber":
+        from transcriber_service.app import serve as serve_transcriber
+
+        return serve_transcriber
+    from model_server.app import serve as serve_model_server
+
+    return serve_model_server
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ type, :class:`UTCDateTime` stores naive UTC and hands back aware datetimes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+#: A job as read or written: an ``sa.RowMapping`` of ``jobs`` or the plain dict of its
+#: columns that the enqueue's asyncpg insert returns.
+JobRow = Mapping[Any, Any]
 
 
 class Base(DeclarativeBase):

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from transcription_core.models import (
     Job,
     JobChunk,
     JobEvent,
+    JobRow,
     RuntimeSetting,
     Tenant,
     Transcript,
@@ -45,13 +46,13 @@ from transcription_core.status import (
     check_transition,
 )
 
-jobs = Job.__table__
-events = JobEvent.__table__
-tenants = Tenant.__table__
-api_keys = ApiKey.__table__
-transcripts = Transcript.__table__
-chunks = JobChunk.__table__
-runtime_settings = RuntimeSetting.__table__
+jobs = cast(sa.Table, Job.__table__)
+events = cast(sa.Table, JobEvent.__table__)
+tenants = cast(sa.Table, Tenant.__table__)
+api_keys = cast(sa.Table, ApiKey.__table__)
+transcripts = cast(sa.Table, Transcript.__table__)
+chunks = cast(sa.Table, JobChunk.__table__)
+runtime_settings = cast(sa.Table, RuntimeSetting.__table__)
 
 #: Serialises claim rounds of concurrent orchestrator replicas on PostgreSQL, so the
 #: in-flight count and the claim that depends on it cannot interleave.
@@ -661,9 +662,10 @@ async def recover_expired_leases(
 
 async def next_due_at(conn: AsyncConnection) -> datetime | None:
     """When the next claimable job falls due (for the orchestrator's sleep)."""
-    return await conn.scalar(
+    due: datetime | None = await conn.scalar(
         sa.select(sa.func.min(jobs.c.due_at)).where(jobs.c.status.in_(CLAIMABLE))
     )
+    return due
 
 
 # --- operators' views and commands ----------------------------------------------------
@@ -685,7 +687,7 @@ async def queue_depth(conn: AsyncConnection) -> QueueDepth:
             )
         )
     ).one()
-    counts = dict(
+    counts: dict[str, int] = dict(
         (
             await conn.execute(
                 sa.select(jobs.c.status, sa.func.count())
@@ -709,14 +711,14 @@ class Stats:
 async def stats(conn: AsyncConnection, since: datetime) -> Stats:
     """Jobs created or updated since ``since``, by status and by failure reason."""
     recent = sa.or_(jobs.c.updated_at >= since, jobs.c.created_at >= since)
-    by_status = dict(
+    by_status: dict[str, int] = dict(
         (
             await conn.execute(
                 sa.select(jobs.c.status, sa.func.count()).where(recent).group_by(jobs.c.status)
             )
         ).all()
     )
-    by_reason = dict(
+    by_reason: dict[str, int] = dict(
         (
             await conn.execute(
                 sa.select(jobs.c.failure_reason, sa.func.count())
@@ -753,7 +755,7 @@ async def requeue_candidates(
     return list((await conn.execute(query)).mappings())
 
 
-async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> bool:
+async def requeue(conn: AsyncConnection, job: JobRow, actor: str) -> bool:
     """PERMAFAILED -> QUEUED with a fresh set of attempts, recorded in the event log."""
     moved = await transition(
         conn,
@@ -777,7 +779,7 @@ async def requeue(conn: AsyncConnection, job: Mapping[str, Any], actor: str) -> 
 
 
 async def request_redelivery(
-    conn: AsyncConnection, job: Mapping[str, Any], actor: str
+    conn: AsyncConnection, job: JobRow, actor: str
 ) -> sa.RowMapping | None:
     """A finished job back into the delivery queue (SEND_FAILED, due now, deliveries reset).
 

@@ -33,7 +33,7 @@ def backoff_seconds(attempt: int, base_seconds: float, rng: random.Random | None
     """Exponential backoff with jitter: base * 2**(attempt-1), times a random 0.5..1."""
     rng = rng or random.Random()
     ceiling = min(base_seconds * 2 ** max(attempt - 1, 0), MAX_BACKOFF_SECONDS)
-    return ceiling * (0.5 + rng.random() / 2)
+    return float(ceiling * (0.5 + rng.random() / 2))
 
 
 def decide_retry(

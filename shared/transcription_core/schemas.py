@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from transcription_core.models import JobRow
 from transcription_core.status import JobStatus
 
 
@@ -28,9 +28,7 @@ class JobResource(BaseModel):
     transcript: dict[str, Any] | None = None
 
     @classmethod
-    def from_row(
-        cls, row: Mapping[str, Any], transcript: dict[str, Any] | None = None
-    ) -> JobResource:
+    def from_row(cls, row: JobRow, transcript: dict[str, Any] | None = None) -> JobResource:
         fields = {name: row[name] for name in cls.model_fields if name not in ("transcript",)}
         fields["metadata"] = row["metadata"] or {}
         return cls(**fields, transcript=transcript)

@@ -21,6 +21,14 @@ def test_readme_settings_table_is_current() -> None:
 
 def test_readme_names_every_operator_command() -> None:
     readme = (ROOT / "README.md").read_text()
-    for command in ("migrate", "tenants create", "queue-depth", "stats --since",
-                    "requeue --since", "jobs show", "limit set", "run"):
+    for command in (
+        "migrate",
+        "tenants create",
+        "queue-depth",
+        "stats --since",
+        "requeue --since",
+        "jobs show",
+        "limit set",
+        "run",
+    ):
         assert f"transcription {command}" in readme

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from enqueue_service import service
-from enqueue_service.schemas import JobCreate, JobPage, JobResource, TranscriptFormat
+from enqueue_service.schemas import JobCreate, JobPage, TranscriptFormat
 from enqueue_service.settings import EnqueueSettings
 from transcription_core import repository as repo
 from transcription_core.errors import Conflict, InvalidRequest
+from transcription_core.schemas import JobResource
 from transcription_core.status import JobStatus
 from transcription_core.transcript import render
 
 router = APIRouter(prefix="/v1")
 
-PROBLEM = {"content": {"application/problem+json": {}}}
-ERRORS = {401: PROBLEM, 404: PROBLEM, 422: PROBLEM}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: PROBLEM, 404: PROBLEM, 422: PROBLEM}
 
 
 async def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.engine
+    engine: AsyncEngine = request.app.state.engine
+    return engine
 
 
 async def _settings(request: Request) -> EnqueueSettings:
-    return request.app.state.settings
+    settings: EnqueueSettings = request.app.state.settings
+    return settings
 
 
 async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:

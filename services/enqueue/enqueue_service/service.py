@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from transcription_core.errors import (
     NotFound,
     Unauthorized,
 )
-from transcription_core.models import utcnow
+from transcription_core.models import JobRow, utcnow
 from transcription_core.status import InvalidTransition, JobStatus
 from transcription_core.urls import UnsafeUrl, check_url
 
@@ -91,7 +90,7 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
 
 @dataclass(frozen=True)
 class Enqueued:
-    job: Mapping[str, Any]
+    job: JobRow
     created: bool
 
 
@@ -109,8 +108,8 @@ class JobWriter:
     pool: asyncpg.Pool | None = None
     notifier: NewJobNotifier | None = None
 
-    async def insert(self, new: repo.NewJob) -> Mapping[str, Any]:
-        job: Mapping[str, Any]
+    async def insert(self, new: repo.NewJob) -> JobRow:
+        job: JobRow
         if self.pool is not None:
             async with self.pool.acquire() as conn:
                 try:

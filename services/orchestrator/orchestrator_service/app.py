@@ -55,9 +55,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     async def ready() -> bool:
         """Ready while rounds keep completing (a stuck loop fails the probe)."""
-        last = getattr(app.state, "orchestrator", None) and app.state.orchestrator.last_round_at
+        orchestrator = getattr(app.state, "orchestrator", None)
+        last: float | None = orchestrator.last_round_at if orchestrator else None
         stale_after = max(settings.poll_interval_seconds * 5, 30.0)
-        return bool(last) and time.monotonic() - last < stale_after
+        return last is not None and time.monotonic() - last < stale_after
 
     install_problem_handlers(app)
     install_common_routes(app, "orchestrator", ready)

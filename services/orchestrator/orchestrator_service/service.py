@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator_service import metrics
-from orchestrator_service.clients import TranscriberClient
+from orchestrator_service.clients import TranscriberClient, TriggerResult
 from orchestrator_service.settings import OrchestratorSettings
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
@@ -85,8 +85,8 @@ class Orchestrator:
         results = await asyncio.gather(
             *(self.transcriber.trigger(job.id, job.attempt) for job in claimed)
         )
-        accepted = []
-        refused = []
+        accepted: list[tuple[repo.ClaimedJob, TriggerResult]] = []
+        refused: list[tuple[repo.ClaimedJob, TriggerResult]] = []
         for job, result in zip(claimed, results, strict=True):
             metrics.TRIGGERS.labels("accepted" if result.accepted else "refused").inc()
             (accepted if result.accepted else refused).append((job, result))

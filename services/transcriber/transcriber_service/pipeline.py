@@ -160,7 +160,7 @@ def assemble(
     requested_language: str | None,
 ) -> dict[str, Any]:
     """The contract's transcript: segments on the media's own timeline, in order."""
-    segments = []
+    segments: list[dict[str, Any]] = []
     languages: dict[str, float] = {}
     probability = None
     model = ""

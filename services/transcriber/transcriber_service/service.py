@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,7 +35,7 @@ from transcriber_service.pipeline import Pipeline
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.webhooks import WebhookSender, message_body
 from transcription_core import repository as repo
-from transcription_core.models import utcnow
+from transcription_core.models import JobRow, utcnow
 from transcription_core.retry import decide_delivery_retry, decide_retry
 from transcription_core.schemas import JobResource
 from transcription_core.status import FailureReason, JobStatus
@@ -188,7 +187,7 @@ class Worker:
                 work.cancel()
                 return False
 
-    async def _work(self, job: Mapping[str, Any]) -> Outcome:
+    async def _work(self, job: JobRow) -> Outcome:
         async with self.engine.connect() as conn:
             transcript = await repo.get_transcript(conn, job["id"])
         if transcript is None and job["webhook_event"] == repo.FAILED_EVENT:
@@ -202,7 +201,7 @@ class Worker:
                 await repo.save_transcript(conn, job["id"], transcript)
         return await self._deliver(job, repo.SUCCEEDED_EVENT, transcript)
 
-    def _failure_outcome(self, job: Mapping[str, Any], failure: JobFailure) -> Outcome:
+    def _failure_outcome(self, job: JobRow, failure: JobFailure) -> Outcome:
         decision = decide_retry(
             failure.reason,
             job["attempts"],
@@ -226,7 +225,7 @@ class Worker:
             },
         )
 
-    async def _transcription_failed(self, job: Mapping[str, Any], failure: JobFailure) -> Outcome:
+    async def _transcription_failed(self, job: JobRow, failure: JobFailure) -> Outcome:
         log.info("attempt failed: %s", failure, extra={"job_id": job["id"], "action": "fail"})
         outcome = self._failure_outcome(job, failure)
         if outcome.status == S.FAILED:
@@ -240,9 +239,7 @@ class Worker:
         }
         return await self._deliver(failed_job, repo.FAILED_EVENT, None)
 
-    async def _deliver(
-        self, job: Mapping[str, Any], event: str, transcript: dict[str, Any] | None
-    ) -> Outcome:
+    async def _deliver(self, job: JobRow, event: str, transcript: dict[str, Any] | None) -> Outcome:
         final_status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
         same_message = job["webhook_event"] == event and job["webhook_message_id"] is not None
         message_id = job["webhook_message_id"] if same_message else repo.new_message_id()
@@ -306,7 +303,7 @@ class Worker:
         stop=stop_after_delay(FINAL_WRITE_PATIENCE_SECONDS),
         reraise=True,
     )
-    async def _finish(self, job: Mapping[str, Any], outcome: Outcome) -> None:
+    async def _finish(self, job: JobRow, outcome: Outcome) -> None:
         """The attempt's last compare-and-set, retried while the database is unreachable
         (if it stays down, the lease expires and the job is retried: nothing is lost)."""
         async with self.engine.begin() as conn:
