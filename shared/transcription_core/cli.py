@@ -348,28 +348,25 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.workers != 1:
-        if args.service != "enqueue":
-            print(
-                f"--workers is for the enqueue API only: run more {args.service} replicas "
-                "instead (each holds its own jobs, model or claim loop)",
-                file=sys.stderr,
-            )
-            return 2
+    if args.service == "enqueue":
         from enqueue_service.app import serve as serve_enqueue
 
         serve_enqueue(args.host, args.port, workers=args.workers)
         return 0
+    if args.workers != 1:
+        print(
+            f"--workers is for the enqueue API only: run more {args.service} replicas "
+            "instead (each holds its own jobs, model or claim loop)",
+            file=sys.stderr,
+        )
+        return 2
     serve = _serve_function(args.service)
     serve(args.host, args.port)
     return 0
 
 
 def _serve_function(service: str) -> Callable[[str, int], None]:
-    if service == "enqueue":
-        from enqueue_service.app import serve as serve_enqueue
-
-        return serve_enqueue
+    """The ``serve`` of a service that runs as one process (all but the enqueue API)."""
     if service == "orchestrator":
         from orchestrator_service.app import serve as serve_orchestrator
 

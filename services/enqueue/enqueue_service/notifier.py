@@ -32,7 +32,6 @@ class NewJobNotifier:
         self.retry_seconds = retry_seconds
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.sent = 0
 
     def job_added(self) -> None:
         """Called after a job's commit: a NOTIFY follows within ``interval``."""
@@ -59,7 +58,6 @@ class NewJobNotifier:
             self._pending.clear()
             try:
                 await self._send()
-                self.sent += 1
             except Exception as exc:  # the store is down: the orchestrator polls meanwhile
                 log.warning("could not notify the orchestrators of new jobs: %s", exc)
                 self._pending.set()
