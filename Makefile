@@ -37,6 +37,7 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/pickup.py
 	$(BIN)/python bench/long_media.py
+	$(BIN)/python bench/long_media_designs.py
 	$(BIN)/python bench/memory.py --fresh
 	$(BIN)/python bench/sustained.py --rate sustainable
 	$(BIN)/python bench/update_readme.py
