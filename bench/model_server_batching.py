@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from faster_whisper import decode_audio
+from long_media import word_errors
 
 from model_server.decoding import BatchDecoder, BatchOptions, ChunkRequest
 from model_server.model import load_model
@@ -47,17 +48,6 @@ MIT = (
 def words(text: str) -> list[str]:
     table = str.maketrans("", "", string.punctuation)
     return text.lower().replace("/", " ").translate(table).split()
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance over words."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, start=1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
