@@ -50,7 +50,7 @@ from transcriber_service.chunking import (
     chunks_from_analysis,
     speech_regions,
 )
-from transcriber_service.media import decode_to_pcm_file
+from transcriber_service.media import decode_to_pcm_file, pcm_num_samples, read_pcm_float32
 
 SAMPLE_RATE = 16_000
 BATCH = 8
@@ -147,7 +147,7 @@ def main() -> None:
         media = lm.write_audio(samples, Path(tmp_name) / "long-speech.flac")
         pcm = Path(tmp_name) / "long-speech.pcm"
         decode_to_pcm_file(media, pcm, max_duration_s=4 * 3600)
-        audio = np.fromfile(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        audio = read_pcm_float32(pcm, 0, pcm_num_samples(pcm))
 
         def batched(without_timestamps: bool) -> str:
             segments, _ = pipeline.transcribe(
