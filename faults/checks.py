@@ -28,6 +28,7 @@ from typing import Any
 
 from faults.peers import Delivery
 from faults.stack import TERMINAL, Stack
+from transcription_core import repository as repo
 from transcription_core.status import JobStatus, can_transition
 
 JFK = (
@@ -57,6 +58,8 @@ class Verdict:
     by_reason: dict[str, int] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
     transitions: dict[str, int] = field(default_factory=dict)
+    #: Triggers refused by a full or unreachable replica (each event may count several).
+    refused_triggers: int = 0
     worker_lost: int = 0
     deliveries_total: int = 0
     deliveries_2xx: int = 0
@@ -91,6 +94,7 @@ class Verdict:
             "by_reason": self.by_reason,
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
             "transitions": self.transitions,
+            "refused_triggers": self.refused_triggers,
             "worker_lost_events": self.worker_lost,
             "deliveries_total": self.deliveries_total,
             "deliveries_2xx": self.deliveries_2xx,
@@ -271,6 +275,8 @@ async def verify(stack: Stack, *, quality: bool = True) -> Verdict:
     for chain in events.values():
         for event in chain:
             transitions[f"{event['from_status']}->{event['to_status']}"] += 1
+            if event["reason"] == repo.TRIGGER_REFUSED:
+                v.refused_triggers += repo.refusal_count(event["detail"])
             # A recovered lease: in flight -> FAILED/SEND_FAILED/PERMAFAILED, WORKER_LOST.
             # (Later events of the job may repeat the reason; they are not losses.)
             if (

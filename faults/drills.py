@@ -306,7 +306,7 @@ async def transcriber_kill(d: Drill, database_url: str) -> None:
         d.result.numbers.update(
             kills=kills,
             balancer_refused=stack.lb.refused,
-            trigger_requeues=verdict.transitions.get("TRIGGERED->QUEUED", 0),
+            trigger_requeues=verdict.refused_triggers,
         )
 
 

@@ -41,7 +41,9 @@ from transcription_core.status import (
     CLAIMABLE,
     FAILURE_STATUSES,
     IN_FLIGHT,
+    TERMINAL,
     FailureReason,
+    InvalidTransition,
     JobStatus,
     check_transition,
 )
@@ -298,11 +300,15 @@ async def release_idempotency_key(conn: AsyncConnection, job_id: str, key: str) 
 
 
 async def get_job(
-    conn: AsyncConnection, job_id: str, tenant: str | None = None
+    conn: AsyncConnection, job_id: str, tenant: str | None = None, *, for_update: bool = False
 ) -> sa.RowMapping | None:
+    """One job; ``for_update`` locks its row until the transaction ends (PostgreSQL; on
+    SQLite the transaction already holds the write lock)."""
     query = sa.select(jobs).where(jobs.c.id == job_id)
     if tenant is not None:
         query = query.where(jobs.c.tenant == tenant)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
     return (await conn.execute(query)).mappings().first()
 
 
@@ -405,37 +411,31 @@ async def transition(
     return row
 
 
-async def transition_any(
-    conn: AsyncConnection,
-    job_id: str,
-    *,
-    to_status: JobStatus,
-    actor: str,
-    tenant: str | None = None,
-    **kwargs: Any,
+async def cancel(
+    conn: AsyncConnection, job_id: str, *, actor: str, tenant: str | None = None
 ) -> sa.RowMapping | None:
-    """Move a job to ``to_status`` from whatever status it is in now, if that is allowed.
+    """A client's cancel: the job becomes CANCELED from whatever unfinished status it is in.
 
-    Reads the current status and attempt, then compare-and-sets from exactly those, a few
-    times if other writers keep winning. Raises :class:`InvalidTransition` if the job's
-    current status cannot move to ``to_status``; ``None`` if there is no such job.
+    The row is locked first, so a worker moving the job at the same moment cannot make
+    the cancel miss it. A job that has finished once (``completed_at`` set) stays finished,
+    also while a redelivery is under way (SEND_FAILED again): that raises
+    :class:`InvalidTransition`, as does a terminal job. ``None``: there is no such job.
     """
-    for _ in range(5):
-        current = await get_job(conn, job_id, tenant)
-        if current is None:
-            return None
-        moved = await transition(
-            conn,
-            job_id,
-            from_status=JobStatus(current["status"]),
-            to_status=to_status,
-            attempt=current["attempts"],
-            actor=actor,
-            **kwargs,
-        )
-        if moved is not None:
-            return moved
-    return None
+    current = await get_job(conn, job_id, tenant, for_update=True)
+    if current is None:
+        return None
+    status = JobStatus(current["status"])
+    if current["completed_at"] is not None and status not in TERMINAL:
+        raise InvalidTransition(JobStatus.SUCCEEDED, JobStatus.CANCELED)
+    return await transition(
+        conn,
+        job_id,
+        from_status=status,
+        to_status=JobStatus.CANCELED,
+        attempt=current["attempts"],
+        actor=actor,
+        detail="canceled by the client",
+    )
 
 
 async def renew_lease(
@@ -561,6 +561,10 @@ async def claim_due_jobs(
     return claimed
 
 
+#: The ``job_events.reason`` of a trigger that never reached a worker.
+TRIGGER_REFUSED = "TRIGGER_REFUSED"
+
+
 async def return_to_queue(
     conn: AsyncConnection,
     job: ClaimedJob,
@@ -574,21 +578,62 @@ async def return_to_queue(
 
     The job goes back to QUEUED whatever it was claimed from; the transcriber tells a
     delivery retry from a first run by the transcript it finds stored.
+
+    The job's history records the first refusal of a run of them (``TRIGGERED -> QUEUED``,
+    reason ``TRIGGER_REFUSED``); a later one, claimed from that QUEUED, removes its claim's
+    event and is counted in the first one's detail, so refusals never grow the history.
     """
-    return (
-        await transition(
-            conn,
-            job.id,
-            from_status=JobStatus.TRIGGERED,
-            to_status=JobStatus.QUEUED,
-            attempt=job.attempt,
-            actor=actor,
-            detail=detail,
-            attempts=job.attempt - 1,
-            due_at=utcnow() + timedelta(seconds=delay_seconds),
-        )
-        is not None
+    moved = await transition(
+        conn,
+        job.id,
+        from_status=JobStatus.TRIGGERED,
+        to_status=JobStatus.QUEUED,
+        attempt=job.attempt,
+        actor=actor,
+        reason=TRIGGER_REFUSED,
+        detail=detail,
+        attempts=job.attempt - 1,
+        due_at=utcnow() + timedelta(seconds=delay_seconds),
     )
+    if moved is None:
+        return False
+    await _coalesce_refusals(conn, job.id)
+    return True
+
+
+async def _coalesce_refusals(conn: AsyncConnection, job_id: str) -> None:
+    """Fold ``[refusal, claim, refusal]`` at the end of a job's history into the first."""
+    last = list(
+        (
+            await conn.execute(
+                sa.select(events)
+                .where(events.c.job_id == job_id)
+                .order_by(events.c.id.desc())
+                .limit(3)
+            )
+        ).mappings()
+    )
+    if len(last) < 3 or not (
+        last[2]["reason"] == TRIGGER_REFUSED and last[0]["reason"] == TRIGGER_REFUSED
+    ):
+        return
+    first, refusal = last[2], last[0]
+    times = refusal_count(first["detail"]) + 1
+    await conn.execute(events.delete().where(events.c.id.in_([last[0]["id"], last[1]["id"]])))
+    await conn.execute(
+        events.update()
+        .where(events.c.id == first["id"])
+        .values(detail=f"refused {times} times; last: {refusal['detail']}")
+    )
+
+
+def refusal_count(detail: str | None) -> int:
+    """How many refused triggers one ``TRIGGER_REFUSED`` event stands for (its detail
+    counts them once there are several; see :func:`_coalesce_refusals`)."""
+    words = (detail or "").split(" ", 2)
+    if len(words) == 3 and words[0] == "refused" and words[1].isdigit():
+        return int(words[1])
+    return 1
 
 
 @dataclass(frozen=True)
@@ -783,7 +828,8 @@ async def request_redelivery(
 ) -> sa.RowMapping | None:
     """A finished job back into the delivery queue (SEND_FAILED, due now, deliveries reset).
 
-    The message keeps its ``webhook-id``; a job that never had one gets its first.
+    The message keeps its ``webhook-id``; a job that never had one gets its first. The job
+    keeps its ``completed_at``: it is finished, and a cancel is refused (:func:`cancel`).
     """
     has_transcript = await get_transcript(conn, job["id"]) is not None
     event = SUCCEEDED_EVENT if has_transcript else FAILED_EVENT
@@ -802,7 +848,6 @@ async def request_redelivery(
         webhook_payload=job["webhook_payload"] if same else None,
         deliveries=0,
         due_at=utcnow(),
-        completed_at=None,
     )
 
 

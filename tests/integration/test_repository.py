@@ -77,10 +77,14 @@ async def test_refused_transitions_never_reach_the_row(
     job = await make_job(engine, status=src)
     async with engine.begin() as conn:
         if ok:
-            assert await repo.transition_any(conn, job["id"], to_status=dst, actor="t")
+            assert await repo.transition(
+                conn, job["id"], from_status=src, to_status=dst, attempt=0, actor="t"
+            )
         else:
             with pytest.raises(InvalidTransition):
-                await repo.transition_any(conn, job["id"], to_status=dst, actor="t")
+                await repo.transition(
+                    conn, job["id"], from_status=src, to_status=dst, attempt=0, actor="t"
+                )
     assert await status_of(engine, job["id"]) == (dst if ok else src)
 
 

@@ -184,16 +184,9 @@ async def get_job(
 async def cancel(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping:
     async with engine.begin() as conn:
         try:
-            job = await repo.transition_any(
-                conn,
-                job_id,
-                to_status=JobStatus.CANCELED,
-                actor=f"client:{tenant}",
-                tenant=tenant,
-                detail="canceled by the client",
-            )
+            job = await repo.cancel(conn, job_id, actor=f"client:{tenant}", tenant=tenant)
         except InvalidTransition as exc:
-            raise Conflict(f"the job is {exc.from_status} and can no longer be canceled") from exc
+            raise Conflict("the job has finished and can no longer be canceled") from exc
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job

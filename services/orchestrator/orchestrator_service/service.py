@@ -101,7 +101,9 @@ class Orchestrator:
                         delay_seconds=result.retry_after,
                     )
             log.warning(
-                "triggers refused: %s",
+                "triggers refused for %d jobs (%s): %s",
+                len(refused),
+                ", ".join(job.id for job, _ in refused[:10]),
                 refused[0][1].detail,
                 extra={"action": "trigger", "refused": len(refused)},
             )

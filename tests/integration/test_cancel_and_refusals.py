@@ -1,0 +1,129 @@
+"""Cancel of finished and busy jobs, and refused triggers in a job's history (issue 10,
+items 9 and 12), on real PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from enqueue_service.app import create_app
+from enqueue_service.settings import EnqueueSettings
+from factories import make_job, make_tenant
+from servers import serve_app
+from transcription_core import repository as repo
+from transcription_core.models import utcnow
+from transcription_core.status import JobStatus
+
+S = JobStatus
+
+
+@pytest.fixture
+async def client(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    tenant = await make_tenant(engine)
+    settings = EnqueueSettings(database_url=database_url)
+    async with (
+        serve_app(create_app(settings)) as url,
+        httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {tenant.api_key}"}
+        ) as http,
+    ):
+        yield http
+
+
+async def test_a_redelivered_job_is_finished_and_cannot_be_canceled(
+    engine: AsyncEngine, client: httpx.AsyncClient
+) -> None:
+    job = await make_job(engine, status=S.SUCCEEDED, attempts=1, completed_at=utcnow())
+    async with engine.begin() as conn:
+        await repo.save_transcript(conn, job["id"], {"text": "hello", "segments": []})
+    redelivered = await client.post(f"/v1/jobs/{job['id']}/redeliver")
+    assert redelivered.status_code == 202 and redelivered.json()["status"] == "SEND_FAILED"
+    assert redelivered.json()["completed_at"] is not None
+    canceled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert canceled.status_code == 409, canceled.text
+    assert canceled.headers["content-type"].startswith("application/problem+json")
+    after = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert after["status"] == "SEND_FAILED" and after["transcript"] == {
+        "text": "hello",
+        "segments": [],
+    }
+
+
+async def test_cancel_wins_against_churn_and_never_answers_404(
+    engine: AsyncEngine, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer moves the job right after every read the cancel makes (a worker
+    starting, failing, being retried): the cancel still cancels it, never answers "no
+    such job"."""
+    job = await make_job(engine, status=S.FAILED, attempts=1)
+    following = {S.FAILED: S.TRIGGERED, S.TRIGGERED: S.PROCESSING, S.PROCESSING: S.FAILED}
+    moves: list[asyncio.Task[object]] = []
+
+    async def move_on(current: JobStatus) -> object:
+        async with engine.begin() as conn:
+            return await repo.transition(
+                conn,
+                job["id"],
+                from_status=current,
+                to_status=following[current],
+                attempt=1,
+                actor="churn",
+                reason="DOWNLOAD_FAILED" if following[current] == S.FAILED else None,
+            )
+
+    read = repo.get_job
+
+    async def read_then_churn(*args: object, **kwargs: object) -> object:
+        row = await read(*args, **kwargs)  # type: ignore[arg-type]
+        if row is not None and row["status"] in following:
+            moves.append(asyncio.create_task(move_on(JobStatus(row["status"]))))
+            await asyncio.sleep(0.05)  # the other writer commits now, if it can
+        return row
+
+    monkeypatch.setattr(repo, "get_job", read_then_churn)
+    canceled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    monkeypatch.undo()
+    await asyncio.gather(*moves)
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "CANCELED"
+
+
+async def test_repeated_refusals_do_not_grow_the_history(engine: AsyncEngine) -> None:
+    """A job whose trigger is refused again and again keeps a bounded history: the first
+    refusal is recorded, later ones only counted on it."""
+    await make_tenant(engine)
+    job = await make_job(engine)
+    for _ in range(20):
+        async with engine.begin() as conn:
+            claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
+            assert [c.id for c in claimed] == [job["id"]]
+            assert await repo.return_to_queue(conn, claimed[0], "the worker is full (HTTP 503)")
+    async with engine.connect() as conn:
+        events = await repo.job_events(conn, job["id"])
+        current = await repo.get_job(conn, job["id"])
+    assert current is not None and current["status"] == S.QUEUED and current["attempts"] == 0
+    assert len(events) <= 3, [(e["from_status"], e["to_status"], e["detail"]) for e in events]
+    # One chain of allowed moves that ends where the job is.
+    assert events[-1]["to_status"] == S.QUEUED
+    for before, after in itertools.pairwise(events):
+        assert after["from_status"] == before["to_status"]
+    assert "20" in (events[-1]["detail"] or ""), events[-1]["detail"]
+
+
+async def test_a_refused_retry_keeps_its_chain(engine: AsyncEngine) -> None:
+    """Claimed from FAILED and refused twice: the history still reads as one chain."""
+    await make_tenant(engine)
+    job = await make_job(engine, status=S.FAILED, attempts=1, failure_reason="DOWNLOAD_FAILED")
+    for _ in range(3):
+        async with engine.begin() as conn:
+            claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
+            assert await repo.return_to_queue(conn, claimed[0], "refused (HTTP 503)")
+    async with engine.connect() as conn:
+        events = await repo.job_events(conn, job["id"])
+    moves = [(e["from_status"], e["to_status"]) for e in events]
+    assert moves == [(None, S.QUEUED), (S.FAILED, S.TRIGGERED), (S.TRIGGERED, S.QUEUED)]
