@@ -295,3 +295,34 @@ async def test_the_store_going_away_under_a_running_api_is_503_then_it_recovers(
         finally:
             await _admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
         assert (await http.post("/v1/jobs", json=JOB, headers=headers)).status_code == 202
+
+
+async def job_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        rows, _ = await repo.list_jobs(conn, "org-k9p2lbe", limit=200)
+    return len(rows)
+
+
+# A URL whose host can never be reached, or whose address is not global unicast, is
+# refused at enqueue: the worker would otherwise fail on it at every attempt.
+UNUSABLE_URLS = {
+    "webhook host label over 63": ("webhook_url", "https://" + "a" * 64 + ".example.com/h"),
+    "webhook host empty label": ("webhook_url", "https://hooks..example.com/h"),
+    "webhook fullwidth host": ("webhook_url", "https://\uff45\uff58\uff41\uff4d\uff50\uff4c.com/h"),
+    "webhook tab in host": ("webhook_url", "https://exa\tmple.com/h"),
+    "webhook 6to4": ("webhook_url", "http://[2002:a9fe:a9fe::1]/h"),
+    "media 6to4 of the metadata service": ("media_url", "http://[2002:a9fe:a9fe::1]/a.mp3"),
+    "media teredo": ("media_url", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/a.mp3"),
+    "media ipv4-mapped": ("media_url", "http://[::ffff:8.8.8.8]/a.mp3"),
+}
+
+
+@pytest.mark.parametrize("name", UNUSABLE_URLS)
+async def test_a_url_that_can_never_work_is_refused_naming_its_field(
+    api: Api, engine: AsyncEngine, name: str
+) -> None:
+    field, url = UNUSABLE_URLS[name]
+    response = await api.http.post("/v1/jobs", json={**JOB, field: url}, headers=api.auth())
+    body = assert_problem(response, 422)
+    assert [e["field"] for e in body["errors"]] == [field], body
+    assert await job_count(engine) == 0
