@@ -18,7 +18,12 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from transcription_core.errors import PayloadTooLarge, ProblemError, ServiceUnavailable
+from transcription_core.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    ProblemError,
+    ServiceUnavailable,
+)
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -81,10 +86,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     # before its close is processed ("cannot switch to state ...").
     @app.exception_handler(asyncpg.InternalClientError)
     @app.exception_handler(OSError)
-    async def _store_down(_request: Request, exc: Exception) -> Response:
+    async def _store_error(_request: Request, exc: Exception) -> Response:
+        if _refused_value(exc):
+            log.warning("the job store refused a value: %s", exc, extra={"action": "bad_value"})
+            problem = InvalidRequest(f"the request holds a value that cannot be stored: {exc}")
+            return problem_response(problem.problem())
         log.error("job store unavailable: %s", exc)
-        problem = ServiceUnavailable("the job store is unavailable; retry shortly")
-        return problem_response(problem.problem(), {"Retry-After": "5"})
+        down = ServiceUnavailable("the job store is unavailable; retry shortly")
+        return problem_response(down.problem(), {"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -97,6 +106,20 @@ def install_problem_handlers(app: FastAPI) -> None:
             },
             dict(exc.headers or {}),
         )
+
+
+def _refused_value(exc: BaseException) -> bool:
+    """Whether the store refused a value of the request rather than being out of reach:
+    SQLSTATE class 22 (data exception: NUL in text, NaN in jsonb...), or an argument the
+    driver cannot encode (a ``ValueError``, such as asyncpg's ``DataError``)."""
+    for error in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        if error is None:
+            continue
+        if str(getattr(error, "sqlstate", "") or "").startswith("22"):
+            return True
+        if isinstance(error, ValueError):
+            return True
+    return False
 
 
 class BodySizeLimit:

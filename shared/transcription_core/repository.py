@@ -47,6 +47,7 @@ from transcription_core.status import (
     JobStatus,
     check_transition,
 )
+from transcription_core.storable import text_problem
 
 jobs = cast(sa.Table, Job.__table__)
 events = cast(sa.Table, JobEvent.__table__)
@@ -325,7 +326,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created_at)
     except Exception as exc:  # any malformed input is the same client error
         raise ValueError("malformed cursor") from exc
-    if when.tzinfo is None or not isinstance(job_id, str):
+    if when.tzinfo is None or not isinstance(job_id, str) or text_problem(job_id) is not None:
         raise ValueError("malformed cursor")
     return when, job_id
 

@@ -71,6 +71,8 @@ async def test_public_url_is_fetched(
         "http://10.0.0.7/bucket/x.mp4",
         "http://2130706433/",  # 127.0.0.1 spelt as a number
         "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4: embeds 169.254.169.254
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
     ],
 )
 async def test_redirect_to_a_private_address_is_forbidden(

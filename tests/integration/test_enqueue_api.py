@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -295,3 +296,196 @@ async def test_the_store_going_away_under_a_running_api_is_503_then_it_recovers(
         finally:
             await _admin(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
         assert (await http.post("/v1/jobs", json=JOB, headers=headers)).status_code == 202
+
+
+async def job_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        rows, _ = await repo.list_jobs(conn, "org-k9p2lbe", limit=200)
+    return len(rows)
+
+
+def nested(depth: int) -> dict:
+    """An object ``depth`` levels deep: ``nested(1) == {}``, ``nested(2) == {"a": {}}``."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+# A URL whose host can never be reached, or whose address is not global unicast, is
+# refused at enqueue: the worker would otherwise fail on it at every attempt.
+UNUSABLE_URLS = {
+    "webhook host label over 63": ("webhook_url", "https://" + "a" * 64 + ".example.com/h"),
+    "webhook host empty label": ("webhook_url", "https://hooks..example.com/h"),
+    "webhook fullwidth host": ("webhook_url", "https://\uff45\uff58\uff41\uff4d\uff50\uff4c.com/h"),
+    "webhook tab in host": ("webhook_url", "https://exa\tmple.com/h"),
+    "webhook 6to4": ("webhook_url", "http://[2002:a9fe:a9fe::1]/h"),
+    "media 6to4 of the metadata service": ("media_url", "http://[2002:a9fe:a9fe::1]/a.mp3"),
+    "media teredo": ("media_url", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/a.mp3"),
+    "media ipv4-mapped": ("media_url", "http://[::ffff:8.8.8.8]/a.mp3"),
+}
+
+
+@pytest.mark.parametrize("name", UNUSABLE_URLS)
+async def test_a_url_that_can_never_work_is_refused_naming_its_field(
+    api: Api, engine: AsyncEngine, name: str
+) -> None:
+    field, url = UNUSABLE_URLS[name]
+    response = await api.http.post("/v1/jobs", json={**JOB, field: url}, headers=api.auth())
+    body = assert_problem(response, 422)
+    assert [e["field"] for e in body["errors"]] == [field], body
+    assert await job_count(engine) == 0
+
+
+async def test_deep_metadata_is_refused_before_any_write(api: Api, engine: AsyncEngine) -> None:
+    """257 levels once made the insert succeed and its response fail (500)."""
+    for depth in (33, 257, 900):
+        response = await api.http.post(
+            "/v1/jobs", json={**JOB, "metadata": nested(depth)}, headers=api.auth()
+        )
+        body = assert_problem(response, 422)
+        assert [e["field"] for e in body["errors"]] == ["metadata"], body
+        assert "deep" in body["errors"][0]["message"]
+    assert await job_count(engine) == 0
+    deepest = await api.http.post(
+        "/v1/jobs", json={**JOB, "metadata": nested(32)}, headers=api.auth()
+    )
+    assert deepest.status_code == 202, deepest.text
+    assert deepest.json()["metadata"] == nested(32)
+
+
+async def test_the_metadata_depth_limit_is_a_setting(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine, "org-shallow")
+    settings = EnqueueSettings(database_url=database_url, max_metadata_depth=2)
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        ok = await http.post("/v1/jobs", json={**JOB, "metadata": {"a": [1]}}, headers=headers)
+        deep = await http.post("/v1/jobs", json={**JOB, "metadata": {"a": [[1]]}}, headers=headers)
+    assert ok.status_code == 202, ok.text
+    assert_problem(deep, 422)
+
+
+@pytest.mark.parametrize("depth", [257, 900])
+async def test_a_deep_metadata_row_stored_before_the_limit_still_reads(
+    api: Api, engine: AsyncEngine, depth: int
+) -> None:
+    """Rows the API stored before it checked the depth (up to about 1,000 levels) must
+    not break a listing, a read or a cancel: they come back as stored."""
+    async with engine.begin() as conn:
+        job = await repo.insert_job(
+            conn,
+            repo.NewJob(
+                tenant="org-k9p2lbe",
+                media_url=JOB["media_url"],
+                webhook_url=JOB["webhook_url"],
+                metadata=nested(depth),
+            ),
+        )
+    listed = await api.http.get("/v1/jobs", headers=api.auth())
+    assert listed.status_code == 200, listed.text
+    [row] = listed.json()["jobs"]
+    assert row["id"] == job["id"] and row["metadata"] == nested(depth)
+    one = await api.http.get(f"/v1/jobs/{job['id']}", headers=api.auth())
+    assert one.status_code == 200, one.text
+    assert one.json()["metadata"] == nested(depth)
+    canceled = await api.http.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "CANCELED"
+    assert canceled.json()["metadata"] == nested(depth)
+
+
+# Values PostgreSQL cannot store (NUL in text, a lone surrogate in UTF-8, NaN and
+# infinities in jsonb): refused as 422 naming the field, never a 503 "retry shortly".
+UNSTORABLE = {
+    "NUL in media_url": ("media_url", {**JOB, "media_url": JOB["media_url"] + "\x00"}),
+    "surrogate in media_url": ("media_url", {**JOB, "media_url": JOB["media_url"] + "\ud800"}),
+    "NUL in webhook_url": ("webhook_url", {**JOB, "webhook_url": JOB["webhook_url"] + "\x00"}),
+    "surrogate in webhook_url": (
+        "webhook_url",
+        {**JOB, "webhook_url": JOB["webhook_url"] + "\udfff"},
+    ),
+    "NUL in external_id": ("external_id", {**JOB, "external_id": "post\x00123"}),
+    "surrogate in external_id": ("external_id", {**JOB, "external_id": "post\ud800"}),
+    "NUL in a metadata value": ("metadata", {**JOB, "metadata": {"a": ["x\x00"]}}),
+    "NUL in a metadata key": ("metadata", {**JOB, "metadata": {"a\x00": 1}}),
+    "surrogate in a metadata value": ("metadata", {**JOB, "metadata": {"a": {"b": "\ud83d"}}}),
+    "surrogate in a metadata key": ("metadata", {**JOB, "metadata": {"\udc00": 1}}),
+}
+NON_FINITE = {
+    "NaN": b'{"n": NaN}',
+    "Infinity": b'{"n": [Infinity]}',
+    "-Infinity": b'{"n": {"m": -Infinity}}',
+    "1e400": b'{"n": 1e400}',
+}
+
+
+@pytest.mark.parametrize("name", UNSTORABLE)
+async def test_unstorable_strings_are_422_naming_the_field(
+    api: Api, engine: AsyncEngine, name: str
+) -> None:
+    field, body = UNSTORABLE[name]
+    response = await api.http.post(
+        "/v1/jobs",
+        content=json.dumps(body).encode(),  # \u0000 and \ud800 as JSON escapes
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 422)
+    assert field in [e["field"] for e in problem["errors"]], problem
+    assert await job_count(engine) == 0
+
+
+@pytest.mark.parametrize("name", NON_FINITE)
+async def test_non_finite_numbers_in_metadata_are_422(
+    api: Api, engine: AsyncEngine, name: str
+) -> None:
+    job = json.dumps({k: v for k, v in JOB.items() if k != "metadata"})
+    content = job[:-1].encode() + b', "metadata": ' + NON_FINITE[name] + b"}"
+    response = await api.http.post(
+        "/v1/jobs", content=content, headers={**api.auth(), "Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 422)
+    assert [e["field"] for e in problem["errors"]] == ["metadata"], problem
+    assert await job_count(engine) == 0
+
+
+def _cursor(job_id: str) -> str:
+    return repo.encode_cursor(datetime.now(UTC), job_id)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v1/jobs/a%00b", "job_id"),
+        ("GET", "/v1/jobs/a%00b/transcript", "job_id"),
+        ("POST", "/v1/jobs/a%00b/cancel", "job_id"),
+        ("POST", "/v1/jobs/a%00b/redeliver", "job_id"),
+        ("GET", "/v1/jobs?external_id=post%00", "external_id"),
+        ("GET", f"/v1/jobs?cursor={_cursor('a' + chr(0) + 'b')}", "cursor"),
+        ("GET", f"/v1/jobs?cursor={_cursor(chr(0xD800))}", "cursor"),
+    ],
+    ids=[
+        "get",
+        "transcript",
+        "cancel",
+        "redeliver",
+        "external_id",
+        "cursor-nul",
+        "cursor-surrogate",
+    ],
+)
+async def test_nul_in_a_path_or_query_parameter_is_422(
+    api: Api, method: str, path: str, field: str
+) -> None:
+    response = await api.http.request(method, path, headers=api.auth())
+    problem = assert_problem(response, 422)
+    assert [e["field"] for e in problem["errors"]] == [field], problem
+
+
+async def test_a_percent_encoded_surrogate_arrives_as_replacement_characters(api: Api) -> None:
+    """%ED%A0%80 is not UTF-8: the server decodes it to U+FFFD, so no lone surrogate can
+    reach a path or query parameter; the request is an ordinary miss, not a 503."""
+    assert_problem(await api.http.get("/v1/jobs/a%ED%A0%80", headers=api.auth()), 404)
+    listed = await api.http.get("/v1/jobs?external_id=%ED%A0%80", headers=api.auth())
+    assert listed.status_code == 200 and listed.json()["jobs"] == []

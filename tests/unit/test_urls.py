@@ -28,6 +28,36 @@ REFUSED = [
     "http:///nohost",
     "not a url",
     "http://example.com:99999/",
+    # Addresses that embed an IPv4 address, or reach IPv4 through a translator: only
+    # global unicast is admitted (6to4 of 169.254.169.254, Teredo, NAT64, mapped forms).
+    "http://[2002:a9fe:a9fe::1]/",
+    "http://[2002:808:808::1]/",  # 6to4 of a global address: all of 2002::/16 is refused
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 well-known prefix
+    "http://[64:ff9b:1::a9fe:a9fe]/",  # NAT64 local-use prefix
+    "http://[::ffff:8.8.8.8]/",  # IPv4-mapped
+    "http://[::ffff:0:a9fe:a9fe]/",  # IPv4-translated (SIIT)
+    "http://[::169.254.169.254]/",  # IPv4-compatible
+    "http://[::8.8.8.8]/",
+    "http://[fe80::1]/",
+    "http://[ff02::1]/",
+]
+
+#: Hosts that can never be resolved or connected to: refused at enqueue rather than
+#: failing every delivery attempt (a label over 63 characters makes getaddrinfo raise
+#: UnicodeError; httpx refuses the others with InvalidURL).
+NEVER_WORKS = [
+    "http://" + "a" * 64 + ".example.com/",
+    "http://" + "a." * 127 + "com/",  # 256 characters: over 253
+    "http://a..example.com/",
+    "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/",  # fullwidth letters
+    "http://exa\tmple.com/",
+    "http://exa\nmple.com/",
+    "http://exa\x00mple.com/",
+    "http://\u200b.com/",
+    "http://xn--zz.com/",  # not a valid A-label
+    "http://ex ample.com/",
+    "http://exa%41mple.com/",
 ]
 
 
@@ -37,10 +67,22 @@ def test_unsafe_urls_are_refused(url: str) -> None:
         check_url(url, allow_private=False)
 
 
+@pytest.mark.parametrize("url", NEVER_WORKS)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_hosts_that_can_never_work_are_refused(url: str, allow_private: bool) -> None:
+    with pytest.raises(UnsafeUrl):
+        check_url(url, allow_private=allow_private)
+
+
 @pytest.mark.parametrize(
     "url",
     [
         "https://bucket.s3.amazonaws.com/v/123.mp4?X-Amz-Signature=abc",
+        "https://b\u00fccher.example/a.mp3",
+        "https://xn--bcher-kva.example/a.mp3",
+        "https://" + "a" * 63 + ".example.com/a.mp3",
+        "https://example.com./a.mp3",
+        "http://[2001:4860:4860::8888]/a.mp3",
         "http://93.184.216.34/a.mp3",
         "https://example.com:8443/a.mp3",
     ],
@@ -55,6 +97,12 @@ def test_private_hosts_pass_when_allowed_but_schemes_and_credentials_never() -> 
         check_url("file:///etc/passwd", allow_private=True)
     with pytest.raises(UnsafeUrl):
         check_url("http://u:p@127.0.0.1/", allow_private=True)
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "a..example.com", "exa\x00mple"])
+async def test_a_host_that_cannot_be_resolved_is_refused_not_raised(host: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        await check_resolved_host(host, 80, allow_private=False)
 
 
 async def test_resolved_loopback_name_is_refused() -> None:

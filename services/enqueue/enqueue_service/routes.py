@@ -15,6 +15,7 @@ from transcription_core import repository as repo
 from transcription_core.errors import Conflict, InvalidRequest
 from transcription_core.schemas import JobResource
 from transcription_core.status import JobStatus
+from transcription_core.storable import StorableText
 from transcription_core.transcript import render
 
 router = APIRouter(prefix="/v1")
@@ -42,11 +43,13 @@ async def _tenant(request: Request, authorization: Annotated[str | None, Header(
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Settings = Annotated[EnqueueSettings, Depends(_settings)]
 Tenant = Annotated[str, Depends(_tenant)]
+#: A job id in the path: NUL is refused here (422), not by the store (it arrives as %00).
+JobId = StorableText
 
 
-def _job_json(job: JobResource, status_code: int, **headers: str) -> Response:
+def _job_json(job: JobResource, status_code: int = 200, **headers: str) -> Response:
     return Response(
-        job.model_dump_json(),
+        job.to_json(),
         status_code=status_code,
         media_type="application/json",
         headers=headers,
@@ -84,10 +87,10 @@ async def list_jobs(
     engine: Engine,
     tenant: Tenant,
     status: JobStatus | None = None,
-    external_id: Annotated[str | None, Query(max_length=256)] = None,
+    external_id: Annotated[StorableText | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> JobPage:
+    cursor: Annotated[StorableText | None, Query(max_length=512)] = None,
+) -> Response:
     async with engine.connect() as conn:
         try:
             rows, next_cursor = await repo.list_jobs(
@@ -97,13 +100,14 @@ async def list_jobs(
             raise InvalidRequest(
                 str(exc), errors=[{"field": "cursor", "message": str(exc)}]
             ) from exc
-    return JobPage(jobs=[JobResource.from_row(r) for r in rows], next_cursor=next_cursor)
+    page = JobPage(jobs=[JobResource.from_row(r) for r in rows], next_cursor=next_cursor)
+    return Response(page.to_json(), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobResource, responses=ERRORS, summary="One job")
-async def get_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource:
+async def get_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     job, transcript = await service.get_job(engine, tenant, job_id)
-    return JobResource.from_row(job, transcript)
+    return _job_json(JobResource.from_row(job, transcript))
 
 
 @router.get(
@@ -123,7 +127,7 @@ async def get_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource:
     summary="The job's transcript as json, text, srt or vtt",
 )
 async def get_transcript(
-    job_id: str, engine: Engine, tenant: Tenant, format: TranscriptFormat = "json"
+    job_id: JobId, engine: Engine, tenant: Tenant, format: TranscriptFormat = "json"
 ) -> Response:
     job, transcript = await service.get_job(engine, tenant, job_id)
     if transcript is None:
@@ -140,8 +144,8 @@ async def get_transcript(
     responses={409: PROBLEM, **ERRORS},
     summary="Cancel a job that has not finished",
 )
-async def cancel_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource:
-    return JobResource.from_row(await service.cancel(engine, tenant, job_id))
+async def cancel_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
+    return _job_json(JobResource.from_row(await service.cancel(engine, tenant, job_id)))
 
 
 @router.post(
@@ -151,6 +155,6 @@ async def cancel_job(job_id: str, engine: Engine, tenant: Tenant) -> JobResource
     responses={409: PROBLEM, **ERRORS},
     summary="Send the webhook again",
 )
-async def redeliver_job(job_id: str, engine: Engine, tenant: Tenant) -> Response:
+async def redeliver_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     job = await service.redeliver(engine, tenant, job_id)
     return _job_json(JobResource.from_row(job), 202)

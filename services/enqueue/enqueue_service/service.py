@@ -26,6 +26,7 @@ from transcription_core.errors import (
 )
 from transcription_core.models import JobRow, utcnow
 from transcription_core.status import InvalidTransition, JobStatus
+from transcription_core.storable import json_problem, text_problem
 from transcription_core.urls import UnsafeUrl, check_url
 
 
@@ -76,14 +77,18 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
             check_url(getattr(body, field), allow_private=settings.allow_private_urls)
         except UnsafeUrl as exc:
             errors.append({"field": field, "message": str(exc)})
-    size = len(json.dumps(body.metadata, separators=(",", ":")))
-    if size > settings.max_metadata_bytes:
-        errors.append(
-            {
-                "field": "metadata",
-                "message": f"metadata is {size} bytes, over {settings.max_metadata_bytes}",
-            }
-        )
+    problem = json_problem(body.metadata, settings.max_metadata_depth)
+    if problem is not None:  # checked first: json.dumps recurses, and would write NaN
+        errors.append({"field": "metadata", "message": f"metadata: {problem}"})
+    else:
+        size = len(json.dumps(body.metadata, separators=(",", ":")))
+        if size > settings.max_metadata_bytes:
+            errors.append(
+                {
+                    "field": "metadata",
+                    "message": f"metadata is {size} bytes, over {settings.max_metadata_bytes}",
+                }
+            )
     if errors:
         raise InvalidRequest("the job is invalid", errors=errors)
 
@@ -138,6 +143,11 @@ async def enqueue(
         raise InvalidRequest(
             "Idempotency-Key must be 1 to 256 characters",
             errors=[{"field": "Idempotency-Key", "message": "1 to 256 characters"}],
+        )
+    problem = None if idempotency_key is None else text_problem(idempotency_key)
+    if problem is not None:  # the HTTP parsers refuse NUL in a header; this is for others
+        raise InvalidRequest(
+            f"Idempotency-Key {problem}", errors=[{"field": "Idempotency-Key", "message": problem}]
         )
     request_hash = hashlib.sha256(body.canonical_json().encode()).hexdigest()
     new = repo.NewJob(

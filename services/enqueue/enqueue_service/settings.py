@@ -16,6 +16,13 @@ class EnqueueSettings(DatabaseSettings, UrlPolicySettings):
     max_metadata_bytes: int = Field(
         16_384, ge=0, description="Largest `metadata` object, as compact JSON."
     )
+    max_metadata_depth: int = Field(
+        32,
+        ge=1,
+        le=200,
+        description="Deepest nesting of objects and arrays in `metadata` (`{}` is 1 level); "
+        "deeper is refused with 422 before anything is written.",
+    )
     api_key_cache_seconds: float = Field(
         60.0,
         ge=0,
