@@ -62,6 +62,8 @@ class Pipeline:
                 max_bytes=settings.max_download_bytes,
                 allow_private=settings.allow_private_urls,
                 total_timeout_s=settings.download_total_timeout_seconds,
+                min_bytes_per_second=settings.download_min_bytes_per_second,
+                rate_window_s=settings.download_min_rate_window_seconds,
             )
             pcm = Path(tmp) / "audio.pcm"
             decoded = await asyncio.to_thread(
