@@ -76,7 +76,9 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     work_dir: str = Field(
         "",
         description="Where downloads and decoded audio are kept while a job runs "
-        "(default: the system's temporary directory).",
+        "(default: the system's temporary directory), in its `transcriber-jobs` "
+        "subdirectory. At start-up the transcriber removes the job directories there that "
+        "no running attempt holds (left by a worker killed outright); nothing else.",
     )
 
 
