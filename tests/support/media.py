@@ -130,20 +130,26 @@ def write_wav(dest: Path, samples: np.ndarray, sample_rate: int = 16_000) -> Pat
 
 
 def silent_flac(
-    seconds: float, *, sample_rate: int = 16_000, declare_seconds: float | None = None
+    seconds: float,
+    *,
+    sample_rate: int = 16_000,
+    layout: str = "mono",
+    declare_seconds: float | None = None,
 ) -> bytes:
-    """``seconds`` of digital silence as a mono FLAC file (a few KB a minute: FLAC stores
+    """``seconds`` of digital silence as a FLAC file (a few KB a minute: FLAC stores
     silence as constants). ``declare_seconds`` rewrites the length its STREAMINFO header
     declares (0: none), as a hostile upload may: 2 s of silence can claim 10 hours."""
     buffer = io.BytesIO()
     step = sample_rate * 10
-    zeros = np.zeros((1, step), dtype=np.int16)
+    channels = 2 if layout == "stereo" else 1
+    zeros = np.zeros((1, step * channels), dtype=np.int16)  # s16 is interleaved
     total = round(seconds * sample_rate)
     with av.open(buffer, "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sample_rate, layout="mono")
+        stream = out.add_stream("flac", rate=sample_rate, layout=layout)
         for start in range(0, total, step):
+            samples = min(step, total - start)
             frame = av.AudioFrame.from_ndarray(
-                zeros[:, : min(step, total - start)], format="s16", layout="mono"
+                zeros[:, : samples * channels], format="s16", layout=layout
             )
             frame.sample_rate = sample_rate
             frame.pts = start
