@@ -39,8 +39,12 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	$(BIN)/python bench/long_media.py
 	$(BIN)/python bench/long_media_designs.py
 	$(BIN)/python bench/memory.py --fresh
+	$(BIN)/python bench/model_server_memory.py
 	$(BIN)/python bench/sustained.py --rate sustainable
 	$(BIN)/python bench/update_readme.py
+
+bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
+	$(BIN)/python bench/model_server_memory.py
 
 faults: $(STAMP) ## every fault drill at full length; report in faults/results/
 	$(BIN)/python -m faults
@@ -54,4 +58,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format bench faults migrate docs clean
+.PHONY: help install run test lint format bench bench-model-memory faults migrate docs clean

@@ -35,6 +35,7 @@ from model_server.decoding import BatchDecoder, BatchOptions, ChunkRequest
 from model_server.model import load_model
 from model_server.settings import ModelServerSettings
 from servers import serve_app
+from support.media import silent_flac
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -98,6 +99,7 @@ def server() -> Iterator[Server]:
         batch_wait_ms=10,
         max_queued_chunks=3,
         max_chunk_seconds=60,
+        max_file_seconds=3600,
     )
     app = create_app(settings)
     with serve_in_thread(app) as url:
@@ -421,6 +423,74 @@ def test_openai_errors_are_problems(openai_client: OpenAI) -> None:
 
 
 # -- batched decoding against faster-whisper's own transcribe() -------------------------------
+
+
+# -- long uploads: refused by what they declare, decoding stopped at the limit ---------------
+
+HOURS_10 = 10 * 3600
+
+
+def assert_too_long(response: httpx.Response, detail: str) -> None:
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "/problems/audio-too-long" and problem["status"] == 413
+    assert problem["detail"] == detail
+
+
+@pytest.mark.model
+async def test_a_file_declaring_10_hours_is_refused_by_its_header(
+    http: httpx.AsyncClient,
+) -> None:
+    """2 s of audio whose FLAC header claims 10 hours: refused without decoding it (the
+    2 s it holds would otherwise pass)."""
+    hostile = silent_flac(2, declare_seconds=HOURS_10)
+    response = await http.post(
+        "/v1/audio/transcriptions", files={"file": ("long.flac", hostile)}, data={"model": "w"}
+    )
+    assert_too_long(
+        response, "the file declares 36000.0 s of audio, over the 3600 s limit (MAX_FILE_SECONDS)"
+    )
+    response = await http.post(
+        "/v1/predict", content=hostile, headers={"content-type": "audio/flac"}
+    )
+    assert_too_long(
+        response, "the file declares 36000.0 s of audio, over the 60 s limit (MAX_CHUNK_SECONDS)"
+    )
+
+
+@pytest.mark.model
+async def test_a_real_two_hour_flac_is_refused(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("long.flac", silent_flac(2 * 3600))},
+        data={"model": "w"},
+    )
+    assert_too_long(
+        response, "the file declares 7200.0 s of audio, over the 3600 s limit (MAX_FILE_SECONDS)"
+    )
+
+
+@pytest.mark.model
+async def test_a_file_declaring_no_duration_is_refused_at_the_limit(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("long.flac", silent_flac(2 * 3600, declare_seconds=0))},
+        data={"model": "w"},
+    )
+    assert_too_long(
+        response, "the audio lasts more than 3600 s, over the 3600 s limit (MAX_FILE_SECONDS)"
+    )
+    response = await http.post(
+        "/v1/predict",
+        content=silent_flac(70, declare_seconds=0),
+        headers={"content-type": "audio/flac"},
+    )
+    assert_too_long(
+        response, "the audio lasts more than 60 s, over the 60 s limit (MAX_CHUNK_SECONDS)"
+    )
 
 
 @pytest.mark.model

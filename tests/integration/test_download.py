@@ -247,3 +247,86 @@ async def test_connection_refused_is_retried(client: httpx.AsyncClient, tmp_path
     assert failure.reason is FailureReason.DOWNLOAD_FAILED
     assert "could not connect to http://127.0.0.1" in failure.detail
     assert failure.http_status is None
+
+
+# -- a minimum transfer rate over a window (DOWNLOAD_MIN_BYTES_PER_SECOND) ----------------
+#
+# The test client's read timeout is 0.5 s: a drip of a piece every 0.05 s never trips it.
+
+
+async def test_a_drip_under_the_minimum_rate_fails_as_too_slow(
+    client: httpx.AsyncClient, base_url: str, tmp_path: Path
+) -> None:
+    # 100 bytes every 0.05 s: about 2 KB/s, under 20 KB/s; 200 KB would take 100 s.
+    failure = await fails(
+        client,
+        f"{base_url}/drip/200000?piece=100&every=0.05",
+        tmp_path / "m",
+        min_bytes_per_second=20_000,
+        rate_window_s=0.5,
+    )
+
+    assert failure.reason is FailureReason.DOWNLOAD_FAILED
+    assert failure.retried
+    assert "too slow" in failure.detail
+    assert "over the last 0.5 s" in failure.detail
+    assert "under the minimum of 19.5 KiB/s" in failure.detail
+    rate = float(failure.detail.split("too slow: ")[1].split(" KiB/s")[0])
+    assert 0 < rate < 19.5
+
+
+async def test_a_drip_fails_even_under_a_long_total_deadline_and_read_timeout(
+    base_url: str, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as patient:
+        failure = await fails(
+            patient,
+            f"{base_url}/drip/200000?piece=1&every=0.01",
+            tmp_path / "m",
+            min_bytes_per_second=10_000,
+            rate_window_s=0.3,
+            total_timeout_s=60.0,
+        )
+    assert "too slow" in failure.detail
+
+
+async def test_a_small_file_that_ends_within_the_window_is_not_judged(
+    client: httpx.AsyncClient, base_url: str, tmp_path: Path
+) -> None:
+    # 2,000 bytes in pieces of 500 every 0.05 s: far under the minimum, but the file
+    # ends before the first window does.
+    result = await download(
+        client,
+        f"{base_url}/drip/2000?piece=500&every=0.05",
+        tmp_path / "m",
+        min_bytes_per_second=1_000_000,
+        rate_window_s=30.0,
+    )
+    assert result.num_bytes == 2000
+    assert (tmp_path / "m").read_bytes() == body_bytes(2000)
+
+
+async def test_a_fast_download_passes_the_rate_check(
+    client: httpx.AsyncClient, base_url: str, tmp_path: Path
+) -> None:
+    result = await download(
+        client,
+        f"{base_url}/drip/600000?piece=60000&every=0.01",
+        tmp_path / "m",
+        min_bytes_per_second=10_000,
+        rate_window_s=0.2,
+    )
+    assert result.num_bytes == 600_000
+
+
+async def test_a_minimum_rate_of_zero_turns_the_check_off(
+    client: httpx.AsyncClient, base_url: str, tmp_path: Path
+) -> None:
+    result = await download(
+        client,
+        f"{base_url}/drip/300?piece=100&every=0.05",
+        tmp_path / "m",
+        min_bytes_per_second=0,
+        rate_window_s=0.01,
+    )
+    assert result.num_bytes == 300

@@ -13,6 +13,7 @@ none of them is used by the service.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -126,6 +127,47 @@ def write_wav(dest: Path, samples: np.ndarray, sample_rate: int = 16_000) -> Pat
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return dest
+
+
+def silent_flac(
+    seconds: float,
+    *,
+    sample_rate: int = 16_000,
+    layout: str = "mono",
+    declare_seconds: float | None = None,
+) -> bytes:
+    """``seconds`` of digital silence as a FLAC file (a few KB a minute: FLAC stores
+    silence as constants). ``declare_seconds`` rewrites the length its STREAMINFO header
+    declares (0: none), as a hostile upload may: 2 s of silence can claim 10 hours."""
+    buffer = io.BytesIO()
+    step = sample_rate * 10
+    channels = 2 if layout == "stereo" else 1
+    zeros = np.zeros((1, step * channels), dtype=np.int16)  # s16 is interleaved
+    total = round(seconds * sample_rate)
+    with av.open(buffer, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=sample_rate, layout=layout)
+        for start in range(0, total, step):
+            samples = min(step, total - start)
+            frame = av.AudioFrame.from_ndarray(
+                zeros[:, : samples * channels], format="s16", layout=layout
+            )
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = buffer.getvalue()
+    if declare_seconds is not None:
+        data = declare_flac_samples(data, round(declare_seconds * sample_rate))
+    return data
+
+
+def declare_flac_samples(data: bytes, samples: int) -> bytes:
+    """``data`` (a FLAC file) with the total sample count of its STREAMINFO set to
+    ``samples`` (0 means unknown): the 36 low bits of the 8 bytes after the block sizes."""
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "STREAMINFO must come first"
+    field = int.from_bytes(data[18:26], "big")
+    field = (field & ~((1 << 36) - 1)) | samples
+    return data[:18] + field.to_bytes(8, "big") + data[26:]
 
 
 def make_truncated(src: Path, dest: Path, fraction: float = 0.5) -> Path:

@@ -7,6 +7,9 @@ Served for real on loopback with ``servers.serve_app``:
     /huge               200, Content-Length 10 GB, then nothing until the client hangs up
     /short/{n}          200, Content-Length ``n`` but half the body, then the end
     /stall              200, a first piece, then nothing until the client hangs up
+    /drip/{n}?piece=B&every=S
+                        200, Content-Length ``n``, then ``B`` bytes every ``S`` seconds
+                        (a slow peer that never trips a read timeout)
     /status/{code}      that status, a short body
     /hop/{k}            302 to /hop/{k-1} (relative), /hop/0 to /media/1000 (absolute)
     /to?url=U           302 to ``U``
@@ -18,6 +21,7 @@ Served for real on loopback with ``servers.serve_app``:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -66,6 +70,10 @@ class MediaHost:
             await _start(send, 200, {"content-length": "1000000"})
             await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
             await _until_disconnect(receive)
+        elif head == "drip":
+            piece, every = int(query["piece"][0]), float(query["every"][0])
+            await _start(send, 200, {"content-length": arg})
+            await _drip(receive, send, body_bytes(int(arg)), piece, every)
         elif head == "status":
             await _start(send, int(arg), {"content-length": "5"})
             await send({"type": "http.response.body", "body": b"nope\n"})
@@ -102,6 +110,20 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _drip(receive: Receive, send: Send, body: bytes, piece: int, every: float) -> None:
+    for start in range(0, len(body), piece):
+        end = start + piece
+        await send({"type": "http.response.body", "body": body[start:end], "more_body": True})
+        if end >= len(body):
+            break
+        try:
+            if (await asyncio.wait_for(receive(), every))["type"] == "http.disconnect":
+                return
+        except TimeoutError:
+            pass
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _start(send: Send, status: int, headers: dict[str, str]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from faster_whisper.audio import decode_audio
 
 from model_server.audio import (
     decode_media,
@@ -15,7 +17,7 @@ from model_server.audio import (
     pcm_to_float32,
     split_on_silence,
 )
-from model_server.errors import EmptyAudio, ModelConfigError, UndecodableAudio
+from model_server.errors import AudioTooLong, EmptyAudio, ModelConfigError, UndecodableAudio
 from model_server.formats import timestamp, to_srt, to_text, to_vtt
 from model_server.model import (
     assemble_split_model,
@@ -24,6 +26,7 @@ from model_server.model import (
     resolve_model,
 )
 from model_server.settings import ModelServerSettings
+from support.media import JFK, silent_flac
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +131,65 @@ def test_bad_pcm_is_refused(body: bytes, content_type: str, error: type[Exceptio
 )
 def test_bad_media_is_refused(body: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
-        decode_media(body)
+        decode_media(body, max_seconds=60)
+
+
+# -- decoding within a limit: memory follows the limit, not the file ---------------------------
+
+
+def test_media_decodes_as_faster_whisper_does() -> None:
+    """16 kHz mono float32, through an s16 resampler: the samples faster-whisper's own
+    decode_audio gives, for a 44.1 kHz stereo FLAC."""
+    audio = decode_media(JFK.read_bytes(), max_seconds=60)
+    assert audio.dtype == np.float32
+    assert np.array_equal(audio, decode_audio(str(JFK)))
+
+
+def test_a_file_read_from_a_stream_decodes_the_same(tmp_path: Path) -> None:
+    with JFK.open("rb") as file:
+        assert np.array_equal(decode_media(file, max_seconds=60), decode_audio(str(JFK)))
+
+
+def test_a_declared_duration_over_the_limit_is_refused_before_decoding() -> None:
+    """2 s of silence whose header claims 10 hours: refused by the claim (decoding would
+    find 2 s, well within the limit)."""
+    hostile = silent_flac(2, declare_seconds=10 * 3600)
+    with pytest.raises(AudioTooLong) as caught:
+        decode_media(hostile, max_seconds=60, limit_name="MAX_CHUNK_SECONDS")
+    assert caught.value.detail == (
+        "the file declares 36000.0 s of audio, over the 60 s limit (MAX_CHUNK_SECONDS)"
+    )
+
+
+def test_a_declared_duration_just_over_the_limit_is_left_to_the_decoder() -> None:
+    """Headers round: a claim within a second of the limit is judged by the samples."""
+    audio = decode_media(silent_flac(3, declare_seconds=3.5), max_seconds=3)
+    assert audio.shape == (3 * 16_000,)
+
+
+@pytest.mark.parametrize("declared", [0, 2], ids=["none", "less-than-it-holds"])
+def test_decoding_stops_at_the_limit_whatever_the_file_declares(declared: float) -> None:
+    """10 minutes of audio, the limit 10 s: refused, and the memory used is that of what
+    the file declares (2 s, or nothing), not of 10 minutes (38 MB of float32)."""
+    hostile = silent_flac(600, declare_seconds=declared)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioTooLong) as caught:
+            decode_media(hostile, max_seconds=10, limit_name="MAX_CHUNK_SECONDS")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024**2
+    assert caught.value.detail == (
+        "the audio lasts more than 10 s, over the 10 s limit (MAX_CHUNK_SECONDS)"
+    )
+
+
+@pytest.mark.parametrize("declared", [0, 2], ids=["none", "less-than-it-holds"])
+def test_a_file_within_the_limit_decodes_whole_whatever_it_declares(declared: float) -> None:
+    audio = decode_media(silent_flac(30, declare_seconds=declared), max_seconds=60)
+    assert audio.shape == (30 * 16_000,) and audio.dtype == np.float32
+    assert not audio.any()
 
 
 def test_audio_that_fits_one_window_is_one_piece() -> None:

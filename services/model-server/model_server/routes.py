@@ -81,10 +81,15 @@ async def predict(
     body = await request.body()
     content_type = request.headers.get("content-type")
     if is_pcm(content_type):
+        _check_duration(len(body) // 2, settings.max_chunk_seconds, "MAX_CHUNK_SECONDS")
         audio = pcm_to_float32(body, content_type)
     else:
-        audio = await asyncio.to_thread(decode_media, body)
-    _check_duration(audio.shape[0], settings.max_chunk_seconds, "MAX_CHUNK_SECONDS")
+        audio = await asyncio.to_thread(
+            decode_media,
+            body,
+            max_seconds=settings.max_chunk_seconds,
+            limit_name="MAX_CHUNK_SECONDS",
+        )
     result = await service.transcribe_chunk(
         audio,
         language=params.language,
@@ -137,8 +142,12 @@ async def create_transcription(
         raise InvalidRequest(
             "streaming is not supported", errors=[{"field": "stream", "message": "must be false"}]
         )
-    audio = await asyncio.to_thread(decode_media, file.file)
-    _check_duration(audio.shape[0], settings.max_file_seconds, "MAX_FILE_SECONDS")
+    audio = await asyncio.to_thread(
+        decode_media,
+        file.file,
+        max_seconds=settings.max_file_seconds,
+        limit_name="MAX_FILE_SECONDS",
+    )
     words = "word" in (timestamp_granularities or [])
     transcript = await service.transcribe_file(
         audio,
@@ -192,6 +201,7 @@ def _render(transcript: FileTranscript, response_format: ResponseFormat, words: 
 
 
 def _check_duration(samples: int, limit_seconds: float, setting: str) -> None:
+    """For PCM, whose length is its size: before converting it."""
     seconds = samples / SAMPLE_RATE
     if seconds > limit_seconds:
         raise AudioTooLong(

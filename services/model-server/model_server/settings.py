@@ -76,12 +76,15 @@ class ModelServerSettings(BaseServiceSettings):
         600.0,
         gt=0,
         description="Longest audio accepted by `/v1/predict`. The transcriber sends chunks "
-        "of at most 30 s; longer ones are decoded window by window, holding the model.",
+        "of at most 30 s; longer ones are decoded window by window, holding the model. A file "
+        "declaring more is refused (413) before decoding; decoding stops at it.",
     )
     max_file_seconds: float = Field(
         4 * 3600.0,
         gt=0,
-        description="Longest audio accepted by `/v1/audio/transcriptions`.",
+        description="Longest audio accepted by `/v1/audio/transcriptions`. A file declaring "
+        "more is refused (413) before decoding, and decoding stops at it, so a request's "
+        "audio takes at most 64 KB a second of it in memory (4 h: 0.9 GB).",
     )
 
 

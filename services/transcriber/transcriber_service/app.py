@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -16,8 +18,11 @@ from transcriber_service.routes import router
 from transcriber_service.service import Worker
 from transcriber_service.settings import TranscriberSettings, get_settings
 from transcriber_service.webhooks import WebhookSender
+from transcriber_service.workdir import jobs_root, remove_stale
 from transcription_core.db import create_engine
 from transcription_core.http import install_common_routes, install_problem_handlers
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
@@ -25,6 +30,14 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What attempts killed outright left behind (an emptyDir outlives a restart).
+        stale = await asyncio.to_thread(remove_stale, jobs_root(settings.work_dir))
+        if stale:
+            log.warning(
+                "removed %d work dirs left by attempts that did not end",
+                len(stale),
+                extra={"action": "start", "work_dirs": stale},
+            )
         engine = create_engine(
             settings.database_url, "transcription-transcriber", settings.database_pool_size
         )

@@ -8,7 +8,14 @@ us to ``169.254.169.254`` or into the cluster network.
 
 Timeouts: the caller's ``httpx.AsyncClient`` carries the connect, read and pool timeouts
 (its read timeout is what turns a server that stalls mid-body into a failure, so it must
-have one); ``total_timeout_s`` bounds the whole download, redirects included.
+have one); ``total_timeout_s`` bounds the whole download, redirects included. A server that
+sends a byte now and then never trips a read timeout, so the body must also keep a
+minimum rate: each ``min_bytes_per_second * rate_window_s`` bytes of it must come within
+``rate_window_s`` seconds (a window starts when the last one's bytes are in), or the
+download fails at the end of that window, with the rate it measured. The first window
+starts when the response headers arrive (waiting for them is the read timeout's job); a
+body that ends before its window does is never judged, so a small file is never "too
+slow", and a large one holds a worker at most one window at under the minimum rate.
 
 What each outcome becomes (a :class:`~transcriber_service.errors.DownloadError`):
 
@@ -22,7 +29,9 @@ not http(s), credentials in it)
 any other non-2xx, a redirect with no         ``DOWNLOAD_FAILED``     yes
 ``Location``, more than ``max_redirects``
 timeout, stall, connection or DNS failure,    ``DOWNLOAD_FAILED``     yes
-a body cut short, over ``total_timeout_s``
+a body cut short, over ``total_timeout_s``,
+under the minimum rate for a window ("too
+slow", with the rate measured)
 ``Content-Length`` or the body over           ``MEDIA_TOO_LARGE``     no
 ``max_bytes``
 ============================================  ======================  =========
@@ -78,17 +87,23 @@ async def download_to_file(
     allow_private: bool,
     max_redirects: int = 5,
     total_timeout_s: float | None = None,
+    min_bytes_per_second: float = 0.0,
+    rate_window_s: float = 60.0,
 ) -> DownloadResult:
     """Download ``url`` to ``dest``; raise :class:`DownloadError` (see the module docstring).
 
     ``client`` is the worker's long-lived client; redirects are followed here, hop by hop,
-    whatever the client's own ``follow_redirects`` says.
+    whatever the client's own ``follow_redirects`` says. ``min_bytes_per_second`` 0 turns
+    the rate check off.
     """
     if max_redirects < 0:
         raise ValueError("max_redirects cannot be negative")
+    if rate_window_s <= 0:
+        raise ValueError("rate_window_s must be positive")
+    rate = _MinRate(min_bytes_per_second, rate_window_s)
     try:
         async with asyncio.timeout(total_timeout_s):
-            return await _download(client, url, dest, max_bytes, allow_private, max_redirects)
+            return await _download(client, url, dest, max_bytes, allow_private, max_redirects, rate)
     except TimeoutError as exc:
         _discard(dest)
         raise DownloadError(
@@ -136,6 +151,7 @@ async def _download(
     max_bytes: int,
     allow_private: bool,
     max_redirects: int,
+    rate: _MinRate,
 ) -> DownloadResult:
     current = url
     for hop in range(max_redirects + 1):
@@ -152,7 +168,7 @@ async def _download(
                     continue
                 _check_status(response)
                 _check_length(response, max_bytes)
-                num_bytes = await _stream_to_file(response, dest, max_bytes)
+                num_bytes = await _stream_to_file(response, dest, max_bytes, rate, current)
                 return DownloadResult(
                     path=dest,
                     num_bytes=num_bytes,
@@ -217,28 +233,60 @@ def _check_length(response: httpx.Response, max_bytes: int) -> None:
         )
 
 
-async def _stream_to_file(response: httpx.Response, dest: Path, max_bytes: int) -> int:
+@dataclass(frozen=True)
+class _MinRate:
+    bytes_per_second: float
+    window_s: float
+
+    @property
+    def window_bytes(self) -> float:
+        return self.bytes_per_second * self.window_s
+
+
+async def _stream_to_file(
+    response: httpx.Response, dest: Path, max_bytes: int, rate: _MinRate, url: str
+) -> int:
     total = 0
+    #: Bytes received since the current window began.
+    in_window = 0
     pending: list[bytes] = []
     pending_bytes = 0
     file: BinaryIO = await asyncio.to_thread(dest.open, "wb")
     try:
-        async for piece in response.aiter_bytes():
-            total += len(piece)
-            if total > max_bytes:
-                raise DownloadError(
-                    FailureReason.MEDIA_TOO_LARGE,
-                    f"the media is over the limit of {_size(max_bytes)}",
-                    http_status=response.status_code,
-                )
-            pending.append(piece)
-            pending_bytes += len(piece)
-            if pending_bytes >= _WRITE_BUFFER_BYTES:
+        # The window's end is a deadline, so a peer that sends nothing more is judged on
+        # time too; each window that brings its bytes starts the next one at once.
+        window_timeout = rate.window_s if rate.bytes_per_second > 0 else None
+        async with asyncio.timeout(window_timeout) as window:
+            async for piece in response.aiter_bytes():
+                total += len(piece)
+                if total > max_bytes:
+                    raise DownloadError(
+                        FailureReason.MEDIA_TOO_LARGE,
+                        f"the media is over the limit of {_size(max_bytes)}",
+                        http_status=response.status_code,
+                    )
+                in_window += len(piece)
+                if window_timeout is not None and in_window >= rate.window_bytes:
+                    window.reschedule(asyncio.get_running_loop().time() + window_timeout)
+                    in_window = 0
+                pending.append(piece)
+                pending_bytes += len(piece)
+                if pending_bytes >= _WRITE_BUFFER_BYTES:
+                    await asyncio.to_thread(file.write, b"".join(pending))
+                    pending.clear()
+                    pending_bytes = 0
+            if pending:
                 await asyncio.to_thread(file.write, b"".join(pending))
-                pending.clear()
-                pending_bytes = 0
-        if pending:
-            await asyncio.to_thread(file.write, b"".join(pending))
+    except TimeoutError as exc:
+        if not window.expired():
+            raise
+        raise DownloadError(
+            FailureReason.DOWNLOAD_FAILED,
+            f"the download from {_origin(url)} was too slow: "
+            f"{in_window / rate.window_s / 1024:.1f} KiB/s over the last {rate.window_s:g} s, "
+            f"under the minimum of {rate.bytes_per_second / 1024:.1f} KiB/s",
+            http_status=response.status_code,
+        ) from exc
     finally:
         await asyncio.to_thread(file.close)
     return total

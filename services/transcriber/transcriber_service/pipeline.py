@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from transcriber_service.errors import JobFailure
 from transcriber_service.media import decode_to_pcm_file, read_pcm
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcriber_service.settings import TranscriberSettings
+from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
 from transcription_core.status import FailureReason
 
@@ -51,10 +51,8 @@ class Pipeline:
     async def transcribe(self, job: Mapping[str, Any]) -> dict[str, Any]:
         """The transcript of ``job``'s media; raises :class:`JobFailure`."""
         settings = self.settings
-        with tempfile.TemporaryDirectory(
-            prefix=f"job-{job['id'][:8]}-", dir=settings.work_dir or None
-        ) as tmp:
-            media = Path(tmp) / "media"
+        with attempt_dir(jobs_root(settings.work_dir), job["id"]) as tmp:
+            media = tmp / "media"
             await download_to_file(
                 self.media_http,
                 job["media_url"],
@@ -62,8 +60,10 @@ class Pipeline:
                 max_bytes=settings.max_download_bytes,
                 allow_private=settings.allow_private_urls,
                 total_timeout_s=settings.download_total_timeout_seconds,
+                min_bytes_per_second=settings.download_min_bytes_per_second,
+                rate_window_s=settings.download_min_rate_window_seconds,
             )
-            pcm = Path(tmp) / "audio.pcm"
+            pcm = tmp / "audio.pcm"
             decoded = await asyncio.to_thread(
                 decode_to_pcm_file, media, pcm, max_duration_s=settings.max_media_seconds
             )

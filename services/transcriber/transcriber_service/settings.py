@@ -34,6 +34,20 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     download_total_timeout_seconds: float = Field(
         1800.0, gt=0, description="Longest a whole media download may take."
     )
+    download_min_bytes_per_second: float = Field(
+        64 * 1024.0,
+        ge=0,
+        description="Slowest media download kept going: a body that brings fewer than this "
+        "many bytes a second over DOWNLOAD_MIN_RATE_WINDOW_SECONDS fails as DOWNLOAD_FAILED "
+        "(too slow). A body that ends within its first window is never judged. 0 turns the "
+        "check off.",
+    )
+    download_min_rate_window_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The window over which DOWNLOAD_MIN_BYTES_PER_SECOND is measured: the "
+        "longest a download may go on under the minimum rate.",
+    )
     chunk_concurrency: int = Field(
         16,
         ge=1,
@@ -62,7 +76,9 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     work_dir: str = Field(
         "",
         description="Where downloads and decoded audio are kept while a job runs "
-        "(default: the system's temporary directory).",
+        "(default: the system's temporary directory), in its `transcriber-jobs` "
+        "subdirectory. At start-up the transcriber removes the job directories there that "
+        "no running attempt holds (left by a worker killed outright); nothing else.",
     )
 
 
