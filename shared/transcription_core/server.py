@@ -13,7 +13,8 @@ both bounds to uvicorn's own protocol:
 * a head (request line and headers) over ``max_head_bytes`` is 431, and the connection
   is closed.
 
-Both answers are problem+json. A reverse proxy in front (Knative's ingress and
+These answers, and uvicorn's 400 for a request httptools cannot parse (a NUL in a
+header), are problem+json. A reverse proxy in front (Knative's ingress and
 queue-proxy, or nginx) bounds these too; this is the bound that holds without one.
 """
 
@@ -25,8 +26,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-_TYPES = {408: "/problems/request-timeout", 431: "/problems/headers-too-large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
+_TYPES = {
+    400: "/problems/malformed-request",
+    408: "/problems/request-timeout",
+    431: "/problems/headers-too-large",
+}
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -58,6 +67,10 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().data_received(data)
         if self._head_bytes is not None and self._head_bytes > self.max_head_bytes:
             self._refuse(431, f"the request head is over {self.max_head_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse, as problem+json."""
+        self._refuse(400, msg)
 
     # httptools parser callbacks
     def on_message_begin(self) -> None:

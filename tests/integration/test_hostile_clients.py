@@ -1,5 +1,6 @@
-"""Clients that send their request slowly, or too much of it, against the enqueue API as
-``transcription serve`` runs it (its uvicorn protocol, ``EnqueueHttp``), on loopback.
+"""Clients that send their request slowly, too much of it, or one that cannot be parsed,
+against the enqueue API as ``transcription serve`` runs it (its uvicorn protocol,
+``EnqueueHttp``), on loopback.
 
 Each hostile client drips bytes until the server answers or closes; what is asserted is
 that the server cut it off before it finished, never how long that took.
@@ -139,3 +140,11 @@ async def test_the_deadline_is_per_request_on_a_kept_alive_connection(server: Se
             await asyncio.sleep(READ_TIMEOUT * 1.5)
     finally:
         writer.close()
+
+
+async def test_a_request_the_parser_refuses_is_a_400_problem(server: Server) -> None:
+    """A NUL in a header (here the Idempotency-Key) never reaches the app: the HTTP parser
+    refuses it, and the answer is problem+json like every other."""
+    head = b"POST /v1/jobs HTTP/1.1\r\nHost: api\r\nIdempotency-Key: a\x00b\r\n\r\n"
+    answer, _ = await drip(server, head, b"")
+    assert problem_of(answer, 400)["type"] == "/problems/malformed-request"
