@@ -13,21 +13,19 @@ import uvicorn
 
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` (lifespan included) on 127.0.0.1 and yield its base URL."""
+    """Serve ``app`` (lifespan included unless ``lifespan="off"``) on 127.0.0.1 and yield
+    its base URL; ``config`` adds to or overrides the ``uvicorn.Config`` options."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            **config,
-        )
-    )
+    defaults: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 2,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, **(defaults | config)))
     task = asyncio.create_task(server._serve(sockets=[sock]))
     try:
         while not server.started:

@@ -1,5 +1,12 @@
 """What every service's HTTP app shares: problem+json errors, a body size limit,
-request metrics, and the ``/healthz`` and ``/metrics`` routes."""
+request metrics, and the ``/healthz`` and ``/metrics`` routes.
+
+Every error is answered as RFC 9457 problem+json: a :class:`ProblemError` as itself, a
+validation error as 422, a body that cannot be parsed as 400, the job store out of reach
+as 503 with ``Retry-After``, a value the store refuses (SQLSTATE class 22) as 422, and
+anything unexpected as 500 ``/problems/internal``, logged with its traceback and never
+showing it to the client.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
@@ -97,15 +105,37 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+        detail = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's JSON body parse
+            detail = "the body is not valid UTF-8"
+        elif isinstance(exc.__cause__, RecursionError):
+            detail = "the body is nested too deeply to parse"
         return problem_response(
             {
-                "type": "about:blank",
-                "title": str(exc.detail) if exc.status_code < 500 else "Server Error",
+                "type": _HTTP_PROBLEM_TYPES.get(exc.status_code, "/problems/http"),
+                "title": _phrase(exc.status_code),
                 "status": exc.status_code,
-                "detail": str(exc.detail),
+                "detail": detail,
             },
             dict(exc.headers or {}),
         )
+
+    app.add_middleware(InternalErrors)
+
+
+#: Problem types of the errors Starlette and FastAPI raise themselves.
+_HTTP_PROBLEM_TYPES = {
+    400: "/problems/malformed-body",
+    404: "/problems/not-found",
+    405: "/problems/method-not-allowed",
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _refused_value(exc: BaseException) -> bool:
@@ -120,6 +150,52 @@ def _refused_value(exc: BaseException) -> bool:
         if isinstance(error, ValueError):
             return True
     return False
+
+
+class InternalErrors:
+    """Answer an exception no handler took as 500 problem+json, logged with its traceback.
+
+    Pure ASGI, inside Starlette's ``ServerErrorMiddleware``: the exception stops here (one
+    log line with the traceback, not two). If the response had already started, there is
+    nothing to answer: the exception goes on and the server closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error(
+                "%s %s failed: %s",
+                scope.get("method"),
+                scope.get("path"),
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"action": "internal_error"},
+            )
+            if started:
+                raise
+            problem = {
+                "type": "/problems/internal",
+                "title": "Internal Server Error",
+                "status": 500,
+                "detail": f"the request failed unexpectedly ({type(exc).__name__}); "
+                "it has been logged",
+            }
+            await problem_response(problem)(scope, receive, send)
 
 
 class BodySizeLimit:

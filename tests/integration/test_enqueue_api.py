@@ -489,3 +489,18 @@ async def test_a_percent_encoded_surrogate_arrives_as_replacement_characters(api
     assert_problem(await api.http.get("/v1/jobs/a%ED%A0%80", headers=api.auth()), 404)
     listed = await api.http.get("/v1/jobs?external_id=%ED%A0%80", headers=api.auth())
     assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+UNPARSABLE = {"invalid UTF-8": b'{"media_url": "\xff\xfe"}', "nested too deep": b"[" * 5000}
+
+
+@pytest.mark.parametrize("name", UNPARSABLE)
+async def test_a_body_that_cannot_be_parsed_is_400_with_a_problem_type(api: Api, name: str) -> None:
+    response = await api.http.post(
+        "/v1/jobs",
+        content=UNPARSABLE[name],
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 400)
+    assert problem["type"] == "/problems/malformed-body", name
+    assert "parsing the body" not in problem["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from enqueue_service.settings import EnqueueSettings, get_settings
 from transcription_core.db import asyncpg_dsn, create_engine, is_sqlite
 from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
 from transcription_core.repository import NOTIFY_SQL
+from transcription_core.server import BoundedHttpTools
 
 
 def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
@@ -84,13 +86,29 @@ async def create_insert_pool(settings: EnqueueSettings) -> asyncpg.Pool:
     )
 
 
+class EnqueueHttp(BoundedHttpTools):
+    """The enqueue's HTTP protocol: each request must arrive whole in
+    ``REQUEST_READ_TIMEOUT_SECONDS``, its head within ``MAX_REQUEST_HEAD_BYTES``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self.read_timeout = settings.request_read_timeout_seconds
+        self.max_head_bytes = settings.max_request_head_bytes
+
+
 def serve(host: str, port: int, workers: int = 1) -> None:
+    """Run the API with uvicorn, every option that bounds a client spelled out."""
+    settings = get_settings()
     uvicorn.run(
         "enqueue_service.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
+        http=EnqueueHttp,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_limit_concurrency or None,
         access_log=False,
-        log_level=get_settings().log_level.lower(),
+        log_level=settings.log_level.lower(),
     )

@@ -23,6 +23,31 @@ class EnqueueSettings(DatabaseSettings, UrlPolicySettings):
         description="Deepest nesting of objects and arrays in `metadata` (`{}` is 1 level); "
         "deeper is refused with 422 before anything is written.",
     )
+    request_read_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="A request must arrive whole (request line, headers and body) within "
+        "this many seconds of its first byte, or of the connection: a client that sends "
+        "slowly gets 408 and the connection is closed. `transcription serve` only.",
+    )
+    max_request_head_bytes: int = Field(
+        65_536,
+        ge=4096,
+        description="Largest request line plus headers (431 and the connection closed "
+        "above it). `transcription serve` only.",
+    )
+    http_keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        description="An idle kept-alive connection is closed after this many seconds "
+        "(uvicorn's `timeout_keep_alive`).",
+    )
+    http_limit_concurrency: int = Field(
+        1000,
+        ge=0,
+        description="Connections plus requests in flight per process beyond which new "
+        "requests are answered 503 (uvicorn's `limit_concurrency`; 0: no limit).",
+    )
     api_key_cache_seconds: float = Field(
         60.0,
         ge=0,

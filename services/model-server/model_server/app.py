@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from model_server.batching import Batcher
 from model_server.decoding import BatchDecoder
@@ -23,12 +22,7 @@ from model_server.model import load_model
 from model_server.routes import router
 from model_server.service import ModelService
 from model_server.settings import ModelServerSettings, get_settings
-from transcription_core.http import (
-    BodySizeLimit,
-    install_common_routes,
-    install_problem_handlers,
-    problem_response,
-)
+from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +64,10 @@ def create_app(settings: ModelServerSettings | None = None) -> FastAPI:
         return app.state.service is not None
 
     install_problem_handlers(app)
-    app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_common_routes(app, "model-server", ready)
     app.include_router(router)
     return app
-
-
-async def _internal_error(_request: Request, exc: Exception) -> Response:
-    logger.error("request failed: %r", exc, extra={"action": "internal_error"})
-    return problem_response(
-        {
-            "type": "about:blank",
-            "title": "Internal Server Error",
-            "status": 500,
-            "detail": f"the model server failed ({type(exc).__name__})",
-        }
-    )
 
 
 def serve(host: str, port: int) -> None:
