@@ -15,6 +15,8 @@ from transcription_core.repository import new_webhook_secret
 from transcription_core.retry_after import parse_retry_after
 
 SECRET = new_webhook_secret()
+#: "localhost" in fullwidth letters (U+FF4C ...): IDNA maps it, httpx refuses it.
+FULLWIDTH_LOCALHOST = "".join(chr(ord(c) + 0xFEE0) for c in "localhost")
 received: list[tuple[dict[str, str], bytes]] = []
 
 
@@ -96,6 +98,26 @@ async def test_a_dead_or_slow_receiver_is_a_failed_delivery(http: httpx.AsyncCli
     sender = WebhookSender(http, timeout=0.5, allow_private=True)
     result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", b"{}")
     assert not result.delivered and result.status is None and "ConnectError" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_private", "error"),
+    [
+        # getaddrinfo's IDNA codec: a label over 63 characters is a UnicodeError.
+        ("http://" + "a" * 64 + ".example/hook", False, "UnicodeError"),
+        # urlsplit takes these; httpx refuses them with InvalidURL (not an HTTPError).
+        (f"http://{FULLWIDTH_LOCALHOST}:9/hook", True, "InvalidURL"),
+        ("http://local\thost:9/hook", True, "InvalidURL"),
+    ],
+    ids=["label-over-63", "fullwidth-host", "tab-in-host"],
+)
+async def test_any_exception_is_a_failed_delivery_naming_its_type(
+    http: httpx.AsyncClient, url: str, allow_private: bool, error: str
+) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=allow_private)
+    result = await sender.send(url, SECRET, "m", b"{}")
+    assert not result.delivered and result.status is None
+    assert error in result.detail
 
 
 def test_parse_retry_after() -> None:

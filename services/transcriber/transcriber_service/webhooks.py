@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from transcriber_service.errors import describe
 from transcription_core.retry_after import parse_retry_after
 from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
 
@@ -88,13 +89,9 @@ class WebhookSender:
             return Delivery(
                 False, None, None, f"webhook URL refused: {exc}", time.perf_counter() - started
             )
-        except (httpx.HTTPError, OSError) as exc:
+        except Exception as exc:  # whatever the URL or the peer does, a failed delivery
             return Delivery(
-                False,
-                None,
-                None,
-                f"webhook failed: {type(exc).__name__}: {exc}",
-                time.perf_counter() - started,
+                False, None, None, f"webhook failed: {describe(exc)}", time.perf_counter() - started
             )
         seconds = time.perf_counter() - started
         if 200 <= response.status_code < 300:
