@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 
 from servers import serve_app
+from support.webhook_peers import HostileReceiver, hostile_receiver
 from transcriber_service.webhooks import WebhookSender, message_body, sign
 from transcription_core.repository import new_webhook_secret
 from transcription_core.retry_after import parse_retry_after
@@ -118,6 +120,37 @@ async def test_any_exception_is_a_failed_delivery_naming_its_type(
     result = await sender.send(url, SECRET, "m", b"{}")
     assert not result.delivered and result.status is None
     assert error in result.detail
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_huge_answer_is_not_read(http: httpx.AsyncClient, status: int) -> None:
+    """A receiver answering 200 MB (generated as it is sent): the sender reads at most a
+    small cap of it and hangs up, so what the receiver got out is the kernel's buffers,
+    not the body."""
+    peer = HostileReceiver("huge", status=status)
+    async with hostile_receiver(peer) as url:
+        sender = WebhookSender(http, timeout=30, allow_private=True)
+        result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 60)
+        await asyncio.wait_for(peer.hung_up.wait(), 30)
+    assert result.delivered == (status == 200) and result.status == status
+    assert peer.sent < 32 * 1024**2, f"{peer.sent} bytes of the body left the receiver"
+    assert len(result.detail) < 2 * 1024
+
+
+@pytest.mark.parametrize("behaviour", ["drip-headers", "drip-body"])
+async def test_one_deadline_bounds_the_whole_exchange(
+    http: httpx.AsyncClient, behaviour: str
+) -> None:
+    """One byte every 0.5 s never trips a 1 s read timeout; the deadline cuts it."""
+    peer = HostileReceiver(behaviour, interval=0.5)
+    async with hostile_receiver(peer) as url:
+        sender = WebhookSender(http, timeout=1, allow_private=True)
+        result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 30)
+        await asyncio.wait_for(peer.hung_up.wait(), 30)
+    assert not result.delivered
+    assert "1 s" in result.detail, result.detail
+    if behaviour == "drip-body":  # the answer's status is known; only its body dripped
+        assert result.status == 500 and "HTTP 500" in result.detail
 
 
 def test_parse_retry_after() -> None:
