@@ -1,0 +1,208 @@
+"""Every job ends: whatever goes wrong, a job is triggered a bounded number of times, then
+rests in a terminal status with its reason.
+
+The real orchestrator's rounds and the real worker on PostgreSQL: the orchestrator's
+trigger runs the worker's attempt in place (no HTTP in between), so a test steps round
+by round and counts what each job went through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from factories import make_job, make_tenant
+from orchestrator_service.clients import TriggerResult
+from orchestrator_service.service import Orchestrator
+from orchestrator_service.settings import OrchestratorSettings
+from servers import serve_app
+from stack import WebhookReceiver
+from transcriber_service.errors import JobFailure
+from transcriber_service.service import Worker
+from transcriber_service.settings import TranscriberSettings
+from transcriber_service.webhooks import WebhookSender
+from transcription_core import repository as repo
+from transcription_core.retry import trigger_limit
+from transcription_core.status import TERMINAL, FailureReason, JobStatus
+
+pytestmark = pytest.mark.postgres
+
+S = JobStatus
+TRANSCRIPT = {"text": "hello", "language": "en", "duration": 1.0, "segments": []}
+POLICY: dict[str, Any] = {
+    "max_attempts": 3,
+    "retry_backoff_seconds": 0,
+    "webhook_retry_schedule": "0,0,0",
+    "lease_seconds": 60,
+}
+LIMIT = trigger_limit(3, (0.0, 0.0, 0.0))
+#: Each trigger writes at most three events (TRIGGERED, PROCESSING, where it ended).
+MAX_EVENTS = 1 + 3 * LIMIT
+FULLWIDTH_LOCALHOST = "".join(chr(ord(c) + 0xFEE0) for c in "localhost")
+
+
+class Scripted:
+    """A pipeline that answers each attempt with the next of ``results`` (then the last)."""
+
+    def __init__(self, *results: dict[str, Any] | BaseException) -> None:
+        self.results = list(results)
+        self.calls = 0
+
+    async def transcribe(self, job: Any) -> dict[str, Any]:
+        self.calls += 1
+        result = self.results.pop(0) if len(self.results) > 1 else self.results[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+class InPlace:
+    """The orchestrator's transcriber client, running each attempt before it answers."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+        await self.worker.run_attempt(job_id, attempt)
+        return TriggerResult(True, "accepted")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+async def run_to_rest(
+    engine: AsyncEngine,
+    pg_url: str,
+    pipeline: Scripted,
+    http: httpx.AsyncClient,
+    *,
+    allow_private: bool = True,
+    rounds: int = 4 * LIMIT,
+) -> tuple[Any, list[Any]]:
+    """Rounds until the one job is terminal (or ``rounds`` ran); its row and events."""
+    worker = Worker(
+        engine,
+        pipeline,  # type: ignore[arg-type]
+        WebhookSender(http, timeout=5, allow_private=allow_private),
+        TranscriberSettings(database_url=pg_url, allow_private_urls=allow_private, **POLICY),
+    )
+    orchestrator = Orchestrator(
+        engine,
+        InPlace(worker),  # type: ignore[arg-type]
+        OrchestratorSettings(database_url=pg_url, **POLICY),
+    )
+    for _ in range(rounds):
+        await orchestrator.run_round()
+        async with engine.connect() as conn:
+            (row,) = (await conn.execute(repo.jobs.select())).mappings()
+        if row["status"] in TERMINAL:
+            break
+    async with engine.connect() as conn:
+        events = await repo.job_events(conn, row["id"])
+    return row, events
+
+
+def assert_rests(row: Any, events: list[Any], reason: str, *words: str) -> None:
+    assert row["status"] == S.PERMAFAILED, (row["status"], row["attempts"], row["failure_detail"])
+    assert row["failure_reason"] == reason
+    for word in words:
+        assert word in row["failure_detail"], row["failure_detail"]
+    assert row["attempts"] <= LIMIT and len(events) <= MAX_EVENTS
+
+
+WEBHOOKS_THAT_RAISE = [
+    # getaddrinfo's IDNA codec: UnicodeError (the guard resolves when private URLs are refused).
+    ("http://" + "a" * 64 + ".example/hook", False, "UnicodeError"),
+    # urlsplit takes these, httpx raises InvalidURL (not an httpx.HTTPError).
+    (f"http://{FULLWIDTH_LOCALHOST}:9/hook", True, "InvalidURL"),
+    ("http://local\thost:9/hook", True, "InvalidURL"),
+]
+
+
+@pytest.mark.parametrize(
+    ("webhook_url", "allow_private", "error"),
+    WEBHOOKS_THAT_RAISE,
+    ids=["label-over-63", "fullwidth-host", "tab-in-host"],
+)
+@pytest.mark.parametrize("message", ["succeeded", "failed"])
+async def test_a_webhook_url_that_raises_ends_the_job(
+    pg_url: str,
+    pg_engine: AsyncEngine,
+    http: httpx.AsyncClient,
+    webhook_url: str,
+    allow_private: bool,
+    error: str,
+    message: str,
+) -> None:
+    """The loop of issue 10: each delivery to such a URL raised, ended the attempt as
+    WORKER_LOST, and once out of attempts the job went back to SEND_FAILED with its
+    deliveries reset, due at once, forever. The job was inserted directly: the enqueue
+    API refuses such URLs."""
+    await make_tenant(pg_engine)
+    await make_job(pg_engine, webhook_url=webhook_url)
+    if message == "succeeded":
+        pipeline = Scripted(TRANSCRIPT)
+        reason = FailureReason.WEBHOOK_FAILED
+    else:
+        pipeline = Scripted(JobFailure(FailureReason.MEDIA_UNDECODABLE, "not media"))
+        reason = FailureReason.MEDIA_UNDECODABLE
+    row, events = await run_to_rest(pg_engine, pg_url, pipeline, http, allow_private=allow_private)
+    assert_rests(row, events, reason)
+    if message == "succeeded":
+        assert error in row["failure_detail"]
+    else:  # the job keeps the failure the client was to hear about; the log says why not
+        assert row["failure_detail"] == "not media"
+        assert error in events[-1]["detail"]
+    assert pipeline.calls == 1
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("message", ["succeeded", "failed"])
+async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
+    pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient, message: str
+) -> None:
+    """Metadata stored 300 levels deep (before the enqueue refused it) cannot be
+    serialised into a message: each try is a failed delivery, on the webhook schedule,
+    never a transcription attempt that starts the delivery count again."""
+    receiver = WebhookReceiver()
+    async with serve_app(receiver.app()) as url:
+        await make_tenant(pg_engine)
+        await make_job(pg_engine, webhook_url=f"{url}/hook", metadata=nested(300))
+        if message == "succeeded":
+            pipeline = Scripted(TRANSCRIPT)
+            reason = FailureReason.WEBHOOK_FAILED
+        else:
+            pipeline = Scripted(JobFailure(FailureReason.NO_AUDIO_FOUND, "no speech"))
+            reason = FailureReason.NO_AUDIO_FOUND
+        row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
+    assert_rests(row, events, reason)
+    assert (row["deliveries"], pipeline.calls, receiver.deliveries) == (4, 1, [])
+    assert "ValueError" in events[-1]["detail"]
+
+
+async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
+    pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    receiver = WebhookReceiver()
+    async with serve_app(receiver.app()) as url:
+        await make_tenant(pg_engine)
+        await make_job(pg_engine, webhook_url=f"{url}/hook")
+        pipeline = Scripted(KeyError("segments"))
+        row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
+    assert_rests(row, events, FailureReason.WORKER_LOST, "KeyError", "segments")
+    assert pipeline.calls == 3  # MAX_ATTEMPTS, then the client hears of it
+    (delivery,) = receiver.deliveries
+    assert b'"failure_reason":"WORKER_LOST"' in delivery.body and b"KeyError" in delivery.body
