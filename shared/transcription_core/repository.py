@@ -492,6 +492,13 @@ async def count_in_flight(conn: AsyncConnection) -> int:
     )
 
 
+@dataclass(frozen=True)
+class StoppedJob:
+    id: str
+    triggers: int
+    reason: str
+
+
 async def claim_due_jobs(
     conn: AsyncConnection,
     *,
@@ -499,6 +506,8 @@ async def claim_due_jobs(
     lease_seconds: float,
     actor: str = "orchestrator",
     batch_limit: int = 100,
+    max_triggers: int | None = None,
+    stopped: list[StoppedJob] | None = None,
 ) -> list[ClaimedJob]:
     """Claim the oldest due jobs, round-robin across tenants, up to the in-flight limit.
 
@@ -507,6 +516,11 @@ async def claim_due_jobs(
     of ``BEGIN IMMEDIATE`` on SQLite), so the in-flight count they act on is exact.
     Fairness: jobs are ranked within their tenant by due time and taken rank by rank,
     so a tenant's single job goes out in the first round whatever others have queued.
+
+    The hard bound: a due job already triggered ``max_triggers`` times since it last
+    started (:func:`triggers_since_start`) is not claimed but stopped, PERMAFAILED with
+    the reason it had, and appended to ``stopped``. Every trigger passes here, so
+    whatever the decisions after each attempt, no job is triggered more often.
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
@@ -531,12 +545,23 @@ async def claim_due_jobs(
         .limit(room)
         .scalar_subquery()
     )
-    locked = sa.select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.tenant).where(
-        jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE)
-    )
+    locked = sa.select(
+        jobs.c.id,
+        jobs.c.status,
+        jobs.c.attempts,
+        jobs.c.tenant,
+        jobs.c.failure_reason,
+        jobs.c.failure_detail,
+        jobs.c.webhook_event,
+    ).where(jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE))
     if conn.dialect.name == "postgresql":
         locked = locked.with_for_update(skip_locked=True)
     candidates = list((await conn.execute(locked)).mappings())
+    if max_triggers is not None:
+        spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor)
+        candidates = [c for c in candidates if c["id"] not in {job.id for job in spent}]
+        if stopped is not None:
+            stopped.extend(spent)
     if not candidates:
         return []
     lease_until = now + timedelta(seconds=lease_seconds)
@@ -559,6 +584,71 @@ async def claim_due_jobs(
         [_event(c.id, c.from_status, JobStatus.TRIGGERED, c.attempt, actor, now) for c in claimed],
     )
     return claimed
+
+
+#: Moves out of a terminal status: a client's redelivery (SUCCEEDED | PERMAFAILED ->
+#: SEND_FAILED) or an operator's requeue (PERMAFAILED -> QUEUED, attempts back to 0).
+_RESTARTS = (JobStatus.SUCCEEDED, JobStatus.PERMAFAILED)
+
+
+async def triggers_since_start(conn: AsyncConnection, jobs_: Sequence[JobRow]) -> dict[str, int]:
+    """How often each job was triggered since it last started: since it was enqueued,
+    or since the latest redelivery or requeue (its ``attempts`` then is in the event log).
+
+    ``attempts`` counts every claim, delivery retries included; a refused trigger and a
+    shutdown's hand-back take theirs back, a requeue starts it at 0 again, a redelivery
+    keeps it (so the API's ``attempts`` is the job's whole history).
+    """
+    ids = [job["id"] for job in jobs_]
+    latest = (
+        sa.select(sa.func.max(events.c.id))
+        .where(events.c.job_id.in_(ids), events.c.from_status.in_(_RESTARTS))
+        .group_by(events.c.job_id)
+    )
+    started: dict[str, int] = dict(
+        (
+            await conn.execute(
+                sa.select(events.c.job_id, events.c.attempt).where(events.c.id.in_(latest))
+            )
+        ).all()
+    )
+    return {job["id"]: job["attempts"] - started.get(job["id"], 0) for job in jobs_}
+
+
+async def _stop_spent_jobs(
+    conn: AsyncConnection, candidates: Sequence[JobRow], max_triggers: int, actor: str
+) -> list[StoppedJob]:
+    """PERMAFAILED for each candidate already triggered ``max_triggers`` times."""
+    maybe = [c for c in candidates if c["attempts"] >= max_triggers]
+    if not maybe:  # the usual case: no query at all
+        return []
+    spent = []
+    triggers = await triggers_since_start(conn, maybe)
+    for job in maybe:
+        if triggers[job["id"]] < max_triggers:
+            continue
+        reason = job["failure_reason"] or (
+            FailureReason.WEBHOOK_FAILED
+            if job["webhook_event"] == SUCCEEDED_EVENT
+            else FailureReason.WORKER_LOST
+        )
+        detail = f"stopped after {triggers[job['id']]} triggers, the most a job gets"
+        moved = await transition(
+            conn,
+            job["id"],
+            from_status=JobStatus(job["status"]),
+            to_status=JobStatus.PERMAFAILED,
+            attempt=job["attempts"],
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            failure_detail=f"{job['failure_detail']} ({detail})"
+            if job["failure_detail"]
+            else detail,
+        )
+        if moved is not None:
+            spent.append(StoppedJob(job["id"], triggers[job["id"]], reason))
+    return spent
 
 
 async def return_to_queue(

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from factories import make_job, make_tenant
@@ -206,3 +207,105 @@ async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
     assert pipeline.calls == 3  # MAX_ATTEMPTS, then the client hears of it
     (delivery,) = receiver.deliveries
     assert b'"failure_reason":"WORKER_LOST"' in delivery.body and b"KeyError" in delivery.body
+
+
+class Recording:
+    """The orchestrator's transcriber client, recording triggers and running nothing."""
+
+    def __init__(self) -> None:
+        self.triggers: list[tuple[str, int]] = []
+
+    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+        self.triggers.append((job_id, attempt))
+        return TriggerResult(True, "accepted")
+
+
+def stopped_so_far() -> float:
+    return REGISTRY.get_sample_value("transcription_jobs_stopped_total") or 0.0
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "event"),
+    [
+        (S.SEND_FAILED, FailureReason.WEBHOOK_FAILED, repo.SUCCEEDED_EVENT),
+        (S.SEND_FAILED, FailureReason.MODEL_ERROR, repo.FAILED_EVENT),
+        (S.FAILED, FailureReason.DOWNLOAD_FAILED, None),
+        (S.QUEUED, None, None),  # a delivery retry whose trigger was refused
+    ],
+)
+async def test_a_job_at_its_trigger_limit_is_stopped_not_triggered(
+    pg_url: str, pg_engine: AsyncEngine, status: JobStatus, reason: str | None, event: str | None
+) -> None:
+    """However it got there, a job triggered LIMIT times is not triggered again: it rests
+    PERMAFAILED with the reason it had (WORKER_LOST if none), and the orchestrator
+    counts it (an alert watches that counter)."""
+    await make_tenant(pg_engine)
+    job = await make_job(
+        pg_engine,
+        status=status,
+        attempts=LIMIT,
+        failure_reason=reason,
+        failure_detail=None if reason is None else "what went wrong",
+        webhook_event=event,
+        deliveries=1 if event else 0,
+    )
+    client = Recording()
+    orchestrator = Orchestrator(
+        pg_engine,
+        client,  # type: ignore[arg-type]
+        OrchestratorSettings(database_url=pg_url, **POLICY),
+    )
+    before = stopped_so_far()
+    await orchestrator.run_round()
+    assert client.triggers == []
+    assert stopped_so_far() == before + 1
+    async with pg_engine.connect() as conn:
+        row = await repo.get_job(conn, job["id"])
+        events = await repo.job_events(conn, job["id"])
+    assert row is not None
+    assert (row["status"], row["attempts"]) == (S.PERMAFAILED, LIMIT)
+    assert row["failure_reason"] == (reason or FailureReason.WORKER_LOST)
+    assert row["completed_at"] is not None and row["lease_expires_at"] is None
+    assert f"{LIMIT} triggers" in row["failure_detail"]
+    if reason is not None:
+        assert "what went wrong" in row["failure_detail"]
+    assert [(e["from_status"], e["to_status"]) for e in events][-1] == (status, S.PERMAFAILED)
+
+
+@pytest.mark.parametrize("finished", [S.SUCCEEDED, S.PERMAFAILED])
+async def test_a_redelivery_or_a_requeue_starts_the_count_again(
+    pg_url: str, pg_engine: AsyncEngine, finished: JobStatus
+) -> None:
+    """The limit counts triggers since the job last left a terminal status (a client's
+    redelivery, an operator's requeue), not since it was enqueued."""
+    await make_tenant(pg_engine)
+    job = await make_job(
+        pg_engine,
+        status=finished,
+        attempts=LIMIT,
+        failure_reason=FailureReason.WEBHOOK_FAILED if finished == S.PERMAFAILED else None,
+        webhook_event=repo.SUCCEEDED_EVENT,
+        webhook_message_id="msg_1",
+    )
+    client = Recording()
+    orchestrator = Orchestrator(
+        pg_engine,
+        client,  # type: ignore[arg-type]
+        OrchestratorSettings(database_url=pg_url, **POLICY),
+    )
+    async with pg_engine.begin() as conn:
+        await repo.save_transcript(conn, job["id"], TRANSCRIPT)
+        assert await repo.request_redelivery(conn, job, "client")
+    await orchestrator.run_round()
+    assert client.triggers == [(job["id"], LIMIT + 1)]
+    if finished == S.PERMAFAILED:  # an operator's requeue: attempts start from 0
+        async with pg_engine.begin() as conn:
+            await conn.execute(
+                repo.jobs.update()
+                .where(repo.jobs.c.id == job["id"])
+                .values(status=S.PERMAFAILED, attempts=2 * LIMIT)
+            )
+            row = await repo.get_job(conn, job["id"])
+            assert row is not None and await repo.requeue(conn, row, "operator")
+        await orchestrator.run_round()
+        assert client.triggers[-1] == (job["id"], 1)

@@ -22,3 +22,8 @@ RECOVERED = Counter(
     ["to_status"],
 )
 ROUNDS = Counter("transcription_orchestrator_rounds_total", "Claim rounds run.")
+STOPPED = Counter(
+    "transcription_jobs_stopped_total",
+    "Jobs stopped (PERMAFAILED) at the trigger limit instead of being triggered once more: "
+    "something retried them beyond the policy.",
+)
