@@ -359,6 +359,19 @@ async def list_jobs(
 # --- compare-and-set transitions ------------------------------------------------------
 
 
+def _failure_now(
+    column: sa.Column[Any], to_status: JobStatus, values: Mapping[str, Any]
+) -> sa.ColumnElement[Any] | None:
+    """A failure field's value in ``to_status`` (not a failure status): the failure fields
+    describe the job now, so they are cleared (a retry starts, a success, a cancel) unless
+    a ``transcription.failed`` message is still to be sent, which carries them."""
+    if to_status in (JobStatus.SUCCEEDED, JobStatus.CANCELED):
+        return None
+    if "webhook_event" in values:  # this very update sets the pending message, or none
+        return column if values["webhook_event"] == FAILED_EVENT else None
+    return sa.case((jobs.c.webhook_event == FAILED_EVENT, column), else_=sa.null())
+
+
 async def transition(
     conn: AsyncConnection,
     job_id: str,
@@ -376,6 +389,9 @@ async def transition(
     Returns the updated job, or ``None`` when the job was not in ``from_status`` at
     ``attempt`` any more (another writer moved it, or a newer attempt owns it).
     Raises :class:`InvalidTransition` for a move the status machine forbids.
+
+    The failure fields follow the status unless ``values`` sets them: ``reason`` and
+    ``detail`` in a failure status, else cleared (:func:`_failure_now`).
     """
     check_transition(from_status, to_status)
     now = utcnow()
@@ -387,9 +403,9 @@ async def transition(
     if to_status in FAILURE_STATUSES:
         values.setdefault("failure_reason", reason)
         values.setdefault("failure_detail", detail)
-    elif to_status in (JobStatus.QUEUED, JobStatus.SUCCEEDED):
-        values.setdefault("failure_reason", None)
-        values.setdefault("failure_detail", None)
+    else:
+        values.setdefault("failure_reason", _failure_now(jobs.c.failure_reason, to_status, values))
+        values.setdefault("failure_detail", _failure_now(jobs.c.failure_detail, to_status, values))
     result = await conn.execute(
         jobs.update()
         .where(jobs.c.id == job_id, jobs.c.status == from_status, jobs.c.attempts == attempt)
@@ -573,6 +589,8 @@ async def claim_due_jobs(
             attempts=jobs.c.attempts + 1,
             lease_expires_at=lease_until,
             updated_at=now,
+            failure_reason=_failure_now(jobs.c.failure_reason, JobStatus.TRIGGERED, {}),
+            failure_detail=_failure_now(jobs.c.failure_detail, JobStatus.TRIGGERED, {}),
         )
     )
     claimed = [
@@ -887,6 +905,7 @@ async def request_redelivery(
         actor=actor,
         reason=job["failure_reason"],
         detail="redelivery requested",
+        failure_detail=job["failure_detail"],
         webhook_event=event,
         webhook_message_id=job["webhook_message_id"] if same else new_message_id(),
         webhook_payload=job["webhook_payload"] if same else None,

@@ -8,6 +8,7 @@ by round and counts what each job went through.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -309,3 +310,47 @@ async def test_a_redelivery_or_a_requeue_starts_the_count_again(
             assert row is not None and await repo.requeue(conn, row, "operator")
         await orchestrator.run_round()
         assert client.triggers[-1] == (job["id"], 1)
+
+
+async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
+    pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    """Attempt 1 fails with DOWNLOAD_FAILED, attempt 2 succeeds: the job as GET shows it
+    while attempt 2 runs, the webhook it gets, and the stored payload all say no failure."""
+    seen_while_retrying: list[tuple[str, Any, Any]] = []
+
+    class FailsOnce(Scripted):
+        async def transcribe(self, job: Any) -> dict[str, Any]:
+            if self.calls:
+                async with pg_engine.connect() as conn:
+                    row = await repo.get_job(conn, job["id"])
+                assert row is not None
+                seen_while_retrying.append(
+                    (row["status"], row["failure_reason"], row["failure_detail"])
+                )
+            return await super().transcribe(job)
+
+    receiver = WebhookReceiver()
+    async with serve_app(receiver.app()) as url:
+        await make_tenant(pg_engine)
+        await make_job(pg_engine, webhook_url=f"{url}/hook")
+        pipeline = FailsOnce(
+            JobFailure(FailureReason.DOWNLOAD_FAILED, "the media URL answered HTTP 503"),
+            TRANSCRIPT,
+        )
+        row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
+    assert [e["reason"] for e in events if e["to_status"] == S.FAILED] == ["DOWNLOAD_FAILED"]
+    assert seen_while_retrying == [(S.PROCESSING, None, None)]
+    assert (row["status"], row["failure_reason"], row["failure_detail"]) == (
+        S.SUCCEEDED,
+        None,
+        None,
+    )
+    (delivery,) = receiver.deliveries
+    for body in (delivery.body, row["webhook_payload"].encode()):
+        data = json.loads(body)["data"]
+        assert (data["status"], data["failure_reason"], data["failure_detail"]) == (
+            "SUCCEEDED",
+            None,
+            None,
+        )

@@ -145,10 +145,10 @@ def unexpected_outcome(job: JobRow, exc: Exception, policy: JobPolicySettings) -
 def message_payload(job: JobRow, event: str, transcript: dict[str, Any] | None) -> str:
     """The JSON body of ``event``'s message: the job as it will be once delivered."""
     now = utcnow()
-    status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
-    resource = JobResource.from_row(
-        {**job, "status": status, "updated_at": now, "completed_at": now}, transcript
-    ).model_dump(mode="json")
+    final: dict[str, Any] = {"status": S.PERMAFAILED, "updated_at": now, "completed_at": now}
+    if event == repo.SUCCEEDED_EVENT:  # as SUCCEEDED will be: no earlier attempt's failure
+        final |= {"status": S.SUCCEEDED, "failure_reason": None, "failure_detail": None}
+    resource = JobResource.from_row({**job, **final}, transcript).model_dump(mode="json")
     return message_body(event, resource).decode()
 
 
