@@ -41,6 +41,7 @@ from transcription_core.status import (
     CLAIMABLE,
     FAILURE_STATUSES,
     IN_FLIGHT,
+    TERMINAL,
     FailureReason,
     JobStatus,
     check_transition,
@@ -807,6 +808,36 @@ async def queue_depth(conn: AsyncConnection) -> QueueDepth:
     in_flight = sum(counts.get(s, 0) for s in IN_FLIGHT)
     retry = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.SEND_FAILED, 0)
     return QueueDepth(queued, oldest, in_flight, retry)
+
+
+async def most_triggers(conn: AsyncConnection, max_triggers: int) -> int:
+    """The most triggers any job not yet finished had since it last started (0: none).
+
+    A cheap maximum of ``attempts``; only the few jobs above ``max_triggers`` (redelivered
+    ones, or ones something pushed past the claim's check) have their start looked up.
+    """
+    unfinished = jobs.c.status.in_(frozenset(JobStatus) - TERMINAL)
+    most: int = (
+        await conn.scalar(
+            sa.select(sa.func.max(jobs.c.attempts)).where(
+                unfinished, jobs.c.attempts <= max_triggers
+            )
+        )
+        or 0
+    )
+    high = list(
+        (
+            await conn.execute(
+                sa.select(jobs.c.id, jobs.c.attempts)
+                .where(unfinished, jobs.c.attempts > max_triggers)
+                .order_by(jobs.c.attempts.desc())
+                .limit(100)
+            )
+        ).mappings()
+    )
+    if high:
+        most = max(most, *(await triggers_since_start(conn, high)).values())
+    return most
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ by round and counts what each job went through.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from transcriber_service.service import Worker
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.webhooks import WebhookSender
 from transcription_core import repository as repo
+from transcription_core.models import utcnow
 from transcription_core.retry import trigger_limit
 from transcription_core.status import TERMINAL, FailureReason, JobStatus
 
@@ -354,3 +357,44 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
             None,
             None,
         )
+
+
+def gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
+async def test_the_orchestrator_exports_the_most_triggers_of_an_unfinished_job(
+    pg_url: str, pg_engine: AsyncEngine
+) -> None:
+    """What the alert compares with the limit: the most triggers any job not yet finished
+    had since it last started. Only a path around the claim's check can push it past the
+    limit (a job PROCESSING at LIMIT + 5 here, as an old orchestrator could leave it)."""
+    await make_tenant(pg_engine)
+    later = {"due_at": utcnow() + timedelta(hours=1)}
+    await make_job(pg_engine, status=S.FAILED, attempts=3, **later)
+    await make_job(pg_engine, status=S.SUCCEEDED, attempts=LIMIT + 40)  # finished: not counted
+    redelivered = await make_job(
+        pg_engine, status=S.SUCCEEDED, attempts=LIMIT + 20, webhook_event=repo.SUCCEEDED_EVENT
+    )
+    async with pg_engine.begin() as conn:  # a redelivery starts the count again
+        moved = await repo.request_redelivery(conn, redelivered, "client")
+        assert moved is not None
+        await conn.execute(
+            repo.jobs.update()
+            .where(repo.jobs.c.id == moved["id"])
+            .values(attempts=LIMIT + 24, **later)
+        )
+    orchestrator = Orchestrator(
+        pg_engine,
+        Recording(),  # type: ignore[arg-type]
+        OrchestratorSettings(database_url=pg_url, **POLICY),
+    )
+    await orchestrator.run_round()
+    assert gauge("transcription_job_trigger_limit") == LIMIT
+    assert gauge("transcription_job_most_triggers") == 4
+    await make_job(
+        pg_engine, status=S.PROCESSING, attempts=LIMIT + 5, lease_expires_at=later["due_at"]
+    )
+    orchestrator._last_gauges = -math.inf
+    await orchestrator.run_round()
+    assert gauge("transcription_job_most_triggers") == LIMIT + 5

@@ -146,7 +146,10 @@ class Orchestrator:
     async def _refresh_gauges(self) -> None:
         async with self.engine.connect() as conn:
             depth = await repo.queue_depth(conn)
+            most = await repo.most_triggers(conn, self.max_triggers)
         self._last_gauges = time.monotonic()
+        metrics.MOST_TRIGGERS.set(most)
+        metrics.TRIGGER_LIMIT.set(self.max_triggers)
         metrics.QUEUE_DEPTH.set(depth.queued)
         metrics.JOBS_IN_FLIGHT.set(depth.in_flight)
         metrics.JOBS_WAITING_RETRY.set(depth.waiting_retry)
