@@ -366,6 +366,19 @@ async def list_jobs(
 # --- compare-and-set transitions ------------------------------------------------------
 
 
+def _failure_now(
+    column: sa.Column[Any], to_status: JobStatus, values: Mapping[str, Any]
+) -> sa.ColumnElement[Any] | None:
+    """A failure field's value in ``to_status`` (not a failure status): the failure fields
+    describe the job now, so they are cleared (a retry starts, a success, a cancel) unless
+    a ``transcription.failed`` message is still to be sent, which carries them."""
+    if to_status in (JobStatus.SUCCEEDED, JobStatus.CANCELED):
+        return None
+    if "webhook_event" in values:  # this very update sets the pending message, or none
+        return column if values["webhook_event"] == FAILED_EVENT else None
+    return sa.case((jobs.c.webhook_event == FAILED_EVENT, column), else_=sa.null())
+
+
 async def transition(
     conn: AsyncConnection,
     job_id: str,
@@ -383,6 +396,9 @@ async def transition(
     Returns the updated job, or ``None`` when the job was not in ``from_status`` at
     ``attempt`` any more (another writer moved it, or a newer attempt owns it).
     Raises :class:`InvalidTransition` for a move the status machine forbids.
+
+    The failure fields follow the status unless ``values`` sets them: ``reason`` and
+    ``detail`` in a failure status, else cleared (:func:`_failure_now`).
     """
     check_transition(from_status, to_status)
     now = utcnow()
@@ -394,9 +410,9 @@ async def transition(
     if to_status in FAILURE_STATUSES:
         values.setdefault("failure_reason", reason)
         values.setdefault("failure_detail", detail)
-    elif to_status in (JobStatus.QUEUED, JobStatus.SUCCEEDED):
-        values.setdefault("failure_reason", None)
-        values.setdefault("failure_detail", None)
+    else:
+        values.setdefault("failure_reason", _failure_now(jobs.c.failure_reason, to_status, values))
+        values.setdefault("failure_detail", _failure_now(jobs.c.failure_detail, to_status, values))
     result = await conn.execute(
         jobs.update()
         .where(jobs.c.id == job_id, jobs.c.status == from_status, jobs.c.attempts == attempt)
@@ -493,6 +509,13 @@ async def count_in_flight(conn: AsyncConnection) -> int:
     )
 
 
+@dataclass(frozen=True)
+class StoppedJob:
+    id: str
+    triggers: int
+    reason: str
+
+
 async def claim_due_jobs(
     conn: AsyncConnection,
     *,
@@ -500,6 +523,8 @@ async def claim_due_jobs(
     lease_seconds: float,
     actor: str = "orchestrator",
     batch_limit: int = 100,
+    max_triggers: int | None = None,
+    stopped: list[StoppedJob] | None = None,
 ) -> list[ClaimedJob]:
     """Claim the oldest due jobs, round-robin across tenants, up to the in-flight limit.
 
@@ -508,6 +533,11 @@ async def claim_due_jobs(
     of ``BEGIN IMMEDIATE`` on SQLite), so the in-flight count they act on is exact.
     Fairness: jobs are ranked within their tenant by due time and taken rank by rank,
     so a tenant's single job goes out in the first round whatever others have queued.
+
+    The hard bound: a due job already triggered ``max_triggers`` times since it last
+    started (:func:`triggers_since_start`) is not claimed but stopped, PERMAFAILED with
+    the reason it had, and appended to ``stopped``. Every trigger passes here, so
+    whatever the decisions after each attempt, no job is triggered more often.
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
@@ -532,12 +562,23 @@ async def claim_due_jobs(
         .limit(room)
         .scalar_subquery()
     )
-    locked = sa.select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.tenant).where(
-        jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE)
-    )
+    locked = sa.select(
+        jobs.c.id,
+        jobs.c.status,
+        jobs.c.attempts,
+        jobs.c.tenant,
+        jobs.c.failure_reason,
+        jobs.c.failure_detail,
+        jobs.c.webhook_event,
+    ).where(jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE))
     if conn.dialect.name == "postgresql":
         locked = locked.with_for_update(skip_locked=True)
     candidates = list((await conn.execute(locked)).mappings())
+    if max_triggers is not None:
+        spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor)
+        candidates = [c for c in candidates if c["id"] not in {job.id for job in spent}]
+        if stopped is not None:
+            stopped.extend(spent)
     if not candidates:
         return []
     lease_until = now + timedelta(seconds=lease_seconds)
@@ -549,6 +590,8 @@ async def claim_due_jobs(
             attempts=jobs.c.attempts + 1,
             lease_expires_at=lease_until,
             updated_at=now,
+            failure_reason=_failure_now(jobs.c.failure_reason, JobStatus.TRIGGERED, {}),
+            failure_detail=_failure_now(jobs.c.failure_detail, JobStatus.TRIGGERED, {}),
         )
     )
     claimed = [
@@ -564,6 +607,70 @@ async def claim_due_jobs(
 
 #: The ``job_events.reason`` of a trigger that never reached a worker.
 TRIGGER_REFUSED = "TRIGGER_REFUSED"
+
+#: Moves out of a terminal status: a client's redelivery (SUCCEEDED | PERMAFAILED ->
+#: SEND_FAILED) or an operator's requeue (PERMAFAILED -> QUEUED, attempts back to 0).
+_RESTARTS = (JobStatus.SUCCEEDED, JobStatus.PERMAFAILED)
+
+
+async def triggers_since_start(conn: AsyncConnection, jobs_: Sequence[JobRow]) -> dict[str, int]:
+    """How often each job was triggered since it last started: since it was enqueued,
+    or since the latest redelivery or requeue (its ``attempts`` then is in the event log).
+
+    ``attempts`` counts every claim, delivery retries included; a refused trigger and a
+    shutdown's hand-back take theirs back, a requeue starts it at 0 again, a redelivery
+    keeps it (so the API's ``attempts`` is the job's whole history).
+    """
+    ids = [job["id"] for job in jobs_]
+    latest = (
+        sa.select(sa.func.max(events.c.id))
+        .where(events.c.job_id.in_(ids), events.c.from_status.in_(_RESTARTS))
+        .group_by(events.c.job_id)
+    )
+    started: dict[str, int] = dict(
+        (
+            await conn.execute(
+                sa.select(events.c.job_id, events.c.attempt).where(events.c.id.in_(latest))
+            )
+        ).all()
+    )
+    return {job["id"]: job["attempts"] - started.get(job["id"], 0) for job in jobs_}
+
+
+async def _stop_spent_jobs(
+    conn: AsyncConnection, candidates: Sequence[JobRow], max_triggers: int, actor: str
+) -> list[StoppedJob]:
+    """PERMAFAILED for each candidate already triggered ``max_triggers`` times."""
+    maybe = [c for c in candidates if c["attempts"] >= max_triggers]
+    if not maybe:  # the usual case: no query at all
+        return []
+    spent = []
+    triggers = await triggers_since_start(conn, maybe)
+    for job in maybe:
+        if triggers[job["id"]] < max_triggers:
+            continue
+        reason = job["failure_reason"] or (
+            FailureReason.WEBHOOK_FAILED
+            if job["webhook_event"] == SUCCEEDED_EVENT
+            else FailureReason.WORKER_LOST
+        )
+        detail = f"stopped after {triggers[job['id']]} triggers, the most a job gets"
+        moved = await transition(
+            conn,
+            job["id"],
+            from_status=JobStatus(job["status"]),
+            to_status=JobStatus.PERMAFAILED,
+            attempt=job["attempts"],
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            failure_detail=f"{job['failure_detail']} ({detail})"
+            if job["failure_detail"]
+            else detail,
+        )
+        if moved is not None:
+            spent.append(StoppedJob(job["id"], triggers[job["id"]], reason))
+    return spent
 
 
 async def return_to_queue(
@@ -747,6 +854,36 @@ async def queue_depth(conn: AsyncConnection) -> QueueDepth:
     return QueueDepth(queued, oldest, in_flight, retry)
 
 
+async def most_triggers(conn: AsyncConnection, max_triggers: int) -> int:
+    """The most triggers any job not yet finished had since it last started (0: none).
+
+    A cheap maximum of ``attempts``; only the few jobs above ``max_triggers`` (redelivered
+    ones, or ones something pushed past the claim's check) have their start looked up.
+    """
+    unfinished = jobs.c.status.in_(frozenset(JobStatus) - TERMINAL)
+    most: int = (
+        await conn.scalar(
+            sa.select(sa.func.max(jobs.c.attempts)).where(
+                unfinished, jobs.c.attempts <= max_triggers
+            )
+        )
+        or 0
+    )
+    high = list(
+        (
+            await conn.execute(
+                sa.select(jobs.c.id, jobs.c.attempts)
+                .where(unfinished, jobs.c.attempts > max_triggers)
+                .order_by(jobs.c.attempts.desc())
+                .limit(100)
+            )
+        ).mappings()
+    )
+    if high:
+        most = max(most, *(await triggers_since_start(conn, high)).values())
+    return most
+
+
 @dataclass(frozen=True)
 class Stats:
     since: datetime
@@ -844,6 +981,7 @@ async def request_redelivery(
         actor=actor,
         reason=job["failure_reason"],
         detail="redelivery requested",
+        failure_detail=job["failure_detail"],
         webhook_event=event,
         webhook_message_id=job["webhook_message_id"] if same else new_message_id(),
         webhook_payload=job["webhook_payload"] if same else None,

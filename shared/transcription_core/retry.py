@@ -5,6 +5,10 @@ change that is persisted: FAILED or SEND_FAILED with the time it is due again, o
 PERMAFAILED once the attempts are used up. A transient failure *inside* one attempt
 (one HTTP call to the model server) is retried in place with tenacity and never shows
 up here.
+
+Over both sits one hard bound, :func:`trigger_limit`: however the decisions above
+combine, a job is triggered at most that many times between two restarts, then rests
+PERMAFAILED (``claim_due_jobs`` enforces it), so no path can loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from transcription_core.status import FailureReason, JobStatus
 
 #: The cap on one job-level backoff, whatever the attempt number.
 MAX_BACKOFF_SECONDS = 3600.0
+
+#: Triggers a job may get beyond what its policy plans for.
+TRIGGER_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,15 @@ def decide_delivery_retry(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return RetryDecision(JobStatus.SEND_FAILED, delay)
+
+
+def trigger_limit(max_attempts: int, schedule: tuple[float, ...]) -> int:
+    """The most times a job is triggered between two restarts (its enqueue, a requeue, a
+    redelivery), each trigger counted in ``attempts``.
+
+    The policy plans for ``max_attempts`` transcription attempts (the first delivery of
+    the result or of the failure message is part of the last one), one more trigger to
+    deliver the failure message when the last attempt was lost with its worker, then
+    one per wait of the webhook ``schedule``; plus :data:`TRIGGER_MARGIN`.
+    """
+    return max_attempts + 1 + len(schedule) + TRIGGER_MARGIN

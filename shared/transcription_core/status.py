@@ -9,13 +9,15 @@ written as a compare-and-set update whose ``allowed_from`` comes from this table
     PERMAFAILED -> QUEUED                               (an operator's requeue)
     any non-terminal -> CANCELED                        (the client)
 
-Two edges are internal and not part of the client contract:
+Three edges are internal and not part of the client contract:
 
 * ``TRIGGERED -> QUEUED``: the trigger never reached a worker (refused with 503,
   connection error); the job goes back to the queue and the attempt is not counted.
 * ``TRIGGERED -> FAILED | SEND_FAILED | PERMAFAILED``: the lease of a triggered job
   expired before a worker picked it up (``WORKER_LOST``). A job out of attempts goes to
   SEND_FAILED first, so a worker delivers its ``transcription.failed`` webhook.
+* ``QUEUED | FAILED | SEND_FAILED -> PERMAFAILED``: a job triggered as often as the hard
+  bound allows (``retry.trigger_limit``) is stopped instead of claimed once more.
 
 ``SUCCEEDED | PERMAFAILED -> SEND_FAILED`` is also allowed: a client's redeliver
 request puts a finished job back into the delivery queue; it keeps its transcript.
@@ -82,13 +84,13 @@ CLAIMABLE = frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.SEND_FAILED
 
 S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.QUEUED: frozenset({S.TRIGGERED, S.CANCELED}),
+    S.QUEUED: frozenset({S.TRIGGERED, S.PERMAFAILED, S.CANCELED}),
     S.TRIGGERED: frozenset(
         {S.PROCESSING, S.QUEUED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}
     ),
     S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.SEND_FAILED, S.PERMAFAILED, S.CANCELED}),
-    S.FAILED: frozenset({S.TRIGGERED, S.CANCELED}),
-    S.SEND_FAILED: frozenset({S.TRIGGERED, S.CANCELED}),
+    S.FAILED: frozenset({S.TRIGGERED, S.PERMAFAILED, S.CANCELED}),
+    S.SEND_FAILED: frozenset({S.TRIGGERED, S.PERMAFAILED, S.CANCELED}),
     S.SUCCEEDED: frozenset({S.SEND_FAILED}),
     S.PERMAFAILED: frozenset({S.QUEUED, S.SEND_FAILED}),
     S.CANCELED: frozenset(),

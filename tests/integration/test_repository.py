@@ -188,6 +188,88 @@ async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) ->
     ]
 
 
+def failure(row: sa.RowMapping | None) -> tuple[str | None, str | None]:
+    assert row is not None
+    return row["failure_reason"], row["failure_detail"]
+
+
+async def test_a_retry_starts_without_the_failure_it_retries(engine: AsyncEngine) -> None:
+    """The failure fields describe the job now: a retry that starts (claimed, then
+    processing) shows no failure, and neither does its success."""
+    await make_tenant(engine)
+    job = await make_job(
+        engine,
+        status=S.FAILED,
+        attempts=1,
+        failure_reason="DOWNLOAD_FAILED",
+        failure_detail="the media URL answered HTTP 503",
+    )
+    async with engine.begin() as conn:
+        (_claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+        assert failure(await repo.get_job(conn, job["id"])) == (None, None)
+        processing = await repo.transition(
+            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=2, actor="w"
+        )
+        assert failure(processing) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("event", "kept"),
+    [(repo.FAILED_EVENT, True), (repo.SUCCEEDED_EVENT, False)],
+    ids=["failure-message-pending", "transcript-delivery"],
+)
+async def test_a_pending_failure_message_keeps_its_failure(
+    engine: AsyncEngine, event: str, kept: bool
+) -> None:
+    """A job whose transcription.failed message is still to be delivered needs its
+    failure (the message carries it) while it is retried, even back in the queue; a
+    delivery retry of a transcript does not (WEBHOOK_FAILED is only why it waited)."""
+    await make_tenant(engine)
+    reason = "MODEL_ERROR" if kept else "WEBHOOK_FAILED"
+    job = await make_job(
+        engine,
+        status=S.SEND_FAILED,
+        attempts=3,
+        failure_reason=reason,
+        failure_detail="why",
+        webhook_event=event,
+        webhook_message_id="msg_1",
+        deliveries=1,
+    )
+    expected = (reason, "why") if kept else (None, None)
+    async with engine.begin() as conn:
+        (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+        assert failure(await repo.get_job(conn, job["id"])) == expected
+        assert await repo.return_to_queue(conn, claimed, "transcriber answered 503")
+        assert failure(await repo.get_job(conn, job["id"])) == expected
+
+
+async def test_a_redelivered_failure_message_keeps_its_failure(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    job = await make_job(
+        engine,
+        status=S.PERMAFAILED,
+        attempts=3,
+        failure_reason="MODEL_ERROR",
+        failure_detail="the model server answered 500",
+        webhook_event=repo.FAILED_EVENT,
+        webhook_message_id="msg_1",
+    )
+    async with engine.begin() as conn:
+        redelivered = await repo.request_redelivery(conn, job, "client")
+    assert failure(redelivered) == ("MODEL_ERROR", "the model server answered 500")
+
+
+async def test_a_canceled_job_shows_no_failure(engine: AsyncEngine) -> None:
+    await make_tenant(engine)
+    job = await make_job(
+        engine, status=S.FAILED, attempts=1, failure_reason="MODEL_ERROR", failure_detail="500"
+    )
+    async with engine.begin() as conn:
+        canceled = await repo.cancel(conn, job["id"], actor="c")
+    assert failure(canceled) == (None, None)
+
+
 async def test_renew_lease_fails_once_the_lease_is_lost(engine: AsyncEngine) -> None:
     await make_tenant(engine)
     await make_jobs(engine, 1)

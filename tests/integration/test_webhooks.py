@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,11 +11,14 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 
 from servers import serve_app
+from support.webhook_peers import HostileReceiver, hostile_receiver
 from transcriber_service.webhooks import WebhookSender, message_body, sign
 from transcription_core.repository import new_webhook_secret
 from transcription_core.retry_after import parse_retry_after
 
 SECRET = new_webhook_secret()
+#: "localhost" in fullwidth letters (U+FF4C ...): IDNA maps it, httpx refuses it.
+FULLWIDTH_LOCALHOST = "".join(chr(ord(c) + 0xFEE0) for c in "localhost")
 received: list[tuple[dict[str, str], bytes]] = []
 
 
@@ -96,6 +100,72 @@ async def test_a_dead_or_slow_receiver_is_a_failed_delivery(http: httpx.AsyncCli
     sender = WebhookSender(http, timeout=0.5, allow_private=True)
     result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", b"{}")
     assert not result.delivered and result.status is None and "ConnectError" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_private"),
+    [
+        # These raised in the delivery (getaddrinfo's IDNA codec: UnicodeError; httpx:
+        # InvalidURL, not an HTTPError) until the guard learnt to refuse hosts that no
+        # resolver takes; now they are refused before any connection.
+        ("http://" + "a" * 64 + ".example/hook", False),
+        (f"http://{FULLWIDTH_LOCALHOST}:9/hook", True),
+        ("http://local\thost:9/hook", True),
+    ],
+    ids=["label-over-63", "fullwidth-host", "tab-in-host"],
+)
+async def test_a_host_no_resolver_takes_is_a_refused_delivery(
+    http: httpx.AsyncClient, url: str, allow_private: bool
+) -> None:
+    sender = WebhookSender(http, timeout=5, allow_private=allow_private)
+    result = await sender.send(url, SECRET, "m", b"{}")
+    assert not result.delivered and result.status is None
+    assert "webhook URL refused" in result.detail
+
+
+@pytest.mark.parametrize("error", [UnicodeError("label too long"), RuntimeError("surprise")])
+async def test_any_exception_is_a_failed_delivery_naming_its_type(error: Exception) -> None:
+    """Whatever the client raises, not only an httpx.HTTPError, is a failed delivery."""
+
+    def raises(_request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(raises)) as client:
+        sender = WebhookSender(client, timeout=5, allow_private=True)
+        result = await sender.send("http://127.0.0.1:9/hook", SECRET, "m", b"{}")
+    assert not result.delivered and result.status is None
+    assert type(error).__name__ in result.detail
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_huge_answer_is_not_read(http: httpx.AsyncClient, status: int) -> None:
+    """A receiver answering 200 MB (generated as it is sent): the sender reads at most a
+    small cap of it and hangs up, so what the receiver got out is the kernel's buffers,
+    not the body."""
+    peer = HostileReceiver("huge", status=status)
+    async with hostile_receiver(peer) as url:
+        sender = WebhookSender(http, timeout=30, allow_private=True)
+        result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 60)
+        await asyncio.wait_for(peer.hung_up.wait(), 30)
+    assert result.delivered == (status == 200) and result.status == status
+    assert peer.sent < 32 * 1024**2, f"{peer.sent} bytes of the body left the receiver"
+    assert len(result.detail) < 2 * 1024
+
+
+@pytest.mark.parametrize("behaviour", ["drip-headers", "drip-body"])
+async def test_one_deadline_bounds_the_whole_exchange(
+    http: httpx.AsyncClient, behaviour: str
+) -> None:
+    """One byte every 0.5 s never trips a 1 s read timeout; the deadline cuts it."""
+    peer = HostileReceiver(behaviour, interval=0.5)
+    async with hostile_receiver(peer) as url:
+        sender = WebhookSender(http, timeout=1, allow_private=True)
+        result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 30)
+        await asyncio.wait_for(peer.hung_up.wait(), 30)
+    assert not result.delivered
+    assert "1 s" in result.detail, result.detail
+    if behaviour == "drip-body":  # the answer's status is known; only its body dripped
+        assert result.status == 500 and "HTTP 500" in result.detail
 
 
 def test_parse_retry_after() -> None:

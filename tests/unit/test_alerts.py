@@ -66,6 +66,7 @@ def test_rules_are_well_formed() -> None:
         "TranscriptionPermafailedBurst",
         "TranscriptionWebhooksFailing",
         "TranscriptionModelErrors",
+        "TranscriptionJobRetriedBeyondItsBound",
     } <= set(names)
 
 

@@ -6,9 +6,11 @@ import pytest
 
 from transcription_core.retry import (
     MAX_BACKOFF_SECONDS,
+    TRIGGER_MARGIN,
     backoff_seconds,
     decide_delivery_retry,
     decide_retry,
+    trigger_limit,
 )
 from transcription_core.settings import DEFAULT_WEBHOOK_RETRY_SCHEDULE, parse_schedule
 from transcription_core.status import FailureReason, JobStatus
@@ -62,3 +64,11 @@ def test_delivery_honours_a_longer_retry_after() -> None:
 def test_bad_schedule_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_schedule(bad)
+
+
+def test_the_trigger_limit_covers_every_planned_trigger_and_a_margin() -> None:
+    schedule = parse_schedule(DEFAULT_WEBHOOK_RETRY_SCHEDULE)
+    # 3 transcription attempts, the failure message of a lost last one, 8 retried
+    # deliveries: 12 planned, 14 allowed.
+    assert trigger_limit(3, schedule) == 3 + 1 + 8 + TRIGGER_MARGIN == 14
+    assert trigger_limit(1, ()) == 2 + TRIGGER_MARGIN

@@ -10,6 +10,16 @@ JOBS_IN_FLIGHT = Gauge("transcription_jobs_in_flight", "Jobs TRIGGERED or PROCES
 JOBS_WAITING_RETRY = Gauge(
     "transcription_jobs_waiting_retry", "Jobs FAILED or SEND_FAILED, waiting for their retry."
 )
+MOST_TRIGGERS = Gauge(
+    "transcription_job_most_triggers",
+    "The most triggers any job not yet finished had since it was enqueued, requeued or "
+    "redelivered.",
+)
+TRIGGER_LIMIT = Gauge(
+    "transcription_job_trigger_limit",
+    "The most triggers a job gets (retry.trigger_limit of MAX_ATTEMPTS and the webhook "
+    "schedule); a due job at it is stopped instead.",
+)
 IN_FLIGHT_LIMIT = Gauge(
     "transcription_in_flight_limit", "The MAX_CONCURRENT_TRANSCRIPTION_JOBS in force."
 )
@@ -22,3 +32,8 @@ RECOVERED = Counter(
     ["to_status"],
 )
 ROUNDS = Counter("transcription_orchestrator_rounds_total", "Claim rounds run.")
+STOPPED = Counter(
+    "transcription_jobs_stopped_total",
+    "Jobs stopped (PERMAFAILED) at the trigger limit instead of being triggered once more: "
+    "something retried them beyond the policy.",
+)

@@ -3,8 +3,10 @@
 One round runs in two short transactions (recovery, then the claim) and sends the
 triggers after the claim has committed, so a worker never sees a trigger before the
 job is TRIGGERED. A trigger that does not reach a worker puts its job back in the
-queue without counting the attempt. Rounds run when a notification arrives
-(``listener.py``), when the next retry falls due, or every ``poll_interval_seconds``.
+queue without counting the attempt; a job triggered as often as the hard bound allows
+(``retry.trigger_limit``) is stopped instead, PERMAFAILED. Rounds run when a
+notification arrives (``listener.py``), when the next retry falls due, or every
+``poll_interval_seconds``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from orchestrator_service.clients import TranscriberClient, TriggerResult
 from orchestrator_service.settings import OrchestratorSettings
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
+from transcription_core.retry import trigger_limit
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class Orchestrator:
         # Leases are checked a few times per lease, not every round (rounds run on
         # every notification): at most every 5 s with the default 120 s lease.
         self._recovery_every = min(settings.lease_seconds / 4, 5.0)
+        self.max_triggers = trigger_limit(settings.max_attempts, settings.webhook_retry_delays)
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -74,6 +78,7 @@ class Orchestrator:
             await self._recover()
         limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
         metrics.IN_FLIGHT_LIMIT.set(limit)
+        stopped: list[repo.StoppedJob] = []
         async with self.engine.begin() as conn:
             claimed = await repo.claim_due_jobs(
                 conn,
@@ -81,6 +86,16 @@ class Orchestrator:
                 lease_seconds=settings.lease_seconds,
                 actor=self.actor,
                 batch_limit=settings.claim_batch_size,
+                max_triggers=self.max_triggers,
+                stopped=stopped,
+            )
+        for spent in stopped:
+            metrics.STOPPED.inc()
+            log.error(
+                "job stopped after %d triggers (%s): something retried it beyond the policy",
+                spent.triggers,
+                spent.reason,
+                extra={"job_id": spent.id, "action": "stop"},
             )
         results = await asyncio.gather(
             *(self.transcriber.trigger(job.id, job.attempt) for job in claimed)
@@ -133,7 +148,10 @@ class Orchestrator:
     async def _refresh_gauges(self) -> None:
         async with self.engine.connect() as conn:
             depth = await repo.queue_depth(conn)
+            most = await repo.most_triggers(conn, self.max_triggers)
         self._last_gauges = time.monotonic()
+        metrics.MOST_TRIGGERS.set(most)
+        metrics.TRIGGER_LIMIT.set(self.max_triggers)
         metrics.QUEUE_DEPTH.set(depth.queued)
         metrics.JOBS_IN_FLIGHT.set(depth.in_flight)
         metrics.JOBS_WAITING_RETRY.set(depth.waiting_retry)

@@ -57,3 +57,11 @@ class DownloadError(JobFailure):
 
 class MediaError(JobFailure):
     """The downloaded file cannot be turned into speech audio."""
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an unexpected exception, for a ``failure_detail``: short, and
+    storable as PostgreSQL text (no NUL, no lone surrogate)."""
+    text = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,6 +14,12 @@ due on the webhook schedule, then PERMAFAILED (``WEBHOOK_FAILED`` for a transcri
 A transcription failure is retried as FAILED while the policy allows, else the client
 gets a ``transcription.failed`` message. If the lease is lost (the job was canceled, or
 presumed lost and retried elsewhere) the attempt stops and writes nothing.
+
+An exception nobody expected is a recorded failure naming its type, never a silent
+retry: while delivering, a failed delivery (``deliveries`` grows, the schedule runs
+out); before, a ``WORKER_LOST`` transcription failure. What an attempt ends as is
+decided by the pure functions :func:`failure_outcome`, :func:`delivery_outcome` and
+:func:`unexpected_outcome`; the worker only does the I/O around them.
 """
 
 from __future__ import annotations
@@ -30,14 +36,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from transcriber_service import metrics
-from transcriber_service.errors import JobFailure
+from transcriber_service.errors import JobFailure, describe
 from transcriber_service.pipeline import Pipeline
 from transcriber_service.settings import TranscriberSettings
-from transcriber_service.webhooks import WebhookSender, message_body
+from transcriber_service.webhooks import Delivery, WebhookSender, message_body
 from transcription_core import repository as repo
 from transcription_core.models import JobRow, utcnow
 from transcription_core.retry import decide_delivery_retry, decide_retry
 from transcription_core.schemas import JobResource
+from transcription_core.settings import JobPolicySettings
 from transcription_core.status import FailureReason, JobStatus
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,94 @@ class Outcome:
     reason: str | None = None
     detail: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the decisions: pure functions of the job and of what happened ------------------
+
+
+def failure_outcome(job: JobRow, failure: JobFailure, policy: JobPolicySettings) -> Outcome:
+    """A transcription failure: FAILED, due after a backoff, while the policy retries it;
+    else the client's failure message becomes due (SEND_FAILED, due now, a new
+    ``webhook-id``), which the attempt that failed usually sends at once."""
+    decision = decide_retry(
+        failure.reason, job["attempts"], policy.max_attempts, policy.retry_backoff_seconds
+    )
+    if decision.retried:
+        due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
+        return Outcome(S.FAILED, failure.reason, failure.detail, {"due_at": due})
+    return Outcome(
+        S.SEND_FAILED,
+        failure.reason,
+        failure.detail,
+        {
+            "due_at": utcnow(),
+            "webhook_event": repo.FAILED_EVENT,
+            "webhook_message_id": repo.new_message_id(),
+            "webhook_payload": None,
+            "deliveries": 0,
+        },
+    )
+
+
+def delivery_outcome(
+    job: JobRow,
+    event: str,
+    delivery: Delivery,
+    policy: JobPolicySettings,
+    message_id: str | None,
+    payload: str | None,
+) -> Outcome:
+    """One delivery of ``event``'s message (``message_id``, ``payload``: ``None`` until it
+    could be built) and what it makes of the job: delivered, SUCCEEDED (PERMAFAILED for a
+    failure message); else one more failed delivery on the webhook schedule, then
+    PERMAFAILED. ``deliveries`` only ever grows here."""
+    keep: dict[str, Any] = {
+        "webhook_event": event,
+        "webhook_message_id": message_id,
+        "webhook_payload": payload,
+    }
+    if delivery.delivered:
+        done = {**keep, "delivered_at": utcnow()}
+        if event == repo.SUCCEEDED_EVENT:  # no earlier attempt's failure on this event
+            return Outcome(S.SUCCEEDED, None, None, done)
+        return Outcome(S.PERMAFAILED, job["failure_reason"], job["failure_detail"], done)
+    deliveries = job["deliveries"] + 1
+    decision = decide_delivery_retry(deliveries, policy.webhook_retry_delays, delivery.retry_after)
+    reason = (
+        FailureReason.WEBHOOK_FAILED if event == repo.SUCCEEDED_EVENT else job["failure_reason"]
+    )
+    if event == repo.FAILED_EVENT:
+        # The job keeps the failure the client must hear about; the event log says
+        # why the message did not get through.
+        keep["failure_detail"] = job["failure_detail"]
+    due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
+    return Outcome(
+        decision.status, reason, delivery.detail, {**keep, "deliveries": deliveries, "due_at": due}
+    )
+
+
+def unexpected_outcome(job: JobRow, exc: Exception, policy: JobPolicySettings) -> Outcome:
+    """An exception nobody expected ended the attempt: a recorded failure naming it. With a
+    message pending it is a failed delivery of that message (on the webhook schedule);
+    before, a transcription failure (``WORKER_LOST``, retried as the policy says)."""
+    detail = f"unexpected error: {describe(exc)}"
+    event = job["webhook_event"]
+    if event is not None:
+        delivery = Delivery(False, None, None, detail, 0.0)
+        return delivery_outcome(
+            job, event, delivery, policy, job["webhook_message_id"], job["webhook_payload"]
+        )
+    return failure_outcome(job, JobFailure(FailureReason.WORKER_LOST, detail), policy)
+
+
+def message_payload(job: JobRow, event: str, transcript: dict[str, Any] | None) -> str:
+    """The JSON body of ``event``'s message: the job as it will be once delivered."""
+    now = utcnow()
+    final: dict[str, Any] = {"status": S.PERMAFAILED, "updated_at": now, "completed_at": now}
+    if event == repo.SUCCEEDED_EVENT:  # as SUCCEEDED will be: no earlier attempt's failure
+        final |= {"status": S.SUCCEEDED, "failure_reason": None, "failure_detail": None}
+    resource = JobResource.from_row({**job, **final}, transcript).model_dump(mode="json")
+    return message_body(event, resource).decode()
 
 
 class LeaseLost(Exception):
@@ -159,9 +254,7 @@ class Worker:
             raise
         except Exception as exc:
             log.exception("attempt crashed", extra={"job_id": job_id, "action": "crash"})
-            outcome = self._failure_outcome(
-                job, JobFailure(FailureReason.WORKER_LOST, f"the worker failed: {exc!r}")
-            )
+            outcome = unexpected_outcome(job, exc, self.settings)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,33 +294,9 @@ class Worker:
                 await repo.save_transcript(conn, job["id"], transcript)
         return await self._deliver(job, repo.SUCCEEDED_EVENT, transcript)
 
-    def _failure_outcome(self, job: JobRow, failure: JobFailure) -> Outcome:
-        decision = decide_retry(
-            failure.reason,
-            job["attempts"],
-            self.settings.max_attempts,
-            self.settings.retry_backoff_seconds,
-        )
-        if decision.retried:
-            due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
-            return Outcome(S.FAILED, failure.reason, failure.detail, {"due_at": due})
-        # Out of attempts or permanent: a failure message goes to the client first.
-        return Outcome(
-            S.SEND_FAILED,
-            failure.reason,
-            failure.detail,
-            {
-                "due_at": utcnow(),
-                "webhook_event": repo.FAILED_EVENT,
-                "webhook_message_id": repo.new_message_id(),
-                "webhook_payload": None,
-                "deliveries": 0,
-            },
-        )
-
     async def _transcription_failed(self, job: JobRow, failure: JobFailure) -> Outcome:
         log.info("attempt failed: %s", failure, extra={"job_id": job["id"], "action": "fail"})
-        outcome = self._failure_outcome(job, failure)
+        outcome = failure_outcome(job, failure, self.settings)
         if outcome.status == S.FAILED:
             return outcome
         failed_job = {
@@ -240,62 +309,33 @@ class Worker:
         return await self._deliver(failed_job, repo.FAILED_EVENT, None)
 
     async def _deliver(self, job: JobRow, event: str, transcript: dict[str, Any] | None) -> Outcome:
-        final_status = S.SUCCEEDED if event == repo.SUCCEEDED_EVENT else S.PERMAFAILED
+        """Send ``event``'s message once. Whatever goes wrong on the way (the message
+        cannot be built, the URL makes a library raise) is a failed delivery."""
         same_message = job["webhook_event"] == event and job["webhook_message_id"] is not None
         message_id = job["webhook_message_id"] if same_message else repo.new_message_id()
         payload = job["webhook_payload"] if same_message else None
-        if payload is None:
-            now = utcnow()
-            resource = JobResource.from_row(
-                {**job, "status": final_status, "updated_at": now, "completed_at": now},
-                transcript,
-            ).model_dump(mode="json")
-            payload = message_body(event, resource).decode()
-        async with self.engine.begin() as conn:
-            if not await repo.set_webhook_message(
-                conn, job["id"], job["attempts"], event, message_id, payload
-            ):
-                raise LeaseLost(job["id"])
-            secret = await repo.tenant_webhook_secret(conn, job["tenant"])
-        delivery = await self.webhooks.send(
-            job["webhook_url"], secret or "", message_id, payload.encode()
-        )
+        try:
+            if payload is None:
+                payload = message_payload(job, event, transcript)
+            async with self.engine.begin() as conn:
+                if not await repo.set_webhook_message(
+                    conn, job["id"], job["attempts"], event, message_id, payload
+                ):
+                    raise LeaseLost(job["id"])
+                secret = await repo.tenant_webhook_secret(conn, job["tenant"])
+            delivery = await self.webhooks.send(
+                job["webhook_url"], secret or "", message_id, payload.encode()
+            )
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("message not sent", extra={"job_id": job["id"], "action": "deliver"})
+            delivery = Delivery(False, None, None, f"webhook not sent: {describe(exc)}", 0.0)
         metrics.WEBHOOK_LATENCY.observe(delivery.seconds)
         metrics.WEBHOOK_DELIVERIES.labels(
             event, "delivered" if delivery.delivered else "failed"
         ).inc()
-        keep = {
-            "webhook_event": event,
-            "webhook_message_id": message_id,
-            "webhook_payload": payload,
-        }
-        if delivery.delivered:
-            if final_status == S.SUCCEEDED:  # no earlier attempt's failure on this event
-                return Outcome(final_status, None, None, {**keep, "delivered_at": utcnow()})
-            return Outcome(
-                final_status,
-                job["failure_reason"],
-                job["failure_detail"],
-                {**keep, "delivered_at": utcnow()},
-            )
-        deliveries = job["deliveries"] + 1
-        decision = decide_delivery_retry(
-            deliveries, self.settings.webhook_retry_delays, delivery.retry_after
-        )
-        reason = (
-            FailureReason.WEBHOOK_FAILED if event == repo.SUCCEEDED_EVENT else job["failure_reason"]
-        )
-        if event == repo.FAILED_EVENT:
-            # The job keeps the failure the client must hear about; the event log says
-            # why the message did not get through.
-            keep["failure_detail"] = job["failure_detail"]
-        due = utcnow() + timedelta(seconds=decision.delay_seconds or 0)
-        return Outcome(
-            decision.status,
-            reason,
-            delivery.detail,
-            {**keep, "deliveries": deliveries, "due_at": due},
-        )
+        return delivery_outcome(job, event, delivery, self.settings, message_id, payload)
 
     @retry(
         retry=retry_if_exception_type((DBAPIError, OSError)),

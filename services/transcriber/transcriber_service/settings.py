@@ -65,7 +65,17 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     )
     beam_size: int = Field(5, ge=1, le=20, description="Beam size asked of the model server.")
     webhook_timeout_seconds: float = Field(
-        10.0, gt=0, description="A webhook receiver must answer 2xx within this time."
+        10.0,
+        gt=0,
+        description="One deadline for a whole webhook exchange: resolving the receiver's "
+        "host, connecting, sending and its answer. A 2xx within it is delivered; anything "
+        "else, a slow drip included, is a failed delivery.",
+    )
+    webhook_response_max_bytes: int = Field(
+        512,
+        ge=0,
+        description="Most bytes of a webhook receiver's answer read: none of a 2xx, this much "
+        "of any other (kept in failure_detail); the rest is never read.",
     )
     shutdown_grace_seconds: float = Field(
         60.0,

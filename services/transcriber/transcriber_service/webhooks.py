@@ -3,12 +3,19 @@
 Headers ``webhook-id`` (the same on every retry of one message), ``webhook-timestamp``
 (unix seconds) and ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of
 ``{id}.{timestamp}.{body}`` keyed with the base64 part of the tenant's ``whsec_``
-secret). Any 2xx within the timeout is delivered; redirects are not followed, and the
+secret). Any 2xx within the deadline is delivered; redirects are not followed, and the
 receiver's address goes through the same private-address guard as media URLs.
+
+A receiver is a peer we do not control, so every exchange is bounded: one deadline
+(``WEBHOOK_TIMEOUT_SECONDS``) covers resolving, connecting, sending and the answer; the
+answer's body is never read for a 2xx and read up to ``WEBHOOK_RESPONSE_MAX_BYTES`` (kept
+for ``failure_detail``) otherwise; and any exception, whatever its type, is a failed
+delivery whose detail names it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from transcriber_service.errors import describe
 from transcription_core.retry_after import parse_retry_after
 from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
 
@@ -56,56 +64,98 @@ class Delivery:
 class WebhookSender:
     """Posts signed messages with the worker's long-lived client."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float, allow_private: bool) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,
+        allow_private: bool,
+        max_response_bytes: int = 512,
+    ) -> None:
         self._http = http
         self._timeout = timeout
         self._allow_private = allow_private
+        self._max_response_bytes = max_response_bytes
 
     async def send(self, url: str, secret: str, message_id: str, body: bytes) -> Delivery:
-        """POST one message; ``body`` is the same bytes on every retry of ``message_id``."""
+        """POST one message; ``body`` is the same bytes on every retry of ``message_id``.
+
+        Never raises (but for cancellation): whatever the URL or the receiver does, the
+        result is a :class:`Delivery`, all within the one deadline ``timeout``.
+        """
         started = time.perf_counter()
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
+            "accept-encoding": "identity",
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(secret, message_id, timestamp, body),
             "user-agent": "transcription-service-webhooks/1",
         }
+        status: int | None = None
+        retry_after: float | None = None
+        kept = b""
+        late = ""
+        deadline = asyncio.timeout(self._timeout)
         try:
-            check_url(url, allow_private=self._allow_private)
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            await check_resolved_host(parts.hostname or "", port, allow_private=self._allow_private)
-            response = await self._http.post(
-                url,
-                content=body,
-                headers=headers,
-                timeout=self._timeout,
-                follow_redirects=False,
-            )
+            async with deadline:
+                check_url(url, allow_private=self._allow_private)
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                await check_resolved_host(
+                    parts.hostname or "", port, allow_private=self._allow_private
+                )
+                async with self._http.stream(
+                    "POST",
+                    url,
+                    content=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                ) as response:
+                    status = response.status_code
+                    if status in (429, 503):
+                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    if not 200 <= status < 300:  # a few bytes of why, never the whole body
+                        async for piece in response.aiter_raw():
+                            kept += piece[: self._max_response_bytes - len(kept)]
+                            if len(kept) >= self._max_response_bytes:
+                                break
+                # Leaving the block unread closes the connection: the rest is never read.
         except UnsafeUrl as exc:
             return Delivery(
                 False, None, None, f"webhook URL refused: {exc}", time.perf_counter() - started
             )
-        except (httpx.HTTPError, OSError) as exc:
-            return Delivery(
-                False,
-                None,
-                None,
-                f"webhook failed: {type(exc).__name__}: {exc}",
-                time.perf_counter() - started,
-            )
+        except TimeoutError as exc:
+            if not deadline.expired():
+                return self._failed(exc, started)
+            late = f"no answer within the {self._timeout:g} s deadline"
+            if status is None:
+                return Delivery(
+                    False, None, None, f"webhook failed: {late}", time.perf_counter() - started
+                )
+        except Exception as exc:  # whatever the URL or the peer does, a failed delivery
+            if status is None:
+                return self._failed(exc, started)
         seconds = time.perf_counter() - started
-        if 200 <= response.status_code < 300:
-            return Delivery(True, response.status_code, None, "delivered", seconds)
-        retry_after = None
-        if response.status_code in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if 200 <= status < 300:
+            return Delivery(True, status, None, "delivered", seconds)
+        detail = f"webhook receiver answered HTTP {status}"
+        if text := printable(kept):
+            detail += f": {text}"
+        if late:
+            detail += f" (its body: {late})"
+        return Delivery(False, status, retry_after, detail, seconds)
+
+    @staticmethod
+    def _failed(exc: BaseException, started: float) -> Delivery:
         return Delivery(
-            False,
-            response.status_code,
-            retry_after,
-            f"webhook receiver answered HTTP {response.status_code}",
-            seconds,
+            False, None, None, f"webhook failed: {describe(exc)}", time.perf_counter() - started
         )
+
+
+def printable(raw: bytes) -> str:
+    """A receiver's bytes as one line of printable text, for a ``failure_detail``."""
+    text = raw.decode("utf-8", "replace")
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
