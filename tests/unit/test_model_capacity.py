@@ -36,6 +36,16 @@ def test_a_burst_of_full_answers_from_one_round_halves_once() -> None:
     assert aimd.limit == 4
 
 
+def test_it_halves_what_was_in_flight_when_that_is_less_than_the_window() -> None:
+    aimd = Aimd(128)
+    aimd.queue_full(aimd.round, in_flight=24)
+    assert aimd.limit == 12
+    aimd.queue_full(aimd.round, in_flight=40)  # never above half the window
+    assert aimd.limit == 6
+    aimd.queue_full(aimd.round, in_flight=1)
+    assert aimd.limit == 1
+
+
 def test_successes_add_one_per_window_of_successes_up_to_the_maximum() -> None:
     aimd = Aimd(8)
     for _ in range(3):
@@ -83,6 +93,7 @@ async def test_a_full_queue_narrows_the_gate_and_successes_widen_it_again() -> N
     for slot in slots:
         gate.queue_full(slot)  # one round: halved once
     assert gate.aimd.limit == 2 and gate.saturated
+    assert gate.in_flight == 0
     assert metrics.MODEL_SATURATED._value.get() == 1
     assert metrics.MODEL_WINDOW._value.get() == 2
     held = [await gate.acquire() for _ in range(2)]
@@ -99,6 +110,15 @@ async def test_a_full_queue_narrows_the_gate_and_successes_widen_it_again() -> N
         gate.success(await gate.acquire())
     assert gate.aimd.limit == 4 and not gate.saturated
     assert metrics.MODEL_SATURATED._value.get() == 0
+
+
+async def test_the_gate_halves_the_chunks_it_had_out() -> None:
+    gate = ModelCapacity(64)
+    slots = [await gate.acquire() for _ in range(6)]
+    gate.queue_full(slots[0])
+    assert gate.aimd.limit == 3
+    for slot in slots[1:]:
+        gate.release(slot)
 
 
 async def test_a_chunk_that_met_a_full_queue_goes_before_chunks_not_yet_sent() -> None:

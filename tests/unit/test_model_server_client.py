@@ -270,8 +270,8 @@ async def test_a_full_queue_halves_the_window_and_a_success_widens_it() -> None:
     _, transport = scripted(queue_full(), queue_full(), httpx.Response(200, json=OK_BODY))
     client = client_for(transport, [], capacity=capacity)()
     await client.predict(b"\x00\x00", language="en")
-    # Two full answers, each to a request sent after the last halving: 8 -> 4 -> 2, then
-    # one success: 2.5.
+    # A full answer with one chunk out halves that one: the window drops from 8 to 1;
+    # then one success: 2.
     assert capacity.aimd.limit == 2 and capacity.saturated and capacity.in_flight == 0
 
 

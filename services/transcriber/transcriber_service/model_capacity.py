@@ -2,8 +2,10 @@
 multiplicative decrease (AIMD) on a window, as TCP does with its congestion window.
 
 * :class:`Aimd` is the pure rule. A "queue full" answer halves the window (never below 1),
-  once per round: answers to chunks sent before the last halving say nothing new, so a
-  burst of them halves it once, not down to 1. Each success adds ``1 / window``, so the
+  or rather halves what was in flight when that is less (RFC 5681 takes half the flight
+  size, not of the window: a window of 128 with 24 chunks out becomes 12, not 64), once per
+  round: answers to chunks sent before the last halving say nothing new, so a burst of
+  them halves it once, not down to 1. Each success adds ``1 / window``, so the
   window grows by one per window's worth of successes (one per round trip): a saturated
   model tier sees the window probe upwards slowly instead of doubling every round trip.
 * :class:`ModelCapacity` is the gate built on it: a chunk takes a :class:`Slot` before
@@ -50,11 +52,13 @@ class Aimd:
     def success(self) -> None:
         self.window = min(float(self.maximum), self.window + 1.0 / self.limit)
 
-    def queue_full(self, sent_in_round: int) -> bool:
-        """Halve the window, unless the request was sent before the last halving."""
+    def queue_full(self, sent_in_round: int, in_flight: int | None = None) -> bool:
+        """Halve the window (or ``in_flight`` if fewer), unless the request was sent
+        before the last halving."""
         if sent_in_round != self.round:
             return False
-        self.window = max(1.0, float(self.limit // 2))
+        flight = self.limit if in_flight is None else min(self.limit, in_flight)
+        self.window = max(1.0, float(flight // 2))
         self.round += 1
         return True
 
@@ -107,7 +111,7 @@ class ModelCapacity:
         self.release(slot)
 
     def queue_full(self, slot: Slot) -> None:
-        self.aimd.queue_full(slot.round)
+        self.aimd.queue_full(slot.round, self.in_flight)
         self.release(slot)
 
     def release(self, slot: Slot) -> None:
