@@ -71,6 +71,7 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
                     webhook_http,
                     timeout=settings.webhook_timeout_seconds,
                     allow_private=settings.allow_private_urls,
+                    allowed_networks=settings.private_networks_allowed,
                     max_response_bytes=settings.webhook_response_max_bytes,
                 ),
                 settings,
