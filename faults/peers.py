@@ -34,6 +34,8 @@ import httpx
 from standardwebhooks import Webhook
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+#: 169.254.169.254 (a cloud metadata service) inside a 6to4 address.
+SIX_TO_FOUR_METADATA_URL = "http://[2002:a9fe:a9fe::1]/latest/meta-data/"
 
 _REASONS = {
     200: "OK",
@@ -190,11 +192,16 @@ class MediaServer(HttpServer):
     ``stall{N}``     the first N requests: headers and a first piece, then nothing
     ``status{C}``    always HTTP C (403: an expired presigned URL; 404: gone)
     ``status{C}x{N}`` the first N requests HTTP C, then the file
+    ``drip``         hostile: headers, then one byte every ``drip_seconds`` (never a stall
+                     long enough for a read timeout), until the client hangs up
+    ``redirect6to4`` hostile: a redirect to ``http://[2002:a9fe:a9fe::1]/``, a 6to4
+                     address that embeds the cloud metadata service's 169.254.169.254
     """
 
-    def __init__(self, slow_seconds: float = 3.0) -> None:
+    def __init__(self, slow_seconds: float = 3.0, drip_seconds: float = 0.5) -> None:
         super().__init__()
         self.slow_seconds = slow_seconds
+        self.drip_seconds = drip_seconds
         self.hits: Counter[str] = Counter()
         self.log: list[MediaLog] = []
         self._files: dict[str, bytes] = {}
@@ -253,6 +260,20 @@ class MediaServer(HttpServer):
             with contextlib.suppress(Exception):  # until the client gives up and hangs up
                 await asyncio.wait_for(reader.read(), 120)
             return False
+        elif kind == "drip":
+            note("drip")
+            await write_response(writer, 200, b"", {**ctype, "content-length": str(len(body))})
+            for byte in body[:600]:  # at most ~5 minutes, or until the client hangs up
+                if writer.transport.is_closing():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(self.drip_seconds)
+            return False
+        elif kind == "redirect6to4":
+            note("redirect to 6to4")
+            await write_response(writer, 302, b"", {"location": SIX_TO_FOUR_METADATA_URL})
+            return True
         elif kind == "slow":
             note("slow")
             await write_response(writer, 200, b"", {**ctype, "content-length": str(len(body))})
@@ -304,6 +325,14 @@ class WebhookReceiver(HttpServer):
 
     ``answer`` is 200 normally; set it to 503 (with ``retry_after``) to refuse. To be
     down altogether, ``await stop()``: the port then refuses connections.
+
+    ``POST /hook/{tenant}/{behaviour}`` is a hostile receiver, whatever ``answer`` says:
+
+    ``drip``  the response's status line and headers one byte every ``drip_seconds``: a
+              per-read timeout never fires, only a deadline on the whole exchange does
+              (logged as answered 0: the sender never gets an answer)
+    ``huge``  200 at once, then a body of ``huge_bytes`` (1 GiB) streamed until the sender
+              hangs up (logged as answered 200; ``huge_sent`` counts the bytes that left)
     """
 
     secrets: dict[str, str] = field(default_factory=dict)
@@ -313,6 +342,9 @@ class WebhookReceiver(HttpServer):
     #: Seconds to wait before answering (longer than the sender's timeout: it gives up,
     #: although the message arrived, and sends it again: an at-least-once duplicate).
     delay: float = 0.0
+    drip_seconds: float = 0.5
+    huge_bytes: int = 1 << 30
+    huge_sent: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -325,10 +357,11 @@ class WebhookReceiver(HttpServer):
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         parts = request.path.strip("/").split("/")
-        if request.method != "POST" or len(parts) != 2 or parts[0] != "hook":
+        if request.method != "POST" or len(parts) not in (2, 3) or parts[0] != "hook":
             await write_response(writer, 404)
             return True
         tenant = parts[1]
+        hostile = parts[2] if len(parts) == 3 else None
         ok, error = False, None
         try:
             Webhook(self.secrets[tenant]).verify(request.body, request.headers)
@@ -339,7 +372,7 @@ class WebhookReceiver(HttpServer):
         with contextlib.suppress(Exception):
             payload = json.loads(request.body)
             kind, job_id = payload.get("type"), payload.get("data", {}).get("id")
-        status = self.answer
+        status = {"drip": 0, "huge": 200}.get(hostile or "", self.answer)
         delivery = Delivery(
             time.time(),
             tenant,
@@ -356,11 +389,34 @@ class WebhookReceiver(HttpServer):
         if self.log_path is not None:
             with self.log_path.open("a") as out:
                 out.write(json.dumps(delivery.__dict__) + "\n")
+        if hostile == "drip":
+            head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"
+            for byte in head:
+                if writer.transport.is_closing():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(self.drip_seconds)
+            return False
+        if hostile == "huge":
+            await self._huge(writer)
+            return False
         headers = {"retry-after": self.retry_after} if status != 200 and self.retry_after else {}
         if self.delay:
             await asyncio.sleep(self.delay)
         await write_response(writer, status, b"ok\n" if status == 200 else b"busy\n", headers)
         return True
+
+    async def _huge(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {self.huge_bytes}\r\n\r\n".encode())
+        piece = b"x" * (1 << 20)
+        left = self.huge_bytes
+        while left > 0 and not writer.transport.is_closing():
+            chunk = piece[: min(left, len(piece))]
+            writer.write(chunk)
+            await writer.drain()  # raises once the sender has hung up
+            self.huge_sent += len(chunk)
+            left -= len(chunk)
 
 
 # --- the model-server proxy -------------------------------------------------------------
