@@ -31,6 +31,9 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     download_read_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest wait for the next bytes of the media (a stall fails)."
     )
+    download_max_redirects: int = Field(
+        5, ge=0, description="Redirects a media URL may take (DOWNLOAD_FAILED beyond)."
+    )
     download_total_timeout_seconds: float = Field(
         1800.0, gt=0, description="Longest a whole media download may take."
     )
