@@ -21,7 +21,9 @@ OK = (
 )
 
 
-def full_model_server(answers_full: int | None = None) -> tuple[FastAPI, list[int]]:
+def full_model_server(
+    answers_full: int | None = None, retry_after: int = 0
+) -> tuple[FastAPI, list[int]]:
     """Answers the model server's queue-full 503 (``answers_full`` times, or always)."""
     app = FastAPI()
     install_problem_handlers(app)
@@ -32,7 +34,7 @@ def full_model_server(answers_full: int | None = None) -> tuple[FastAPI, list[in
         await request.body()
         seen.append(1)
         if answers_full is None or len(seen) <= answers_full:
-            raise QueueFull(2, 0)
+            raise QueueFull(2, retry_after)
         return PlainTextResponse(OK, media_type="application/json")
 
     return app, seen
@@ -95,3 +97,22 @@ async def test_a_job_whose_model_tier_stays_full_ends_model_error_after_the_dead
     assert "the model tier stayed full" in done["failure_detail"]
     assert "MODEL_BUSY_DEADLINE_SECONDS" in done["failure_detail"]
     assert len(seen) > 1
+
+
+async def test_the_lease_outlives_a_wait_longer_than_itself(pg_url: str) -> None:
+    """Five queue-full answers with Retry-After: 1 against a lease of 2 s: the worker's
+    heartbeat keeps the lease while the chunk waits, so no WORKER_LOST, no second attempt."""
+    app, seen = full_model_server(answers_full=5, retry_after=1)
+    short_lease = {"lease_seconds": 2, "max_attempts": 1}
+    async with (
+        serve_app(app) as model_url,
+        running_stack(
+            pg_url, model_url, transcriber=short_lease, orchestrator=short_lease
+        ) as stack,
+    ):
+        job = await stack.enqueue("jfk.flac", language="en")
+        done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED", "FAILED")
+        events = [e["to_status"] for e in await stack.events(job["id"])]
+    assert (done["status"], done["attempts"]) == ("SUCCEEDED", 1), done
+    assert events == ["QUEUED", "TRIGGERED", "PROCESSING", "SUCCEEDED"]
+    assert len(seen) == 6
