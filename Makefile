@@ -40,6 +40,7 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	$(BIN)/python bench/long_media_designs.py
 	$(BIN)/python bench/memory.py --fresh
 	$(BIN)/python bench/sustained.py --rate sustainable
+	$(BIN)/python bench/model_busy.py
 	$(BIN)/python bench/update_readme.py
 
 faults: $(STAMP) ## every fault drill at full length; report in faults/results/
