@@ -306,7 +306,7 @@ def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
     waited = transcriber.get("transcription_model_capacity_wait_seconds_sum", 0.0)
     chunks = transcriber.get("transcription_model_capacity_wait_seconds_count", 0.0)
     errors = transcriber.get("transcription_model_errors_total", 0.0)
-    ok = checks["all_succeeded"] and set(checks["attempts"]) == {1}
+    ok = checks["all_succeeded"] and {int(k) for k in checks["attempts"]} == {1}
     lines = [
         "# The service at twice its model server's capacity",
         "",
@@ -392,7 +392,7 @@ def main() -> None:
         {
             "machine": info,
             "loadavg_at_end": stack.loadavg(),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
         }
     )
     finish(result, args.out, args.name)
