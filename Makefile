@@ -41,6 +41,7 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	$(BIN)/python bench/memory.py --fresh
 	$(BIN)/python bench/model_server_memory.py
 	$(BIN)/python bench/sustained.py --rate sustainable
+	$(BIN)/python bench/model_busy.py
 	$(BIN)/python bench/update_readme.py
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/

@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
+import json
 import os
 import tempfile
 import time
@@ -165,19 +165,29 @@ async def bench(args: argparse.Namespace, url: str, media: Path) -> dict[str, An
                 for j in run.jobs
             ]
             result["phases"] = run.phases
-            result["_run"] = run
     finally:
         peers.stop()
     result["settings"] = settings
     return result
 
 
+def window_of(result: dict[str, Any]) -> tuple[float, float]:
+    """From the capacity probe's start to the end of the drain (seconds from ``Run.t0``)."""
+    return result["phases"][0]["start"], result["run_window"][1]
+
+
+def phase_at(result: dict[str, Any], t: float) -> str:
+    names = [p["name"] for p in result["phases"] if p["start"] <= t]
+    return names[-1] if names else ""
+
+
 def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]]:
-    """The run and its drain in ``step`` s slices: jobs delivered and their latency, 503s
-    answered, queue-full answers received, mean wait of the chunks done in the slice."""
-    t0, t1 = result["run_window"]
+    """Probe, run and drain in ``step`` s slices: jobs delivered and their latency, 503s
+    answered, queue-full answers received, mean wait of the chunks done in the slice, the
+    transcriber's window and the model server's queue."""
+    t0, t1 = window_of(result)
     samples = [s for s in result["metric_samples"] if "error" not in s]
-    jobs = [j for j in result["jobs"] if j["phase"] == "run" and j["latency_s"] is not None]
+    jobs = [j for j in result["jobs"] if j["latency_s"] is not None]
     rows = []
     start = t0
     while start < t1:
@@ -199,13 +209,14 @@ def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]
         rows.append(
             {
                 "from_s": round(start - t0),
+                "phase": phase_at(result, start),
                 "delivered": len(done),
                 "latency_p50_s": round(benchlib.percentile(done, 50), 1) if done else None,
                 "latency_max_s": round(done[-1], 1) if done else None,
                 "rejected_503": int(delta("rejected", first, last)),
                 "busy_answers": int(busy),
                 "chunks": int(chunks),
-                "mean_wait_s": round(waited / chunks, 2) if chunks else None,
+                "mean_wait_s": round(waited / chunks, 1) if chunks else None,
                 "window_min": min((s["window"] for s in inside), default=None),
                 "window_max": max((s["window"] for s in inside), default=None),
                 "model_queue_max": max((s["queued"] for s in inside), default=None),
@@ -215,16 +226,16 @@ def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]
     return rows
 
 
-def plot(result: dict[str, Any], run: sustained.Run, path: Path, title: str) -> None:
+def plot(result: dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t0, t1 = result["run_window"]
+    t0, t1 = window_of(result)
     fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
     queue, latency, refusals, waits = axes
-    samples = [s for s in run.samples if t0 <= s["t"] <= t1 and "counts" in s]
+    samples = [s for s in result["queue_samples"] if t0 <= s["t"] <= t1 and "counts" in s]
     ts = [(s["t"] - t0) / 60 for s in samples]
     for status, colour in (("QUEUED", "tab:red"), ("PROCESSING", "tab:blue"),
                            ("TRIGGERED", "tab:orange"), ("FAILED", "black"),
@@ -234,47 +245,58 @@ def plot(result: dict[str, Any], run: sustained.Run, path: Path, title: str) -> 
             queue.plot(ts, values, label=status, color=colour, lw=1)
     queue.set_ylabel("jobs")
     queue.set_title("jobs by status (every second)")
-    queue.legend(loc="upper left")
-    jobs = [j for j in result["jobs"] if j["latency_s"] is not None and j["phase"] == "run"]
-    xs = [(j["scheduled_s"] + j["latency_s"] - t0) / 60 for j in jobs]
-    latency.scatter(xs, [j["latency_s"] for j in jobs], s=3, alpha=0.5)
+    queue.legend(loc="upper right")
+    jobs = [j for j in result["jobs"] if j["latency_s"] is not None and j["phase"] != "warm-up"]
+    for phase, colour in (("probe", "tab:grey"), ("run", "tab:blue")):
+        mine = [j for j in jobs if j["phase"] == phase]
+        latency.scatter([(j["scheduled_s"] + j["latency_s"] - t0) / 60 for j in mine],
+                        [j["latency_s"] for j in mine], s=4, color=colour,
+                        label=f"{phase} jobs")  # fmt: skip
     latency.set_ylabel("seconds")
     latency.set_title("each job's latency (scheduled enqueue → webhook), by arrival")
+    latency.legend(loc="upper left")
+    rows = result["over_time"]
+    step = (rows[1]["from_s"] - rows[0]["from_s"]) / 60 if len(rows) > 1 else 0.5
+    xs = [r["from_s"] / 60 for r in rows]
+    refusals.bar(xs, [r["rejected_503"] for r in rows], width=step, align="edge",
+                 color="tab:red", alpha=0.6, label="503 queue full answered")  # fmt: skip
+    refusals.set_ylabel(f"per {step * 60:.0f} s")
+    refusals.legend(loc="upper left")
     metric = [s for s in result["metric_samples"] if "error" not in s and t0 <= s["t"] <= t1]
     mt = [(s["t"] - t0) / 60 for s in metric]
-    pairs = list(itertools.pairwise(metric))
-    mid = [((a["t"] + b["t"]) / 2 - t0) / 60 for a, b in pairs]
-    refusals.plot(mid, [(b["rejected"] - a["rejected"]) / (b["t"] - a["t"]) for a, b in pairs],
-                  label="503 queue full answered / s", color="tab:red", lw=0.8)  # fmt: skip
-    refusals.set_ylabel("per second")
-    refusals.legend(loc="upper left")
     window = refusals.twinx()
-    window.plot(mt, [s["window"] for s in metric], color="tab:green", lw=1, label="window")
-    window.plot(mt, [s["in_flight"] for s in metric], color="grey", lw=0.6, label="in flight")
+    window.step(mt, [s["window"] for s in metric], where="post", color="tab:green", lw=1,
+                label="window")  # fmt: skip
+    window.step(mt, [s["in_flight"] for s in metric], where="post", color="grey", lw=0.6,
+                label="in flight")  # fmt: skip
+    window.set_ylim(0, max(12.0, *(s["in_flight"] for s in metric)) + 1)
     window.set_ylabel("chunks (transcriber)")
     window.legend(loc="upper right")
-    refusals.set_title("the model server's 503s, and the transcriber's window (AIMD)")
-    mean_wait = [
-        (b["wait_sum"] - a["wait_sum"]) / (b["wait_count"] - a["wait_count"])
-        if b["wait_count"] > a["wait_count"]
-        else float("nan")
-        for a, b in pairs
-    ]
-    waits.plot(mid, mean_wait, color="tab:purple", lw=0.8, label="mean wait of chunks done")
+    start = int(result["settings"]["CHUNK_CONCURRENCY"]) * int(
+        result["settings"]["WORKER_MAX_JOBS"]
+    )
+    refusals.set_title(
+        f"the model server's 503s, and the transcriber's window (AIMD; it starts at {start})"
+    )
+    waits.step(xs, [r["mean_wait_s"] if r["mean_wait_s"] is not None else float("nan")
+                    for r in rows], where="post", color="tab:purple",
+               label="mean wait of the chunks done in the slice")  # fmt: skip
     waits.set_ylabel("seconds")
-    waits.set_xlabel("minutes from the start of the run")
+    waits.set_xlabel("minutes from the start of the capacity probe")
     waits.legend(loc="upper left")
     waits.set_title("time a chunk waited for model capacity (window and queue-full pauses)")
-    for ax in axes:
-        ax.axvline((result["run_window"][0] + result["run"]["minutes"] * 60 - t0) / 60,
-                   color="grey", lw=0.5, ls="--")  # fmt: skip
+    for phase in result["phases"]:
+        for ax in axes:
+            ax.axvline((phase["start"] - t0) / 60, color="grey", lw=0.5, ls="--")
+        queue.text((phase["start"] - t0) / 60, queue.get_ylim()[1] * 0.95, f" {phase['name']}",
+                   fontsize=8, va="top")  # fmt: skip
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def report(result: dict[str, Any], out: Path, png: Path) -> None:
+def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
     info, checks, r, p = result["machine"], result["checks"], result["run"], result["probe"]
     cpu = r["cpu_during_enqueue_window"]
     lat = r["e2e_latency"]
@@ -284,7 +306,7 @@ def report(result: dict[str, Any], out: Path, png: Path) -> None:
     waited = transcriber.get("transcription_model_capacity_wait_seconds_sum", 0.0)
     chunks = transcriber.get("transcription_model_capacity_wait_seconds_count", 0.0)
     errors = transcriber.get("transcription_model_errors_total", 0.0)
-    ok = checks["all_succeeded"] and set(checks["attempts"]) == {1}
+    ok = checks["all_succeeded"] and {int(k) for k in checks["attempts"]} == {1}
     lines = [
         "# The service at twice its model server's capacity",
         "",
@@ -318,12 +340,13 @@ def report(result: dict[str, Any], out: Path, png: Path) -> None:
         f"{r['model_server']['mean_batch_size']}, "
         f"{r['model_server']['audio_seconds_per_compute_second']} audio s per compute s.",
         "",
-        "Over time (30 s slices from the start of the run; *delivered* and latency by when "
-        "the webhook arrived):",
+        "Over time (30 s slices from the start of the capacity probe; *delivered* and latency "
+        "by when the webhook arrived; the window starts at CHUNK_CONCURRENCY x "
+        "WORKER_MAX_JOBS):",
         "",
-        "| from s | delivered | latency p50 s | max s | 503s answered | queue-full "
+        "| from s | phase | delivered | latency p50 s | max s | 503s answered | queue-full "
         "answers | chunks done | mean wait s | window | model queue max |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in result["over_time"]:
         window = (
@@ -331,18 +354,15 @@ def report(result: dict[str, Any], out: Path, png: Path) -> None:
             if row["window_min"] is not None
             else ""
         )
-        cells = [row[k] for k in ("from_s", "delivered", "latency_p50_s", "latency_max_s")]
+        cells = [row[k] for k in ("from_s", "phase", "delivered", "latency_p50_s")]
+        cells += [row["latency_max_s"]]
         cells += [row[k] for k in ("rejected_503", "busy_answers", "chunks", "mean_wait_s")]
         cells += [window, row["model_queue_max"]]
         lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     lines += ["", f"Transitions: {checks['transitions']}", "", f"![{png.stem}]({png.name})"]
-    paths = benchlib.write_results(out, args_name(result), result, "\n".join(lines))
+    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
     stack.log(f"wrote {', '.join(str(p) for p in [*paths, png])}")
-
-
-def args_name(result: dict[str, Any]) -> str:
-    return str(result["args"]["name"])
 
 
 def main() -> None:
@@ -353,7 +373,12 @@ def main() -> None:
     parser.add_argument("--probe-jobs", type=int, default=16)
     parser.add_argument("--out", type=Path, default=sustained.RESULTS)
     parser.add_argument("--name", default="model-busy")
+    parser.add_argument("--report-only", type=Path, help="re-render the .md and .png of a JSON")
     args = parser.parse_args()
+    if args.report_only:
+        result = json.loads(args.report_only.read_text())
+        finish(result, args.out, args.report_only.stem.rsplit("-", 3)[0])
+        return
     benchlib.stop_on_sigterm()
     pg = asyncio.run(benchlib.postgres_version(asyncpg_dsn(benchlib.ADMIN_URL)))
     info = benchlib.machine_info(pg)
@@ -363,24 +388,30 @@ def main() -> None:
         stack.log(f"recording {media.name}; load {stack.loadavg()}")
         with benchlib.scratch_database("bench_model_busy") as url:
             result = asyncio.run(bench(args, url, media.parent))
-    run: sustained.Run = result.pop("_run")
     result.update(
         {
             "machine": info,
             "loadavg_at_end": stack.loadavg(),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
         }
     )
+    finish(result, args.out, args.name)
+
+
+def finish(result: dict[str, Any], out: Path, name: str) -> None:
+    """The slices over time, the plot, and the .json and .md."""
     result["over_time"] = over_time(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    png = args.out / f"{args.name}-{time.strftime('%Y-%m-%d', time.gmtime())}.png"
+    out.mkdir(parents=True, exist_ok=True)
+    day = result["machine"]["date"][:10]
+    png = out / f"{name}-{day}.png"
     others = result["run"]["cpu_during_enqueue_window"]["cores_busy"].get("other", 0.0)
     title = (
-        f"{result['run']['rate']:g} jobs/s ({args.factor:g} x capacity) for {args.minutes:g} "
-        f"min, then drain; {info['nproc']} cores, other processes {others:.2f} cores"
+        f"{result['run']['rate']:g} jobs/s ({result['args']['factor']:g} x the probed "
+        f"capacity) for {result['run']['minutes']:g} min, then drain; "
+        f"{result['machine']['nproc']} cores, other processes {others:.2f} cores during the run"
     )
-    plot(result, run, png, title)
-    report(result, args.out, png)
+    plot(result, png, title)
+    report(result, out, name, png)
 
 
 if __name__ == "__main__":

@@ -193,3 +193,22 @@ async def test_the_service_polls_on_sqlite(sqlite_url: str, recorder: Recorder) 
         assert await status_of(engine, job["id"]) == JobStatus.TRIGGERED
     finally:
         await engine.dispose()
+
+
+async def test_at_the_limit_it_waits_for_a_slot_instead_of_running_round_after_round(
+    engine: AsyncEngine, database_url: str, recorder: Recorder, http: httpx.AsyncClient
+) -> None:
+    """Jobs due and every in-flight slot taken: nothing can be claimed until a slot frees
+    up, which notifies (or the poll interval passes). The next round used to run at once,
+    because the oldest due job was due "now": hundreds of empty rounds a second while a
+    backlog waited."""
+    await make_tenant(engine)
+    await make_jobs(engine, 3)
+    settings = settings_for(
+        database_url, recorder, max_concurrent_transcription_jobs=1, poll_interval_seconds=2
+    )
+    orchestrator = Orchestrator(engine, TranscriberClient(http, recorder.url), settings)
+    assert len(await orchestrator.run_round()) == 1
+    assert orchestrator._sleep_seconds() == 2
+    assert await orchestrator.run_round() == []
+    assert orchestrator._sleep_seconds() == 2

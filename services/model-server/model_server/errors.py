@@ -55,6 +55,8 @@ class ModelNotReady(ServiceUnavailable):
 
 
 class QueueFull(ServiceUnavailable):
+    # The transcriber tells "busy" from "broken" by this type (model_client.QUEUE_FULL_TYPE):
+    # it waits a full queue out instead of counting it as a failed try.
     type = "/problems/queue-full"
 
     def __init__(self, queued: int, retry_after_seconds: int) -> None:

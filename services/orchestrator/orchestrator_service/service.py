@@ -79,6 +79,7 @@ class Orchestrator:
         limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
         metrics.IN_FLIGHT_LIMIT.set(limit)
         stopped: list[repo.StoppedJob] = []
+        started = utcnow()
         async with self.engine.begin() as conn:
             claimed = await repo.claim_due_jobs(
                 conn,
@@ -123,7 +124,11 @@ class Orchestrator:
                 extra={"action": "trigger", "refused": len(refused)},
             )
         async with self.engine.connect() as conn:
-            self._next_due = await repo.next_due_at(conn)
+            next_due = await repo.next_due_at(conn)
+        # A job that was due before this round and is still unclaimed waits for an
+        # in-flight slot (or the next batch): a freed slot notifies, so do not run again
+        # at once for it. Only a job that fell due since is a reason to.
+        self._next_due = next_due if next_due is None or next_due > started else None
         if time.monotonic() - self._last_gauges >= GAUGE_REFRESH_SECONDS:
             await self._refresh_gauges()
         metrics.ROUNDS.inc()

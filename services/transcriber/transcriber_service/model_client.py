@@ -164,30 +164,17 @@ class ModelServerClient:
                 tries += 1
                 try:
                     result = await self._predict_once(pcm_s16le, params)
-                except _Retryable as answer:
-                    if answer.busy:
+                except (_Retryable, httpx.TransportError) as exc:
+                    if isinstance(exc, _Retryable) and exc.busy:
                         self.capacity.queue_full(slot)
-                        await self._wait_busy(answer, waits)
+                        await self._wait_busy(exc, waits)
                         continue
                     self.capacity.release(slot)
                     failures += 1
                     if failures >= self.max_attempts:
-                        raise ModelServerError(
-                            f"the model server answered HTTP {answer.status_code} to POST "
-                            f"{self._url} ({failures} failed tries): {answer.detail}",
-                            status_code=answer.status_code,
-                        ) from answer
-                    await self._sleep(self._failure_pause(answer.retry_after, tries))
-                    continue
-                except httpx.TransportError as exc:
-                    self.capacity.release(slot)
-                    failures += 1
-                    if failures >= self.max_attempts:
-                        raise ModelServerError(
-                            f"the model server at {self._url} could not be reached in "
-                            f"{failures} tries: {type(exc).__name__}: {exc}"
-                        ) from exc
-                    await self._sleep(self._failure_pause(None, tries))
+                        raise self._failed(exc, failures) from exc
+                    retry_after = exc.retry_after if isinstance(exc, _Retryable) else None
+                    await self._sleep(self._failure_pause(retry_after, tries))
                     continue
                 except BaseException:
                     self.capacity.release(slot)
@@ -231,6 +218,18 @@ class ModelServerClient:
         await self._sleep(pause)
         waits.total += pause
         waits.busy += pause
+
+    def _failed(self, exc: _Retryable | httpx.TransportError, failures: int) -> ModelServerError:
+        if isinstance(exc, _Retryable):
+            return ModelServerError(
+                f"the model server answered HTTP {exc.status_code} to POST {self._url} "
+                f"({failures} failed tries): {exc.detail}",
+                status_code=exc.status_code,
+            )
+        return ModelServerError(
+            f"the model server at {self._url} could not be reached in {failures} tries: "
+            f"{type(exc).__name__}: {exc}"
+        )
 
     def _busy_too_long(self, waits: _Waits, last: str) -> ModelServerError:
         return ModelServerError(
