@@ -1,4 +1,4 @@
-"""Media files for the transcriber's tests, made with PyAV from the speech in tests/data.
+"""Media files for tests and benchmarks, made with PyAV from the speech in tests/data.
 
 Every container the worker must accept is encoded here from real speech (no ffmpeg binary),
 so a test asserts on what the decoder gets out of a real mp3, m4a, mp4, ... file:
@@ -22,11 +22,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from testkit.data import DATA
+
 #: 11 s of J. F. Kennedy, 44.1 kHz stereo FLAC.
-JFK = DATA_DIR / "jfk.flac"
+JFK = DATA / "jfk.flac"
 #: 60 s of the MIT licence read in English, then German; 24 kHz mono MP3.
-MULTILINGUAL = DATA_DIR / "multilingual.mp3"
+MULTILINGUAL = DATA / "multilingual.mp3"
 
 #: Durations of the fixtures in seconds, as their own containers state them.
 JFK_SECONDS = 11.0
