@@ -82,6 +82,7 @@ def make_media(
     dest = dest_dir / f"{stem}{spec.suffix}"
     with av.open(str(dest), "w", format=spec.container) as out:
         audio = out.add_stream(spec.audio_codec, rate=spec.sample_rate, layout=spec.layout)
+        assert isinstance(audio, av.AudioStream) and audio.codec_context.format is not None
         if spec.options:
             audio.codec_context.options = dict(spec.options)
         video = _VideoTrack(out, spec.video_codec) if spec.video_codec else None
@@ -210,7 +211,9 @@ class _VideoTrack:
 
     def __init__(self, out: av.container.OutputContainer, codec: str) -> None:
         self.out = out
-        self.stream = out.add_stream(codec, rate=_VIDEO_FPS)
+        stream = out.add_stream(codec, rate=_VIDEO_FPS)
+        assert isinstance(stream, av.VideoStream)
+        self.stream = stream
         self.stream.width, self.stream.height = _VIDEO_SIZE
         self.stream.pix_fmt = "yuv420p"
         if codec == "libx264":
@@ -252,4 +255,5 @@ def envelope_similarity(a: np.ndarray, b: np.ndarray, *, max_lag_s: float = 0.1)
 
 def _envelope_db(x: np.ndarray, hop: int) -> np.ndarray:
     frames = x.astype(np.float64).reshape(-1, hop)
-    return 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-10)
+    envelope: np.ndarray = 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-10)
+    return envelope

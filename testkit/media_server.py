@@ -201,8 +201,8 @@ async def _made_up(
         writer.write(response_head(200, {**MPEG, "transfer-encoding": "chunked"}))
         body = body_bytes(int(arg))
         for start in range(0, len(body), PIECE):
-            piece = body[start : start + PIECE]
-            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            part = body[start : start + PIECE]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
             await writer.drain()
         writer.write(b"0\r\n\r\n")
         await writer.drain()
