@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from testkit.media_server import MediaServer, body_bytes
+from testkit.ports import free_port
 from transcriber_service.download import DownloadResult, download_to_file
 from transcriber_service.errors import DownloadError
 from transcription_core.status import FailureReason
@@ -234,13 +235,7 @@ async def test_redirect_to_a_private_address_with_private_allowed_is_followed(
 
 
 async def test_connection_refused_is_retried(client: httpx.AsyncClient, tmp_path: Path) -> None:
-    # A port nobody listens on: bind one, note it, close it.
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
+    port = free_port()  # nobody listens on it
     failure = await fails(client, f"http://127.0.0.1:{port}/media.mp4", tmp_path / "m")
 
     assert failure.reason is FailureReason.DOWNLOAD_FAILED
