@@ -154,6 +154,8 @@ class HttpServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
+        except asyncio.CancelledError:  # by stop(): the connection's end, not an error
+            return
         finally:
             if task is not None:
                 self._tasks.discard(task)
