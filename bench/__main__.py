@@ -34,6 +34,7 @@ SCENARIOS = {
     "model-server-batching": "batched decoding against sequential faster-whisper",
     "webhook-memory": "the transcriber's peak RSS while a receiver answers 1 GiB",
     "sustained": "short clips at a fixed rate through the whole service",
+    "model-busy": "the service at twice its model server's capacity",
 }
 #: What ``make bench`` runs, in this order.
 ALL = [

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from faults import db
 from faults.checks import Verdict, verify
 from faults.db import Template, TenantKeys
-from faults.stack import InFlightSampler, JobSpec, Stack, plan_jobs
+from faults.stack import InFlightSampler, JobSpec, Stack, Submission, plan_jobs
 from testkit.ports import free_port
 from testkit.procs import Processes, Service
 
@@ -736,6 +736,188 @@ async def api_fuzz(d: Drill, database_url: str) -> None:
         database_url, transcribers=0, orchestrators=0, env={"ALLOW_PRIVATE_URLS": "false"}
     ) as stack:
         await fuzz_enqueue(d, stack)
+
+
+# --- 9. hostile peers: every job ends, every resource stays bounded ------------------
+
+#: (media behaviour, webhook behaviour, expected status, expected reason) per hostile job.
+HOSTILE_JOBS: list[tuple[str, str, str, str | None]] = [
+    ("drip", "ok", "PERMAFAILED", "DOWNLOAD_FAILED"),
+    ("drip", "ok", "PERMAFAILED", "DOWNLOAD_FAILED"),
+    ("redirect6to4", "ok", "PERMAFAILED", "DOWNLOAD_FORBIDDEN"),
+    ("ok", "drip", "PERMAFAILED", "WEBHOOK_FAILED"),
+    ("ok", "drip", "PERMAFAILED", "WEBHOOK_FAILED"),
+    ("ok", "huge", "SUCCEEDED", None),
+]
+#: A job of the drill may be triggered this often at most (MAX_ATTEMPTS 2 plus 4
+#: deliveries, with room) and write this many events at most.
+HOSTILE_MAX_ATTEMPTS = 12
+HOSTILE_MAX_EVENTS = 40
+#: The transcriber's resident memory must stay under this while a receiver answers 1 GiB.
+HOSTILE_MAX_RSS_MB = 400
+
+#: Requests the enqueue API must refuse with 422 (field, value), whatever their size.
+_HOSTILE_BODIES: list[tuple[str, dict[str, Any]]] = [
+    ("webhook_url", {"webhook_url": "https://" + "a" * 64 + ".example.com/hook"}),
+    ("webhook_url", {"webhook_url": "https://exa\tmple.com/hook"}),
+    ("webhook_url", {"webhook_url": "http://[2002:a9fe:a9fe::1]/hook"}),
+    ("media_url", {"media_url": "http://[64:ff9b::a9fe:a9fe]/a.mp3"}),
+    ("metadata", {}),  # 300 levels deep: made in _hostile_requests
+    ("external_id", {"external_id": "nul\u0000byte"}),
+]
+
+
+async def _peak_rss_mb(services: list[Service], stop: asyncio.Event) -> float:
+    """The largest resident set of ``services`` (and their children) until ``stop``."""
+    import psutil
+
+    peak = 0.0
+    while not stop.is_set():
+        for service in services:
+            if service.process is None or service.process.poll() is not None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(service.process.pid)
+                rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                peak = max(peak, rss / 2**20)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    return peak
+
+
+@drill("hostile-peers", "Media and webhook peers that drip, answer 1 GiB, redirect to 6to4")
+async def hostile_peers(d: Drill, database_url: str) -> None:
+    """One transcriber of two slots, private addresses refused but for loopback. Among
+    ordinary jobs: media that drips one byte every 0.5 s (fails as too slow, never holds
+    a slot for long), media that redirects to a 6to4 address embedding 169.254.169.254
+    (refused), receivers that drip their answer (the delivery deadline ends each
+    exchange; the job ends WEBHOOK_FAILED after the schedule), a receiver that answers
+    200 with a 1 GiB body (delivered; the transcriber reads a few KiB of it). Hostile
+    requests to the enqueue API are refused with 422. Every job ends within the bounds,
+    the ordinary ones SUCCEEDED, and the transcriber's memory stays bounded. One more job
+    is written straight into the store with a webhook host no resolver takes, as the
+    enqueue accepted before its guard: it ends WEBHOOK_FAILED, within the bounds."""
+    env = {
+        "ALLOW_PRIVATE_URLS": "false",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "WORKER_MAX_JOBS": "2",
+        "MAX_CONCURRENT_TRANSCRIPTION_JOBS": "2",
+        "MAX_ATTEMPTS": "2",
+        "WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2",
+        "WEBHOOK_TIMEOUT_SECONDS": "2",
+        "DOWNLOAD_READ_TIMEOUT_SECONDS": "5",
+        "DOWNLOAD_MIN_BYTES_PER_SECOND": "65536",
+        "DOWNLOAD_MIN_RATE_WINDOW_SECONDS": "2",
+    }
+    ordinary = max(d.profile.jobs - len(HOSTILE_JOBS), 4)
+    specs = d.jobs(ordinary + len(HOSTILE_JOBS))
+    for spec, (media, webhook, status, reason) in zip(specs[ordinary:], HOSTILE_JOBS, strict=True):
+        spec.behaviour, spec.webhook = media, webhook
+        spec.expect_status, spec.expect_reason = status, reason
+    async with d.new_stack(database_url, transcribers=1, env=env) as stack:
+        stop = asyncio.Event()
+        rss = asyncio.create_task(_peak_rss_mb(stack.transcribers, stop))
+        refused = await _hostile_requests(stack, specs[0])
+        d.require(
+            "hostile requests refused with 422 naming the field",
+            all(ok for _, ok in refused),
+            ", ".join(f"{field}: {'ok' if ok else 'NOT refused'}" for field, ok in refused),
+        )
+        await _stored_before_the_guard(stack, specs[0])
+        stream = d.start_stream(specs)
+        verdict = await d.settle(stream)
+        stop.set()
+        peak = await rss
+        attempts = await stack.query("SELECT max(attempts) AS n FROM jobs")
+        events = await stack.query(
+            "SELECT max(n) AS n FROM (SELECT count(*) AS n FROM job_events GROUP BY job_id) x"
+        )
+        most_attempts, most_events = int(attempts[0]["n"] or 0), int(events[0]["n"] or 0)
+        d.require(
+            f"no job triggered more than {HOSTILE_MAX_ATTEMPTS} times",
+            most_attempts <= HOSTILE_MAX_ATTEMPTS,
+            f"most attempts: {most_attempts}",
+        )
+        d.require(
+            f"no job with more than {HOSTILE_MAX_EVENTS} events",
+            most_events <= HOSTILE_MAX_EVENTS,
+            f"most events: {most_events}",
+        )
+        d.require(
+            f"the transcriber stayed under {HOSTILE_MAX_RSS_MB} MB",
+            0 < peak < HOSTILE_MAX_RSS_MB,
+            f"peak RSS {peak:.0f} MB",
+        )
+        d.require(
+            "the 1 GiB answer was not read whole",
+            0 < stack.receiver.huge_sent < 2**30,
+            f"{stack.receiver.huge_sent / 2**20:.0f} MiB left the receiver",
+        )
+        d.result.numbers.update(
+            transcriber_peak_rss_mb=round(peak),
+            huge_body_mib_sent=round(stack.receiver.huge_sent / 2**20, 1),
+            most_attempts=most_attempts,
+            most_events=most_events,
+            media_requests=dict(Counter(e.outcome for e in stack.media.log)),
+            by_reason=verdict.by_reason,
+        )
+
+
+#: A webhook host no resolver takes: the enqueue refuses it now, but a row stored before
+#: it did used to loop forever (each delivery raised UnicodeError).
+UNRESOLVABLE_WEBHOOK = "http://" + "a" * 64 + ".example/hook"
+
+
+async def _stored_before_the_guard(stack: Stack, like: JobSpec) -> None:
+    """A job with :data:`UNRESOLVABLE_WEBHOOK` written straight into the store, as one
+    accepted before the guard existed; it must end WEBHOOK_FAILED within the bounds."""
+    from transcription_core import repository as repo
+    from transcription_core.db import create_engine
+
+    spec = JobSpec(
+        key=f"{like.key}-stored-before",
+        tenant=like.tenant,
+        file="hotwords.mp3",
+        expect_status="PERMAFAILED",
+        expect_reason="WEBHOOK_FAILED",
+        webhook="unresolvable",
+    )
+    engine = create_engine(stack.database_url, "drill")
+    try:
+        async with engine.begin() as conn:
+            job = await repo.insert_job(
+                conn,
+                repo.NewJob(
+                    tenant=spec.tenant,
+                    media_url=stack.media.media_url(spec.key, "ok", spec.file),
+                    webhook_url=UNRESOLVABLE_WEBHOOK,
+                    external_id=spec.key,
+                ),
+            )
+    finally:
+        await engine.dispose()
+    stack.submissions.append(Submission(spec, job_id=job["id"], answers=["stored"]))
+
+
+async def _hostile_requests(stack: Stack, spec: JobSpec) -> list[tuple[str, bool]]:
+    """Send each hostile body; whether it was refused with 422 naming its field."""
+    assert stack.http is not None
+    results: list[tuple[str, bool]] = []
+    for field_name, override in _HOSTILE_BODIES:
+        body = {**stack.body(spec), **override}
+        if field_name == "metadata":
+            body["metadata"] = _nested(300)  # a body of about 2 KiB
+        response = await stack.post_job(spec, key=f"hostile-{field_name}-{len(results)}", body=body)
+        named = response.status_code == 422 and field_name in response.text
+        results.append((field_name, named))
+    return results
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 DRILL_ORDER = list(DRILLS)

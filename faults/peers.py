@@ -16,7 +16,7 @@ keeps their old names importable for code written against it.
 
 from testkit.balancer import LoadBalancer
 from testkit.data import DATA
-from testkit.media_server import MediaLog, MediaServer
+from testkit.media_server import SIX_TO_FOUR_METADATA_URL, MediaLog, MediaServer
 from testkit.model_proxy import ModelProxy
 from testkit.ports import free_port
 from testkit.rawhttp import HttpServer, Request, reset_connection, write_response
@@ -24,6 +24,7 @@ from testkit.webhook_receiver import Delivery, WebhookReceiver
 
 __all__ = [
     "DATA",
+    "SIX_TO_FOUR_METADATA_URL",
     "Delivery",
     "HttpServer",
     "LoadBalancer",

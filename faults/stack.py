@@ -63,6 +63,9 @@ class JobSpec:
     behaviour: str = "ok"
     expect_status: str = "SUCCEEDED"
     expect_reason: str | None = None
+    #: The webhook receiver's behaviour for this job (``WebhookReceiver``): ``ok`` or a
+    #: hostile one; a job whose receiver never answers cannot have its message delivered.
+    webhook: str = "ok"
 
 
 @dataclass
@@ -198,7 +201,8 @@ class Stack:
     def body(self, spec: JobSpec) -> dict[str, Any]:
         return {
             "media_url": self.media.media_url(spec.key, spec.behaviour, spec.file),
-            "webhook_url": self.receiver.hook_url(spec.tenant),
+            "webhook_url": self.receiver.hook_url(spec.tenant)
+            + ("" if spec.webhook == "ok" else f"/{spec.webhook}"),
             "external_id": spec.key,
             "metadata": {"drill": self.name, "file": spec.file},
         }

@@ -14,6 +14,10 @@ fault, so each job of a stream can have its own: ``/m/{token}/{behaviour}/{file}
     ``stall{N}``      the first N requests: headers and a first piece, then nothing
     ``status{C}``     always HTTP C (403: an expired presigned URL; 404: gone)
     ``status{C}x{N}`` the first N requests HTTP C, then the file
+    ``drip``          hostile: headers, then one byte every ``drip_seconds`` (never a stall
+                      long enough for a read timeout), until the client hangs up
+    ``redirect6to4``  hostile: a redirect to ``http://[2002:a9fe:a9fe::1]/``, a 6to4
+                      address that embeds the cloud metadata service's 169.254.169.254
 
 ``log`` has one :class:`MediaLog` a request: when it started and ended, the bytes sent,
 and what happened.
@@ -58,6 +62,8 @@ from testkit.rawhttp import (
 )
 
 PIECE = 64 * 1024
+#: 169.254.169.254 (a cloud metadata service) inside a 6to4 address.
+SIX_TO_FOUR_METADATA_URL = "http://[2002:a9fe:a9fe::1]/latest/meta-data/"
 FILE_PIECE = 1 << 20
 OCTETS = {"content-type": "application/octet-stream"}
 MPEG = {"content-type": "audio/mpeg"}
@@ -84,10 +90,13 @@ class MediaServer(HttpServer):
     """Files of ``root`` at ``/m/{token}/{behaviour}/{file}``, and made-up bodies; see the
     module's docstring."""
 
-    def __init__(self, root: Path = DATA, slow_seconds: float = 3.0) -> None:
+    def __init__(
+        self, root: Path = DATA, slow_seconds: float = 3.0, drip_seconds: float = 0.5
+    ) -> None:
         super().__init__()
         self.root = root
         self.slow_seconds = slow_seconds
+        self.drip_seconds = drip_seconds
         self.hits: Counter[str] = Counter()
         self.log: list[MediaLog] = []
         self.requests: list[str] = []
@@ -153,6 +162,21 @@ class MediaServer(HttpServer):
             await writer.drain()
             await until_hung_up(reader, 120)  # until the client gives up and hangs up
             return False
+        elif kind == "drip":
+            entry.outcome = "drip"
+            writer.write(head)
+            for byte in self._bytes(path)[:600]:  # at most ~5 minutes, or until it hangs up
+                if writer.transport.is_closing():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                entry.num_bytes += 1
+                await asyncio.sleep(self.drip_seconds)
+            return False
+        elif kind == "redirect6to4":
+            entry.outcome = "redirect to 6to4"
+            await write_response(writer, 302, b"", {"location": SIX_TO_FOUR_METADATA_URL})
+            return True
         elif kind == "slow":
             entry.outcome = "slow"
             body = self._bytes(path)

@@ -12,12 +12,16 @@ after ``delay`` seconds (longer than the sender's timeout: it gives up although 
 arrived, and sends it again: an at-least-once duplicate). To be down altogether,
 ``await stop()``: the port then refuses connections.
 
-Hostile behaviours, named in the URL:
+Hostile behaviours, named in the URL, whatever ``answer`` says:
 
-    ``huge``          ``huge_status`` at once with a Content-Length of ``huge_bytes``,
-                      then that body in 64 KiB pieces made as it goes, until the sender
-                      hangs up (``huge_sent`` counts the bytes handed to the socket: the
-                      kernel buffers a few MB more than a sender reads)
+    ``huge``          ``huge_status`` (200) at once with a Content-Length of ``huge_bytes``
+                      (1 GiB), then that body in 64 KiB pieces made as it goes, until the
+                      sender hangs up (``huge_sent`` counts the bytes handed to the socket:
+                      the kernel buffers a few MB more than a sender reads)
+    ``drip``          a whole 200 answer, its status line and headers included, one byte
+                      every ``drip_seconds``: a per-read timeout never fires, only a
+                      deadline on the whole exchange does (logged as answered 0: the
+                      sender never gets an answer)
     ``drip-headers``  a 200's status line, then an endless header, one byte every
                       ``drip_seconds``
     ``drip-body``     a 500 with a long Content-Length, then its body one byte every
@@ -152,14 +156,23 @@ class WebhookReceiver(HttpServer):
 
     async def _hostile(self, behaviour: str, writer: asyncio.StreamWriter) -> None:
         if behaviour == "huge":
+            sent = 0
             head = {"content-length": str(self.huge_bytes)}
             writer.write(response_head(self.huge_status, head))
             piece = b"x" * PIECE
-            while self.huge_sent < self.huge_bytes:  # ends when the sender hangs up
-                chunk = piece[: self.huge_bytes - self.huge_sent]
+            while sent < self.huge_bytes and not writer.transport.is_closing():
+                chunk = piece[: self.huge_bytes - sent]
                 writer.write(chunk)
-                await writer.drain()
+                await writer.drain()  # raises once the sender has hung up
                 self.huge_sent += len(chunk)
+                sent += len(chunk)
+        elif behaviour == "drip":
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n":
+                if writer.transport.is_closing():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(self.drip_seconds)
         elif behaviour == "drip-headers":
             writer.write(b"HTTP/1.1 200 OK\r\nx-drip: ")
             while True:

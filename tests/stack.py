@@ -15,6 +15,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from enqueue_service.settings import EnqueueSettings
 from orchestrator_service.app import create_app as create_orchestrator
 from orchestrator_service.settings import OrchestratorSettings
 from testkit.asgi import serve_app, wait_for
+from testkit.data import DATA
 from testkit.media_server import MediaServer
 from testkit.model_proxy import ModelProxy
 from testkit.webhook_receiver import WebhookReceiver
@@ -50,7 +52,7 @@ class Stack:
     engine: Any
 
     async def enqueue(self, media_name: str, *, media: str = "ok", **extra: Any) -> dict[str, Any]:
-        """POST a job for ``media_name`` of tests/data, served with the media server's
+        """POST a job for the file ``media_name``, served with the media server's
         behaviour ``media`` (``stall``, ``status404``, ...)."""
         body = {
             "media_url": self.media.media_url(uuid.uuid4().hex[:8], media, media_name),
@@ -89,8 +91,10 @@ async def running_stack(
     *,
     transcriber: dict[str, Any] | None = None,
     orchestrator: dict[str, Any] | None = None,
+    media_root: Path = DATA,
 ) -> AsyncIterator[Stack]:
-    """Enqueue API, orchestrator and transcriber on loopback, with the test peers."""
+    """Enqueue API, orchestrator and transcriber on loopback, with the test peers; the
+    media server serves the files of ``media_root``."""
     common: dict[str, Any] = {
         "database_url": database_url,
         "allow_private_urls": True,
@@ -100,7 +104,7 @@ async def running_stack(
     engine = create_engine(database_url, "e2e")
     async with engine.begin() as conn:
         tenant = await repo.create_tenant(conn, TENANT)
-    media = MediaServer()
+    media = MediaServer(media_root)
     receiver = WebhookReceiver(secrets={TENANT: tenant.webhook_secret})
     proxy = ModelProxy(model_server_url)
     async with contextlib.AsyncExitStack() as stack:

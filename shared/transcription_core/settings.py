@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcription_core.urls import Network, parse_networks
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcription.db"
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = "5,30,120,600,1800,3600,7200,14400"
 
@@ -49,6 +51,22 @@ class UrlPolicySettings(BaseServiceSettings):
         description="`true` lets media and webhook URLs point at loopback and private "
         "addresses (local runs, tests). `false`, the production default, refuses them.",
     )
+    allowed_private_networks: str = Field(
+        "",
+        description="With `ALLOW_PRIVATE_URLS=false`: comma-separated private networks "
+        "(CIDR) that media and webhook URLs may reach all the same, e.g. an in-cluster "
+        "bucket at `10.0.5.0/24`; every other private address stays refused.",
+    )
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def private_networks_allowed(self) -> tuple[Network, ...]:
+        return parse_networks(self.allowed_private_networks)
 
 
 class JobPolicySettings(BaseServiceSettings):

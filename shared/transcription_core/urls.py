@@ -3,7 +3,9 @@
 A client hands us URLs that our servers then fetch or post to, so a URL must not reach
 into our own network: loopback, private, link-local (the cloud metadata service at
 169.254.169.254 among them), carrier-grade NAT, multicast and reserved addresses are
-refused, unless the operator sets ``ALLOW_PRIVATE_URLS=true`` (local runs and tests).
+refused, unless the operator sets ``ALLOW_PRIVATE_URLS=true`` (local runs and tests), or
+names the private networks URLs may reach in ``ALLOWED_PRIVATE_NETWORKS`` (an in-cluster
+bucket; the rest stays refused).
 Only global unicast addresses pass: for IPv6 that is 2000::/3 less the two prefixes in it
 that carry an IPv4 address (Teredo 2001::/32 and 6to4 2002::/16, all of it, whatever the
 IPv4 inside), so NAT64, IPv4-mapped, -translated and -compatible forms are refused too.
@@ -24,6 +26,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,6 +38,27 @@ _LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 #: IPv6 global unicast, and the prefixes in it whose addresses embed an IPv4 address.
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _EMBEDS_IPV4 = (ipaddress.IPv6Network("2001::/32"), ipaddress.IPv6Network("2002::/16"))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs (``10.0.5.0/24,fd00::/8``); ``ValueError`` names a bad one."""
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"not a network in CIDR notation: {part.strip()!r}") from exc
+    return tuple(networks)
+
+
+def _allowed(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[Network]
+) -> bool:
+    return any(ip in network for network in networks if ip.version == network.version)
 
 
 class UnsafeUrl(ValueError):
@@ -86,12 +110,12 @@ def ascii_host(host: str) -> str:
     return encoded
 
 
-def _check_host(host: str) -> None:
+def _check_host(host: str, allowed_networks: Sequence[Network]) -> None:
     """Raise :class:`UnsafeUrl` for a private address or internal name (ASCII ``host``)."""
     host = host.removesuffix(".")
     ip = parse_ip(host)
     if ip is not None:
-        if is_forbidden_address(ip):
+        if is_forbidden_address(ip) and not _allowed(ip, allowed_networks):
             raise UnsafeUrl(
                 f"the host {host} is a private, loopback, link-local or otherwise "
                 "non-global address (only global unicast is accepted)"
@@ -100,8 +124,10 @@ def _check_host(host: str) -> None:
         raise UnsafeUrl(f"the host {host} is an internal name")
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
+def check_url(url: str, *, allow_private: bool, allowed_networks: Sequence[Network] = ()) -> str:
     """Return ``url`` if it is an http(s) URL we may fetch; raise :class:`UnsafeUrl`.
+
+    ``allowed_networks`` are private networks the URL may reach all the same.
 
     The host is checked as :func:`urllib.parse.urlsplit` reads it and as httpx (which
     connects) reads it, so no difference between the two parsers slips through.
@@ -124,11 +150,13 @@ def check_url(url: str, *, allow_private: bool) -> str:
     hosts = {ascii_host(host), ascii_host(connect_host)}
     if not allow_private:
         for name in hosts:
-            _check_host(name)
+            _check_host(name, allowed_networks)
     return url
 
 
-async def check_resolved_host(host: str, port: int, *, allow_private: bool) -> None:
+async def check_resolved_host(
+    host: str, port: int, *, allow_private: bool, allowed_networks: Sequence[Network] = ()
+) -> None:
     """Raise :class:`UnsafeUrl` if ``host`` resolves to any forbidden address.
 
     A name that does not resolve raises ``socket.gaierror`` (an ``OSError``): that is a
@@ -143,5 +171,5 @@ async def check_resolved_host(host: str, port: int, *, allow_private: bool) -> N
     infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(sockaddr[0])
-        if is_forbidden_address(ip):
+        if is_forbidden_address(ip) and not _allowed(ip, allowed_networks):
             raise UnsafeUrl(f"the host {host} resolves to a private address ({ip})")

@@ -8,12 +8,15 @@ sees; a refused hop never reaches it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from testkit.media_server import MediaServer
 from transcriber_service.download import check_hop, download_to_file
 from transcriber_service.errors import DownloadError
 from transcription_core.status import FailureReason
@@ -139,3 +142,51 @@ async def test_a_host_that_does_not_resolve_is_a_retried_failure() -> None:
     assert caught.value.reason is FailureReason.DOWNLOAD_FAILED
     assert caught.value.retried
     assert "could not resolve" in caught.value.detail
+
+
+# --- a real loopback media host, with only loopback allowed -----------------------------
+
+LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+@pytest.fixture
+async def loopback_host() -> AsyncIterator[str]:
+    async with MediaServer() as host:
+        yield host.url
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",  # 6to4 around 169.254.169.254
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 around the same
+        "http://[::ffff:10.0.0.1]/",  # IPv4-mapped private
+        "http://10.0.0.1/",  # private, not in the allowed networks
+    ],
+)
+async def test_a_real_host_redirecting_past_the_allowed_networks_is_refused(
+    loopback_host: str, target: str, tmp_path: Path
+) -> None:
+    """ALLOW_PRIVATE_URLS off, ALLOWED_PRIVATE_NETWORKS 127.0.0.0/8: the loopback host is
+    reached, the address it redirects to is not."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(DownloadError) as caught:
+            await download(
+                client,
+                f"{loopback_host}/to?url={quote(target, safe='')}",
+                tmp_path / "m",
+                allowed_networks=LOOPBACK_ONLY,
+            )
+    assert caught.value.reason is FailureReason.DOWNLOAD_FORBIDDEN
+    assert "redirected to" in caught.value.detail and "refused" in caught.value.detail
+
+
+async def test_an_allowed_private_network_is_reached(loopback_host: str, tmp_path: Path) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        result = await download(
+            client, f"{loopback_host}/media/500", tmp_path / "m", allowed_networks=LOOPBACK_ONLY
+        )
+        with pytest.raises(DownloadError) as caught:
+            await download(client, f"{loopback_host}/media/500", tmp_path / "m")
+    assert result.num_bytes == 500
+    assert caught.value.reason is FailureReason.DOWNLOAD_FORBIDDEN

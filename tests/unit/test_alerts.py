@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 import enqueue_service.app  # noqa: F401 (registers the HTTP metrics)
 import model_server.metrics  # noqa: F401
 import orchestrator_service.metrics  # noqa: F401
-import transcriber_service.metrics  # noqa: F401
+import transcriber_service.metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
@@ -67,6 +67,7 @@ def test_rules_are_well_formed() -> None:
         "TranscriptionWebhooksFailing",
         "TranscriptionModelErrors",
         "TranscriptionJobRetriedBeyondItsBound",
+        "TranscriptionChunksWaitForModel",
     } <= set(names)
 
 
@@ -74,5 +75,62 @@ def test_rules_are_well_formed() -> None:
 def test_promtool_accepts_the_rules() -> None:
     result = subprocess.run(
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _chunk_waits(seconds: float) -> list[dict[str, str]]:
+    """Histogram series: 10 chunks a minute for 30 minutes, each waiting ``seconds``."""
+    name = "transcription_model_capacity_wait_seconds_bucket"
+    return [
+        {
+            "series": f'{name}{{le="{"+Inf" if bound == float("inf") else f"{bound:g}"}"}}',
+            "values": "0+10x30" if seconds <= bound else "0+0x30",
+        }
+        for bound in transcriber_service.metrics.MODEL_CAPACITY_WAIT._upper_bounds
+    ]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_chunks_waiting_a_minute_for_the_model_tier_raise_the_alert(tmp_path: Path) -> None:
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": _chunk_waits(90),
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "TranscriptionChunksWaitForModel"},
+                    {
+                        "eval_time": "25m",
+                        "alertname": "TranscriptionChunksWaitForModel",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "ticket"},
+                                "exp_annotations": {
+                                    # 95 % of the way through the 60-120 s bucket
+                                    "summary": "5 % of chunks wait over 1m 57s for room at "
+                                    "the model servers",
+                                    "runbook": "RUNBOOK.md#chunks-wait-for-the-model-server",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": _chunk_waits(4),
+                "alert_rule_test": [
+                    {"eval_time": "25m", "alertname": "TranscriptionChunksWaitForModel"}
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
+from enqueue_service.settings import EnqueueSettings
+from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url, parse_networks
 
 REFUSED = [
     "file:///etc/passwd",
@@ -109,3 +112,26 @@ async def test_resolved_loopback_name_is_refused() -> None:
     with pytest.raises(UnsafeUrl):
         await check_resolved_host("localhost", 80, allow_private=False)
     await check_resolved_host("localhost", 80, allow_private=True)
+
+
+def test_allowed_private_networks_admit_only_themselves() -> None:
+    networks = parse_networks("10.0.5.0/24, fd00:5::/64")
+    check_url("http://10.0.5.7/a.mp3", allow_private=False, allowed_networks=networks)
+    check_url("http://[fd00:5::9]/a.mp3", allow_private=False, allowed_networks=networks)
+    for url in (
+        "http://10.0.6.7/a.mp3",
+        "http://169.254.169.254/",
+        "http://[2002:a00:507::1]/",  # 10.0.5.7 inside 6to4: still refused
+        "http://localhost/",
+    ):
+        with pytest.raises(UnsafeUrl):
+            check_url(url, allow_private=False, allowed_networks=networks)
+
+
+def test_allowed_private_networks_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="CIDR"):
+        parse_networks("10.0.5.0/24,not-a-network")
+    settings = EnqueueSettings(allowed_private_networks="127.0.0.0/8")
+    assert settings.private_networks_allowed == (ipaddress.ip_network("127.0.0.0/8"),)
+    with pytest.raises(ValueError, match="CIDR"):
+        EnqueueSettings(allowed_private_networks="10.0.0.0/33")

@@ -74,7 +74,11 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
     errors = []
     for field in ("media_url", "webhook_url"):
         try:
-            check_url(getattr(body, field), allow_private=settings.allow_private_urls)
+            check_url(
+                getattr(body, field),
+                allow_private=settings.allow_private_urls,
+                allowed_networks=settings.private_networks_allowed,
+            )
         except UnsafeUrl as exc:
             errors.append({"field": field, "message": str(exc)})
     problem = json_problem(body.metadata, settings.max_metadata_depth)

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from transcriber_service.model_capacity import ModelCapacity
 from transcriber_service.model_client import ModelServerClient
 from transcriber_service.pipeline import Pipeline
 from transcriber_service.routes import router
@@ -55,8 +56,13 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
             httpx.AsyncClient(timeout=model_timeout) as model_http,
             httpx.AsyncClient(follow_redirects=False, cookies=_no_cookies()) as webhook_http,
         ):
+            capacity = ModelCapacity(settings.chunk_concurrency * settings.worker_max_jobs)
             model = ModelServerClient(
-                model_http, settings.model_server_url, max_attempts=settings.model_request_attempts
+                model_http,
+                settings.model_server_url,
+                capacity=capacity,
+                max_attempts=settings.model_request_attempts,
+                busy_deadline=settings.model_busy_deadline_seconds,
             )
             worker = Worker(
                 engine,
@@ -65,11 +71,13 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
                     webhook_http,
                     timeout=settings.webhook_timeout_seconds,
                     allow_private=settings.allow_private_urls,
+                    allowed_networks=settings.private_networks_allowed,
                     max_response_bytes=settings.webhook_response_max_bytes,
                 ),
                 settings,
             )
             app.state.worker = worker
+            app.state.model_capacity = capacity
             try:
                 yield
             finally:

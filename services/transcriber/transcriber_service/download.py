@@ -47,6 +47,7 @@ here; a network policy that denies the workers private egress is the complete an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -56,7 +57,7 @@ import httpx
 
 from transcriber_service.errors import DownloadError
 from transcription_core.status import FailureReason
-from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
+from transcription_core.urls import Network, UnsafeUrl, check_resolved_host, check_url
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: Write to disk in pieces of about this size (one thread hop per piece).
@@ -85,6 +86,7 @@ async def download_to_file(
     *,
     max_bytes: int,
     allow_private: bool,
+    allowed_networks: Sequence[Network] = (),
     max_redirects: int = 5,
     total_timeout_s: float | None = None,
     min_bytes_per_second: float = 0.0,
@@ -103,7 +105,15 @@ async def download_to_file(
     rate = _MinRate(min_bytes_per_second, rate_window_s)
     try:
         async with asyncio.timeout(total_timeout_s):
-            return await _download(client, url, dest, max_bytes, allow_private, max_redirects, rate)
+            return await _download(
+                client,
+                url,
+                dest,
+                max_bytes,
+                (allow_private, tuple(allowed_networks)),
+                max_redirects,
+                rate,
+            )
     except TimeoutError as exc:
         _discard(dest)
         raise DownloadError(
@@ -115,18 +125,22 @@ async def download_to_file(
         raise
 
 
-async def check_hop(url: str, *, allow_private: bool, hop: int = 0) -> None:
+async def check_hop(
+    url: str, *, allow_private: bool, allowed_networks: Sequence[Network] = (), hop: int = 0
+) -> None:
     """Refuse to connect to ``url`` (hop ``hop`` of a download) unless the guard allows it.
 
     ``DOWNLOAD_FORBIDDEN`` for a URL the guard refuses, ``DOWNLOAD_FAILED`` for a host name
     that does not resolve.
     """
     try:
-        check_url(url, allow_private=allow_private)
+        check_url(url, allow_private=allow_private, allowed_networks=allowed_networks)
         parsed = httpx.URL(url)
         host = parsed.host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        await check_resolved_host(host, port, allow_private=allow_private)
+        await check_resolved_host(
+            host, port, allow_private=allow_private, allowed_networks=allowed_networks
+        )
     except UnsafeUrl as exc:
         if hop == 0:
             detail = f"the media URL was refused: {exc}"
@@ -149,13 +163,16 @@ async def _download(
     url: str,
     dest: Path,
     max_bytes: int,
-    allow_private: bool,
+    guard: tuple[bool, tuple[Network, ...]],
     max_redirects: int,
     rate: _MinRate,
 ) -> DownloadResult:
+    allow_private, allowed_networks = guard
     current = url
     for hop in range(max_redirects + 1):
-        await check_hop(current, allow_private=allow_private, hop=hop)
+        await check_hop(
+            current, allow_private=allow_private, allowed_networks=allowed_networks, hop=hop
+        )
         try:
             async with client.stream(
                 "GET",

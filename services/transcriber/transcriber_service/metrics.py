@@ -36,3 +36,29 @@ AUDIO_SECONDS = Counter(
 MODEL_ERRORS = Counter(
     "transcription_model_errors_total", "Chunks the model server failed after every retry."
 )
+MODEL_BUSY_ANSWERS = Counter(
+    "transcription_model_busy_answers_total",
+    "Answers from the model tier saying its queue is full (a 429, or a 503 queue-full): "
+    "the chunk waits and is sent again, spending no attempt. By HTTP status.",
+    ["status"],
+)
+MODEL_CAPACITY_WAIT = Histogram(
+    "transcription_model_capacity_wait_seconds",
+    "Time one chunk waited for model capacity: for room in this transcriber's window, "
+    "and after queue-full answers.",
+    buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800),
+)
+MODEL_WINDOW = Gauge(
+    "transcription_model_window",
+    "Chunks this transcriber may have at the model tier at once (AIMD: halved on a "
+    "queue-full answer, one more per window of successes, up to CHUNK_CONCURRENCY x "
+    "WORKER_MAX_JOBS).",
+)
+MODEL_IN_FLIGHT = Gauge(
+    "transcription_model_chunks_in_flight", "Chunks this transcriber has at the model tier."
+)
+MODEL_SATURATED = Gauge(
+    "transcription_model_saturated",
+    "1 while this transcriber's window is below its maximum because the model tier "
+    "answered queue full; else 0.",
+)

@@ -59,6 +59,8 @@ class Pipeline:
                 media,
                 max_bytes=settings.max_download_bytes,
                 allow_private=settings.allow_private_urls,
+                allowed_networks=settings.private_networks_allowed,
+                max_redirects=settings.download_max_redirects,
                 total_timeout_s=settings.download_total_timeout_seconds,
                 min_bytes_per_second=settings.download_min_bytes_per_second,
                 rate_window_s=settings.download_min_rate_window_seconds,

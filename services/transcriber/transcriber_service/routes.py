@@ -1,9 +1,12 @@
-"""The worker's HTTP API: the orchestrator's triggers."""
+"""The worker's HTTP API: the orchestrator's triggers, and what this replica has room for."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+
+from transcriber_service.model_capacity import ModelCapacity
+from transcriber_service.service import Worker
 
 router = APIRouter(prefix="/v1")
 
@@ -13,9 +16,45 @@ class Trigger(BaseModel):
     attempt: int = Field(ge=1)
 
 
+class JobSlots(BaseModel):
+    running: int
+    max: int
+
+
+class ModelWindow(BaseModel):
+    window: int = Field(description="Chunks this replica may have at the model tier now.")
+    maximum: int = Field(description="CHUNK_CONCURRENCY x WORKER_MAX_JOBS.")
+    in_flight: int
+    saturated: bool = Field(
+        description="The model tier answered queue full and the window has not grown back."
+    )
+
+
+class Capacity(BaseModel):
+    jobs: JobSlots
+    model: ModelWindow
+
+
 @router.post("/triggers", status_code=202, responses={503: {"description": "this worker is full"}})
 async def trigger(body: Trigger, request: Request) -> Response:
     """Take a job: 202 at once (the work runs in the background), 503 when full."""
     if request.app.state.worker.accept(body.job_id, body.attempt):
         return Response(status_code=202)
     return Response(status_code=503, headers={"Retry-After": "1"})
+
+
+@router.get("/capacity")
+async def capacity(request: Request) -> Capacity:
+    """This replica's job slots, and whether the model tier behind it is full: what a
+    dispatcher can take into account (also the ``transcription_model_*`` metrics)."""
+    worker: Worker = request.app.state.worker
+    model: ModelCapacity = request.app.state.model_capacity
+    return Capacity(
+        jobs=JobSlots(running=len(worker.active), max=worker.settings.worker_max_jobs),
+        model=ModelWindow(
+            window=model.aimd.limit,
+            maximum=model.aimd.maximum,
+            in_flight=model.in_flight,
+            saturated=model.saturated,
+        ),
+    )

@@ -31,6 +31,9 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     download_read_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest wait for the next bytes of the media (a stall fails)."
     )
+    download_max_redirects: int = Field(
+        5, ge=0, description="Redirects a media URL may take (DOWNLOAD_FAILED beyond)."
+    )
     download_total_timeout_seconds: float = Field(
         1800.0, gt=0, description="Longest a whole media download may take."
     )
@@ -52,7 +55,9 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         16,
         ge=1,
         description="Chunks of one job in flight to the model server at once; twice the model "
-        "server's MAX_BATCH_SIZE, so the next batch fills while one decodes.",
+        "server's MAX_BATCH_SIZE, so the next batch fills while one decodes. A replica sends "
+        "at most this x WORKER_MAX_JOBS, halved at each queue-full answer and grown back "
+        "by one per window of successes (AIMD).",
     )
     model_request_timeout_seconds: float = Field(
         300.0, gt=0, description="Timeout of one chunk request to the model server."
@@ -60,8 +65,18 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
     model_request_attempts: int = Field(
         5,
         ge=1,
-        description="Tries per chunk (exponential backoff with jitter, honouring Retry-After) "
-        "before the job fails with MODEL_ERROR.",
+        description="Tries per chunk while the model server fails (5xx other than queue full, "
+        "connection refused, timeouts; exponential backoff with jitter, honouring "
+        "Retry-After) before the job fails with MODEL_ERROR. An invalid answer fails at "
+        "once; a queue-full answer spends no try (MODEL_BUSY_DEADLINE_SECONDS).",
+    )
+    model_busy_deadline_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="How long one chunk may wait for the model tier once it answered queue "
+        "full (a 429, or a 503 queue-full from the model server or Knative), waiting "
+        "Retry-After between tries, before the job fails with MODEL_ERROR. Such waits "
+        "spend no attempt; the job's lease stays alive meanwhile.",
     )
     beam_size: int = Field(5, ge=1, le=20, description="Beam size asked of the model server.")
     webhook_timeout_seconds: float = Field(

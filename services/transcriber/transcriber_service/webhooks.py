@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,7 @@ import httpx
 
 from transcriber_service.errors import describe
 from transcription_core.retry_after import parse_retry_after
-from transcription_core.urls import UnsafeUrl, check_resolved_host, check_url
+from transcription_core.urls import Network, UnsafeUrl, check_resolved_host, check_url
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -70,11 +71,13 @@ class WebhookSender:
         *,
         timeout: float,
         allow_private: bool,
+        allowed_networks: Sequence[Network] = (),
         max_response_bytes: int = 512,
     ) -> None:
         self._http = http
         self._timeout = timeout
         self._allow_private = allow_private
+        self._allowed_networks = tuple(allowed_networks)
         self._max_response_bytes = max_response_bytes
 
     async def send(self, url: str, secret: str, message_id: str, body: bytes) -> Delivery:
@@ -100,11 +103,18 @@ class WebhookSender:
         deadline = asyncio.timeout(self._timeout)
         try:
             async with deadline:
-                check_url(url, allow_private=self._allow_private)
+                check_url(
+                    url,
+                    allow_private=self._allow_private,
+                    allowed_networks=self._allowed_networks,
+                )
                 parts = urlsplit(url)
                 port = parts.port or (443 if parts.scheme == "https" else 80)
                 await check_resolved_host(
-                    parts.hostname or "", port, allow_private=self._allow_private
+                    parts.hostname or "",
+                    port,
+                    allow_private=self._allow_private,
+                    allowed_networks=self._allowed_networks,
                 )
                 async with self._http.stream(
                     "POST",
