@@ -153,18 +153,7 @@ async def bench(args: argparse.Namespace, url: str, media: Path) -> dict[str, An
             result["checks"] = await sustained.final_checks(run)
             result["queue_samples"] = run.samples
             result["metric_samples"] = metric_samples
-            delivered = run.first_delivery()
-            result["jobs"] = [
-                {
-                    "phase": j.phase,
-                    "scheduled_s": round(j.scheduled - run.t0, 3),
-                    "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
-                    if j.job_id in delivered
-                    else None,
-                    "error": j.error,
-                }
-                for j in run.jobs
-            ]
+            result["jobs"] = run.job_records()
             result["phases"] = run.phases
             result["_run"] = run
     result["settings"] = settings
@@ -223,15 +212,9 @@ def plot(result: dict[str, Any], run: sustained.Run, path: Path, title: str) -> 
     t0, t1 = result["run_window"]
     fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
     queue, latency, refusals, waits = axes
-    samples = [s for s in run.samples if t0 <= s["t"] <= t1 and "counts" in s]
-    ts = [(s["t"] - t0) / 60 for s in samples]
-    for status, colour in (("QUEUED", "tab:red"), ("PROCESSING", "tab:blue"),
-                           ("TRIGGERED", "tab:orange"), ("FAILED", "black"),
-                           ("PERMAFAILED", "tab:purple")):  # fmt: skip
-        values = [s["counts"].get(status, 0) for s in samples]
-        if any(values):
-            queue.plot(ts, values, label=status, color=colour, lw=1)
-    queue.set_ylabel("jobs")
+    colours = {"QUEUED": "tab:red", "PROCESSING": "tab:blue", "TRIGGERED": "tab:orange",
+               "FAILED": "black", "PERMAFAILED": "tab:purple"}  # fmt: skip
+    sustained.plot_statuses(queue, run, t0, t1, colours)
     queue.set_title("jobs by status (every second)")
     queue.legend(loc="upper left")
     jobs = [j for j in result["jobs"] if j["latency_s"] is not None and j["phase"] == "run"]

@@ -114,6 +114,24 @@ class Run:
     samples: list[dict[str, Any]] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
 
+    def job_records(self) -> list[dict[str, Any]]:
+        """Every job: phase, clip, when it was scheduled (s from the start), how long its
+        POST took, its latency to its first webhook, its enqueue error."""
+        delivered = self.first_delivery()
+        return [
+            {
+                "phase": j.phase,
+                "clip": j.clip,
+                "scheduled_s": round(j.scheduled - self.t0, 3),
+                "enqueue_ms": round((j.answered - j.scheduled) * 1000, 1) if j.answered else None,
+                "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
+                if j.job_id in delivered
+                else None,
+                "error": j.error,
+            }
+            for j in self.jobs
+        ]
+
     def first_delivery(self) -> dict[str, float]:
         """Job id → monotonic arrival of its first delivery."""
         out: dict[str, float] = {}
@@ -431,6 +449,21 @@ async def final_checks(run: Run) -> dict[str, Any]:
     }
 
 
+def plot_statuses(
+    ax: Any, run: Run, t_from: float, t_to: float, colours: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Jobs by status over minutes from ``t_from``, a line for each status of ``colours``
+    that occurs; returns the queue samples of the window."""
+    samples = [s for s in run.samples if t_from <= s["t"] <= t_to and "counts" in s]
+    ts = [(s["t"] - t_from) / 60 for s in samples]
+    for status, colour in colours.items():
+        values = [s["counts"].get(status, 0) for s in samples]
+        if any(values):
+            ax.plot(ts, values, label=status, color=colour, lw=1)
+    ax.set_ylabel("jobs")
+    return samples
+
+
 def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
     import matplotlib
 
@@ -439,15 +472,10 @@ def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
 
     delivered = run.first_delivery()
     fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
-    samples = [s for s in run.samples if t_from <= s["t"] <= t_to and "counts" in s]
+    colours = {"QUEUED": "tab:red", "TRIGGERED": "tab:orange", "PROCESSING": "tab:blue",
+               "FAILED": "black", "SEND_FAILED": "tab:purple"}  # fmt: skip
+    samples = plot_statuses(ax1, run, t_from, t_to, colours)
     ts = [(s["t"] - t_from) / 60 for s in samples]
-    for status, colour in (("QUEUED", "tab:red"), ("TRIGGERED", "tab:orange"),
-                           ("PROCESSING", "tab:blue"), ("FAILED", "black"),
-                           ("SEND_FAILED", "tab:purple")):  # fmt: skip
-        values = [s["counts"].get(status, 0) for s in samples]
-        if any(values):
-            ax1.plot(ts, values, label=status, color=colour, lw=1)
-    ax1.set_ylabel("jobs")
     ax1.set_title("queue depth (jobs by status, sampled every second)")
     ax1.legend(loc="upper left")
     ax1b = ax1.twinx()
@@ -557,22 +585,7 @@ async def bench(args: argparse.Namespace, settings: dict[str, str], url: str) ->
                         raise
                     await asyncio.sleep(2.0)
             result["samples"] = run.samples
-            delivered = run.first_delivery()
-            result["jobs"] = [
-                {
-                    "phase": j.phase,
-                    "clip": j.clip,
-                    "scheduled_s": round(j.scheduled - run.t0, 3),
-                    "enqueue_ms": round((j.answered - j.scheduled) * 1000, 1)
-                    if j.answered
-                    else None,
-                    "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
-                    if j.job_id in delivered
-                    else None,
-                    "error": j.error,
-                }
-                for j in run.jobs
-            ]
+            result["jobs"] = run.job_records()
             result["phases"] = run.phases
             result["_run"] = run
     return result
