@@ -36,7 +36,7 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench all
 
-bench-smoke: $(STAMP) ## each benchmark's smallest run (~15 min), to see they still work; results in bench/results/tmp/smoke/
+bench-smoke: $(STAMP) ## each benchmark's smallest run (~10 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
 	$(BIN)/python -m bench --smoke
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
