@@ -34,18 +34,13 @@ format: $(STAMP) ## format the code
 
 bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); results in bench/results/
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/enqueue.py
-	$(BIN)/python bench/pickup.py
-	$(BIN)/python bench/long_media.py
-	$(BIN)/python bench/long_media_designs.py
-	$(BIN)/python bench/memory.py --fresh
-	$(BIN)/python bench/model_server_memory.py
-	$(BIN)/python bench/sustained.py --rate sustainable
-	$(BIN)/python bench/model_busy.py
-	$(BIN)/python bench/update_readme.py
+	$(BIN)/python -m bench all
+
+bench-smoke: $(STAMP) ## each benchmark's smallest run (~10 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
+	$(BIN)/python -m bench --smoke
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
-	$(BIN)/python bench/model_server_memory.py
+	$(BIN)/python -m bench model-server-memory
 
 faults: $(STAMP) ## every fault drill at full length; report in faults/results/
 	$(BIN)/python -m faults
@@ -59,4 +54,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format bench bench-model-memory faults migrate docs clean
+.PHONY: help install run test lint format bench bench-smoke bench-model-memory faults migrate docs clean

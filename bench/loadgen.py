@@ -14,7 +14,7 @@ machine the load generator shares the CPU with the server and PostgreSQL, and th
 costs a fraction of what a full client does. It handles what uvicorn sends back:
 Content-Length or chunked bodies, keep-alive, ``Connection: close``.
 
-Import-light on purpose: each worker is ``python loadgen.py`` and imports only this.
+Import-light on purpose: each worker is ``python -m bench.loadgen`` and imports only this.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: (scheduled, sent, done) in time.monotonic() seconds, then the status (0: no answer).
@@ -158,7 +159,7 @@ def _run_loop(plan: PacedPlan, index: int) -> list[Record]:
 
 
 def _worker_main() -> None:
-    """``python loadgen.py``: read a pickled (plan, index) on stdin, say "ready", wait
+    """``python -m bench.loadgen``: read a pickled (plan, index) on stdin, say "ready", wait
     for the start instant on stdin, then run and write the pickled records to stdout."""
     plan, index = pickle.load(sys.stdin.buffer)
     sys.stdout.write("ready\n")
@@ -179,7 +180,8 @@ def run_paced(plan_args: dict[str, Any], lead_seconds: float = 0.5) -> list[Reco
     plan = PacedPlan(start_at=0.0, **plan_args)
     workers = [
         subprocess.Popen(
-            [sys.executable, __file__],
+            [sys.executable, "-m", "bench.loadgen"],
+            cwd=Path(__file__).resolve().parents[1],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

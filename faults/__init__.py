@@ -9,10 +9,11 @@ transcript was lost.
 
 Modules:
 
-* ``procs``   service processes in their own process groups, killed in ``finally``
-* ``peers``   loopback peers: a media server, a webhook receiver, a model-server proxy
-              and a TCP load balancer in front of the transcriber replicas
-* ``stack``   a fresh database plus the services and peers, and the job stream
+* ``stack``   a fresh database plus the services as processes (``testkit.procs``) and the
+              peers (``testkit``: a media server, a webhook receiver, a model-server
+              proxy and a TCP load balancer in front of the transcriber replicas), and the
+              job stream
+* ``peers``   the peers' old names, importable here
 * ``checks``  the verdict: terminal statuses, deliveries, signatures, duplicates
 * ``drills``  the drills themselves; ``fuzz`` the schemathesis run
 * ``report``  machine info, Markdown and JSON reports

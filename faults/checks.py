@@ -26,25 +26,19 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from faults.peers import Delivery
 from faults.stack import TERMINAL, Stack
+from testkit.data import JFK_TEXT
+from testkit.text import words
+from testkit.webhook_receiver import Delivery
 from transcription_core import repository as repo
 from transcription_core.status import JobStatus, can_transition
 
-JFK = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
+#: What tiny.en hears in hotwords.mp3 (its "ComfyUI" as two words).
 HOTWORDS = "Then you go into your comfy eye folder again in the comfy eye."
-REFERENCES = {"jfk.flac": JFK, "hotwords.mp3": HOTWORDS}
+REFERENCES = {"jfk.flac": JFK_TEXT, "hotwords.mp3": HOTWORDS}
 MIN_SIMILARITY = 0.7
 SUCCEEDED_EVENT = "transcription.succeeded"
 FAILED_EVENT = "transcription.failed"
-
-
-def words(text: str) -> list[str]:
-    cleaned = "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text)
-    return cleaned.split()
 
 
 def similarity(a: str, b: str) -> float:
@@ -141,7 +135,7 @@ async def verify(stack: Stack, *, quality: bool = True) -> Verdict:
     }
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in await stack.query(
-        "SELECT job_id, from_status, to_status, reason, attempt FROM job_events ORDER BY id"
+        "SELECT job_id, from_status, to_status, reason, detail, attempt FROM job_events ORDER BY id"
     ):
         events[r["job_id"]].append(dict(r))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from faults.procs import ROOT
+from testkit.procs import ROOT
 from transcription_core.db import asyncpg_dsn
 
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -28,8 +28,9 @@ from sqlalchemy.engine import make_url
 from faults import db
 from faults.checks import Verdict, verify
 from faults.db import Template, TenantKeys
-from faults.procs import Processes, Service
 from faults.stack import InFlightSampler, JobSpec, Stack, Submission, plan_jobs
+from testkit.ports import free_port
+from testkit.procs import Processes, Service
 
 
 @dataclass(frozen=True)
@@ -930,8 +931,6 @@ def known(names: list[str]) -> list[str]:
 
 
 async def start_model_server(workdir: Path, procs: Processes) -> Service:
-    from faults.peers import free_port
-
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     service = procs.add(
         Service(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import platform
-import subprocess
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from faults.db import admin_url
 from faults.drills import DrillResult, Profile
+from testkit.machine import describe, postgres_version
 
 PACKAGES = (
     "faster-whisper",
@@ -26,67 +27,13 @@ PACKAGES = (
 )
 
 
-def _run(cmd: list[str]) -> str:
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=10, check=False
-    ).stdout.strip()
-
-
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    """The machine (``testkit.machine``), with the PostgreSQL server the drills use."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    postgres = "unknown"
-    try:
-        postgres = (
-            subprocess.run(
-                ["psql", "--version"], capture_output=True, text=True, timeout=10, check=False
-            ).stdout.strip()
-            or postgres
-        )
-    except OSError:
-        pass
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "-"
-    commit = os.environ.get("FAULTS_COMMIT", "")
-    changes = ""
-    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    try:
-        commit = commit or _run([*git, "rev-parse", "--short", "HEAD"])
-        # The drills run the working tree: say so when its service code is not the commit's.
-        changes = _run([*git, "status", "--porcelain", "--", "services", "shared", "migrations"])
-    except OSError:
-        pass
-    if changes:
-        commit += " + uncommitted changes in services/shared/migrations"
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "nproc": os.cpu_count(),
-        "memory": memory,
-        "cpu": cpu,
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "postgres": postgres,
-        "packages": versions,
-        "commit": commit,
-    }
+        postgres = asyncio.run(postgres_version(admin_url()))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        postgres = f"unknown ({type(exc).__name__})"
+    return describe(postgres, PACKAGES)
 
 
 def _cell(value: Any) -> str:
@@ -103,9 +50,9 @@ def markdown(
         f"Profile `{profile.name}`; {passed}/{len(results)} drills passed in {seconds:.0f} s.",
         "",
         "Machine: "
-        f"{info['nproc']} CPUs ({info['cpu']}), {info['memory']} memory, "
-        f"load average at start {', '.join(f'{x:.1f}' for x in info['load_average_at_start'])}; "
-        f"Python {info['python']}, {info['postgres']}, commit {info['commit']}.",
+        f"{info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB memory, "
+        f"load average at start {info['loadavg_at_start']}; Python {info['python']}, "
+        f"PostgreSQL {info['postgresql']}, commit {info['git_commit']}.",
         "",
         "| drill | result | jobs | outcomes | duplicates | lost jobs / transcripts | "
         "settle (s) | time (s) |",

@@ -38,7 +38,7 @@ from faults.drills import (
     run_drill,
     start_model_server,
 )
-from faults.procs import Processes
+from testkit.procs import Processes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -24,8 +24,12 @@ import asyncpg
 import httpx
 
 from faults.db import TenantKeys, dsn
-from faults.peers import LoadBalancer, MediaServer, ModelProxy, WebhookReceiver, free_port
-from faults.procs import Processes, Service
+from testkit.balancer import LoadBalancer
+from testkit.media_server import MediaServer
+from testkit.model_proxy import ModelProxy
+from testkit.ports import free_port
+from testkit.procs import Processes, Service
+from testkit.webhook_receiver import WebhookReceiver
 
 BASE_ENV = {
     "ALLOW_PRIVATE_URLS": "true",

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks import Webhook
 
-from stack import JFK_REFERENCE, model_server_process, running_stack, words
+from stack import running_stack
+from testkit.data import JFK_TEXT
+from testkit.procs import model_server
+from testkit.text import words
 from transcription_core import repository as repo
 from transcription_core.cli import main as cli
 
@@ -19,8 +22,8 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def model_server_url() -> Iterator[str]:
-    with model_server_process(MODEL="tiny.en", MAX_BATCH_SIZE="4") as url:
-        yield url
+    with model_server(MODEL="tiny.en", MAX_BATCH_SIZE="4") as server:
+        yield server.url
 
 
 def verified(secret: str, delivery) -> dict:
@@ -35,7 +38,7 @@ async def test_jfk_succeeds_and_the_signed_webhook_carries_the_reference_text(
         job = await stack.enqueue("jfk.flac", external_id="post-1", metadata={"k": "v"})
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED")
         assert done["status"] == "SUCCEEDED", done
-        assert words(done["transcript"]["text"]) == words(JFK_REFERENCE)
+        assert words(done["transcript"]["text"]) == words(JFK_TEXT)
         transcript = done["transcript"]
         assert transcript["language"] == "en" and transcript["model"] == "tiny.en"
         assert 10.5 <= transcript["duration"] <= 11.5
@@ -47,7 +50,7 @@ async def test_jfk_succeeds_and_the_signed_webhook_carries_the_reference_text(
         assert payload["data"]["id"] == job["id"] and payload["data"]["status"] == "SUCCEEDED"
         assert payload["data"]["external_id"] == "post-1"
         assert payload["data"]["metadata"] == {"k": "v"}
-        assert words(payload["data"]["transcript"]["text"]) == words(JFK_REFERENCE)
+        assert words(payload["data"]["transcript"]["text"]) == words(JFK_TEXT)
         srt = await stack.api.get(
             f"/v1/jobs/{job['id']}/transcript?format=srt",
             headers={"Authorization": f"Bearer {stack.api_key}"},
@@ -66,7 +69,7 @@ async def test_a_receiver_failing_three_times_gets_the_fourth_with_the_same_id(
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED")
         assert done["status"] == "SUCCEEDED"
         deliveries = stack.receiver.deliveries
-        assert [d.status for d in deliveries] == [500, 502, 404, 200]
+        assert [d.answered for d in deliveries] == [500, 502, 404, 200]
         assert len({d.headers["webhook-id"] for d in deliveries}) == 1
         assert len({d.body for d in deliveries}) == 1  # one message, the same content
         for delivery in deliveries:
@@ -85,12 +88,12 @@ async def test_a_receiver_down_for_good_ends_webhook_failed_with_the_transcript_
         done = await stack.wait_status(job["id"], "PERMAFAILED", "SUCCEEDED")
         assert (done["status"], done["failure_reason"]) == ("PERMAFAILED", "WEBHOOK_FAILED")
         assert len(stack.receiver.deliveries) == 5  # the first and 4 scheduled retries
-        assert words(done["transcript"]["text"]) == words(JFK_REFERENCE)
+        assert words(done["transcript"]["text"]) == words(JFK_TEXT)
         text = await stack.api.get(
             f"/v1/jobs/{job['id']}/transcript?format=text",
             headers={"Authorization": f"Bearer {stack.api_key}"},
         )
-        assert words(text.text) == words(JFK_REFERENCE)
+        assert words(text.text) == words(JFK_TEXT)
         # The client fixes its receiver and asks again: same message, same id.
         stack.receiver.answers = []
         response = await stack.api.post(
@@ -98,7 +101,7 @@ async def test_a_receiver_down_for_good_ends_webhook_failed_with_the_transcript_
         )
         assert response.status_code == 202
         await stack.wait_status(job["id"], "SUCCEEDED")
-        assert stack.receiver.deliveries[-1].status == 200
+        assert stack.receiver.deliveries[-1].answered == 200
         assert len({d.headers["webhook-id"] for d in stack.receiver.deliveries}) == 1
         assert stack.model.forwarded == 1
 
@@ -124,8 +127,7 @@ async def test_an_expired_url_gets_one_failed_webhook_and_no_retry(
     pg_url: str, model_server_url: str, status: int, reason: str
 ) -> None:
     async with running_stack(pg_url, model_server_url) as stack:
-        stack.media.behaviour["jfk.flac"] = status
-        job = await stack.enqueue("jfk.flac")
+        job = await stack.enqueue("jfk.flac", media=f"status{status}")
         done = await stack.wait_status(job["id"], "PERMAFAILED", "SUCCEEDED")
         assert (done["status"], done["failure_reason"]) == ("PERMAFAILED", reason)
         assert str(status) in done["failure_detail"] and done["attempts"] == 1
@@ -133,7 +135,8 @@ async def test_an_expired_url_gets_one_failed_webhook_and_no_retry(
         payload = verified(stack.webhook_secret, delivery)
         assert payload["type"] == "transcription.failed"
         assert payload["data"]["failure_reason"] == reason
-        assert stack.media.requests == ["jfk.flac"] and stack.model.forwarded == 0
+        assert [entry.file for entry in stack.media.log] == ["jfk.flac"]
+        assert stack.model.forwarded == 0
 
 
 async def test_a_model_server_failing_some_chunks_is_retried_within_the_attempt(
@@ -153,21 +156,21 @@ async def test_a_model_server_down_then_back_is_retried_to_success(
     async with running_stack(
         pg_url, model_server_url, transcriber={"retry_backoff_seconds": 2.0}
     ) as stack:
-        stack.model.down = True
+        stack.model.unavailable = True
         job = await stack.enqueue("jfk.flac")
         failed = await stack.wait_status(job["id"], "FAILED", "PERMAFAILED")
         assert (failed["status"], failed["failure_reason"]) == ("FAILED", "MODEL_ERROR")
-        stack.model.down = False
+        stack.model.unavailable = False
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED")
         assert done["status"] == "SUCCEEDED" and done["attempts"] >= 2
-        assert words(done["transcript"]["text"]) == words(JFK_REFERENCE)
+        assert words(done["transcript"]["text"]) == words(JFK_TEXT)
 
 
 async def test_model_down_for_every_attempt_then_requeue_after_the_fix(
     pg_url: str, model_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_stack(pg_url, model_server_url) as stack:
-        stack.model.down = True
+        stack.model.unavailable = True
         job = await stack.enqueue("jfk.flac")
         gone = await stack.enqueue("missing.mp3")  # the media server answers 404
         done = await stack.wait_status(job["id"], "PERMAFAILED", "SUCCEEDED")
@@ -184,7 +187,7 @@ async def test_model_down_for_every_attempt_then_requeue_after_the_fix(
         ]
         assert failed_types == ["transcription.failed"] * 2
 
-        stack.model.down = False
+        stack.model.unavailable = False
         monkeypatch.setenv("DATABASE_URL", pg_url)
         assert await asyncio.to_thread(cli, ["requeue", "--since", "1h"]) == 0
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED")
@@ -205,14 +208,14 @@ async def test_a_second_attempt_reuses_the_chunks_of_the_first(
     async with running_stack(
         pg_url, model_server_url, transcriber={"chunk_concurrency": 1, **slow_retry}
     ) as stack:
-        stack.model.down_after = 1
+        stack.model.unavailable_after = 1
         job = await stack.enqueue("multilingual.mp3", language="en")
         failed = await stack.wait_status(job["id"], "FAILED", "PERMAFAILED", "SUCCEEDED")
         assert failed["status"] == "FAILED" and failed["failure_reason"] == "MODEL_ERROR"
         async with stack.engine.connect() as conn:
             saved = await repo.saved_chunks(conn, job["id"])
         assert len(saved) == stack.model.forwarded == 1
-        stack.model.down = False
+        stack.model.unavailable = False
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED")
         assert done["status"] == "SUCCEEDED" and done["attempts"] == 2
         async with stack.engine.connect() as conn:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
 
-from servers import serve_app
-from stack import model_server_process, running_stack, words
-from support.media import JFK, make_media
+from stack import running_stack
+from testkit.media import JFK, make_media
+from testkit.procs import model_server
+from testkit.text import words
 from transcriber_service import metrics
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -29,23 +28,13 @@ BUSY = {"chunk_concurrency": 16, "max_attempts": 2}
 
 @pytest.fixture(scope="module")
 def busy_model_server() -> Iterator[str]:
-    with model_server_process(MODEL="tiny.en", MAX_BATCH_SIZE="2", MAX_QUEUED_CHUNKS="2") as url:
-        yield url
+    with model_server(MODEL="tiny.en", MAX_BATCH_SIZE="2", MAX_QUEUED_CHUNKS="2") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_media("flac", tmp_path_factory.mktemp("busy"), JFK, repeat=16)
-
-
-def serving(path: Path) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/recording.flac")
-    async def recording() -> FileResponse:
-        return FileResponse(path)
-
-    return app
 
 
 def rejected(model_server_url: str) -> float:
@@ -61,21 +50,14 @@ async def test_a_full_model_queue_slows_the_job_down_and_it_succeeds_on_its_firs
 ) -> None:
     before = rejected(busy_model_server)
     waited_before = metrics.MODEL_BUSY_ANSWERS.labels("503")._value.get()
-    async with (
-        serve_app(serving(recording)) as media_url,
-        running_stack(pg_url, busy_model_server, transcriber=BUSY, orchestrator=BUSY) as stack,
-    ):
-        response = await stack.api.post(
-            "/v1/jobs",
-            json={
-                "media_url": f"{media_url}/recording.flac",
-                "webhook_url": f"{stack.receiver.url}/hook",
-                "language": "en",
-            },
-            headers={"Authorization": f"Bearer {stack.api_key}"},
-        )
-        assert response.status_code == 202, response.text
-        job_id = response.json()["id"]
+    async with running_stack(
+        pg_url,
+        busy_model_server,
+        transcriber=BUSY,
+        orchestrator=BUSY,
+        media_root=recording.parent,
+    ) as stack:
+        job_id = (await stack.enqueue(recording.name, language="en"))["id"]
         done = await stack.wait_status(job_id, "SUCCEEDED", "PERMAFAILED", timeout=300)
         assert (done["status"], done["attempts"]) == ("SUCCEEDED", 1), done
         assert words(done["transcript"]["text"]).count("country") >= 16 * 2 - 2

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import io
 import re
-import socket
-import string
 import threading
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +22,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from faster_whisper import decode_audio
 from openai import OpenAI
@@ -34,23 +31,14 @@ from model_server.app import create_app
 from model_server.decoding import BatchDecoder, BatchOptions, ChunkRequest
 from model_server.model import load_model
 from model_server.settings import ModelServerSettings
-from servers import serve_app
-from support.media import silent_flac
+from testkit.asgi import serve_app, serve_in_thread
+from testkit.data import JFK_TEXT
+from testkit.media import JFK, MULTILINGUAL, silent_flac
+from testkit.ports import free_port
+from testkit.text import words
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-JFK = DATA / "jfk.flac"
-MULTILINGUAL = DATA / "multilingual.mp3"
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 PCM = {"content-type": "audio/x-pcm-s16le"}
-
-
-def words(text: str) -> list[str]:
-    """Lower case, punctuation out: how transcripts are compared with references."""
-    return text.lower().translate(str.maketrans("", "", string.punctuation)).split()
 
 
 def to_pcm(audio: np.ndarray) -> bytes:
@@ -65,29 +53,6 @@ class Server:
     @property
     def batcher(self) -> Any:
         return self.app.state.service.batcher
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` (lifespan included) with uvicorn on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(1200):
-            if server.started or not thread.is_alive():
-                break
-            threading.Event().wait(0.05)
-        if not server.started:
-            raise RuntimeError("the model server did not start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -588,9 +553,7 @@ async def test_model_client_gives_up_on_a_server_that_keeps_failing() -> None:
 
 
 async def test_model_client_raises_when_the_server_is_down() -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"  # a port that was free a moment ago: nobody listens
     async with httpx.AsyncClient(timeout=5) as http:
         client = ModelServerClient(http, url, max_attempts=2, initial_backoff=0.01)
         with pytest.raises(ModelServerError, match="could not be reached") as failed:

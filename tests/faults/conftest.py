@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from faults import db  # noqa: E402
-from faults.drills import PROFILES, RunContext, start_model_server  # noqa: E402
-from faults.procs import Processes  # noqa: E402
+from faults import db
+from faults.drills import PROFILES, RunContext, start_model_server
+from testkit.procs import Processes
 
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES", "") not in ("", "0", "false")
 

@@ -74,8 +74,10 @@ def test_a_refused_trigger_is_not_sent_again_at_once(fault_run: RunContext) -> N
             await drop(url)
 
     requeues = asyncio.run(scenario())
-    # Two jobs waiting 5 s, refused with Retry-After: 1: about 10; 20 leaves room.
-    assert requeues <= 20, f"{requeues} refused triggers in 5 s for 2 waiting jobs"
+    # Two jobs waiting 5 s, refused with Retry-After: 1: about 10; 20 leaves room. At least
+    # one: without a refusal in the window the scenario did not happen, and the bound
+    # above would hold for nothing.
+    assert 1 <= requeues <= 20, f"{requeues} refused triggers in 5 s for 2 waiting jobs"
 
 
 @pytest.mark.model

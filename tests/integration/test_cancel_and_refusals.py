@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from enqueue_service.app import create_app
 from enqueue_service.settings import EnqueueSettings
 from factories import make_job, make_tenant
-from servers import serve_app
+from testkit.asgi import serve_app
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
 from transcription_core.status import JobStatus

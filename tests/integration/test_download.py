@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import serve_app
-from support.media_server import MediaHost, body_bytes
+from testkit.media_server import MediaServer, body_bytes
+from testkit.ports import free_port
 from transcriber_service.download import DownloadResult, download_to_file
 from transcriber_service.errors import DownloadError
 from transcription_core.status import FailureReason
@@ -18,14 +18,14 @@ MAX_BYTES = 1_000_000
 
 
 @pytest.fixture
-def host() -> MediaHost:
-    return MediaHost()
+async def host() -> AsyncIterator[MediaServer]:
+    async with MediaServer() as server:
+        yield server
 
 
 @pytest.fixture
-async def base_url(host: MediaHost) -> AsyncIterator[str]:
-    async with serve_app(host) as url:
-        yield url
+def base_url(host: MediaServer) -> str:
+    return host.url
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ async def test_chunked_body_over_the_limit_is_stopped_while_streaming(
 
 
 async def test_a_redirect_chain_is_followed(
-    client: httpx.AsyncClient, host: MediaHost, base_url: str, tmp_path: Path
+    client: httpx.AsyncClient, host: MediaServer, base_url: str, tmp_path: Path
 ) -> None:
     result = await download(client, f"{base_url}/hop/3", tmp_path / "m")
 
@@ -188,7 +188,7 @@ async def test_redirects_are_followed_even_by_a_client_that_would_not(
 
 
 async def test_too_many_redirects(
-    client: httpx.AsyncClient, host: MediaHost, base_url: str, tmp_path: Path
+    client: httpx.AsyncClient, host: MediaServer, base_url: str, tmp_path: Path
 ) -> None:
     failure = await fails(client, f"{base_url}/loop", tmp_path / "m", max_redirects=3)
 
@@ -214,7 +214,7 @@ async def test_a_redirect_without_location(
 
 
 async def test_loopback_url_is_refused_before_any_connection(
-    client: httpx.AsyncClient, host: MediaHost, base_url: str, tmp_path: Path
+    client: httpx.AsyncClient, host: MediaServer, base_url: str, tmp_path: Path
 ) -> None:
     failure = await fails(client, f"{base_url}/media/1000", tmp_path / "m", allow_private=False)
 
@@ -235,13 +235,7 @@ async def test_redirect_to_a_private_address_with_private_allowed_is_followed(
 
 
 async def test_connection_refused_is_retried(client: httpx.AsyncClient, tmp_path: Path) -> None:
-    # A port nobody listens on: bind one, note it, close it.
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
+    port = free_port()  # nobody listens on it
     failure = await fails(client, f"http://127.0.0.1:{port}/media.mp4", tmp_path / "m")
 
     assert failure.reason is FailureReason.DOWNLOAD_FAILED

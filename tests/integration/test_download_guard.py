@@ -16,8 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from servers import serve_app
-from support.media_server import MediaHost
+from testkit.media_server import MediaServer
 from transcriber_service.download import check_hop, download_to_file
 from transcriber_service.errors import DownloadError
 from transcription_core.status import FailureReason
@@ -152,8 +151,8 @@ LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.0/8"),)
 
 @pytest.fixture
 async def loopback_host() -> AsyncIterator[str]:
-    async with serve_app(MediaHost()) as url:
-        yield url
+    async with MediaServer() as host:
+        yield host.url
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from enqueue_service.app import create_app
 from enqueue_service.settings import EnqueueSettings
 from factories import make_tenant
-from servers import serve_app
+from testkit.asgi import serve_app
 from transcription_core import repository as repo
 
 JOB = {

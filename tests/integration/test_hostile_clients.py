@@ -20,7 +20,7 @@ from enqueue_service import settings as enqueue_settings
 from enqueue_service.app import EnqueueHttp, create_app
 from enqueue_service.settings import EnqueueSettings
 from factories import make_tenant
-from servers import serve_app
+from testkit.asgi import serve_app
 from transcription_core import repository as repo
 
 pytestmark = pytest.mark.postgres

@@ -23,8 +23,7 @@ from factories import make_job, make_tenant
 from orchestrator_service.clients import TriggerResult
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings
-from servers import serve_app
-from stack import WebhookReceiver
+from testkit.webhook_receiver import WebhookReceiver
 from transcriber_service.errors import JobFailure
 from transcriber_service.service import Worker
 from transcriber_service.settings import TranscriberSettings
@@ -184,10 +183,9 @@ async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
     """Metadata stored 300 levels deep (before the enqueue refused it) cannot be
     serialised into a message: each try is a failed delivery, on the webhook schedule,
     never a transcription attempt that starts the delivery count again."""
-    receiver = WebhookReceiver()
-    async with serve_app(receiver.app()) as url:
+    async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
-        await make_job(pg_engine, webhook_url=f"{url}/hook", metadata=nested(300))
+        await make_job(pg_engine, webhook_url=receiver.hook_url(), metadata=nested(300))
         if message == "succeeded":
             pipeline = Scripted(TRANSCRIPT)
             reason = FailureReason.WEBHOOK_FAILED
@@ -203,10 +201,9 @@ async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
 async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
     pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient
 ) -> None:
-    receiver = WebhookReceiver()
-    async with serve_app(receiver.app()) as url:
+    async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
-        await make_job(pg_engine, webhook_url=f"{url}/hook")
+        await make_job(pg_engine, webhook_url=receiver.hook_url())
         pipeline = Scripted(KeyError("segments"))
         row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
     assert_rests(row, events, FailureReason.WORKER_LOST, "KeyError", "segments")
@@ -335,10 +332,9 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
                 )
             return await super().transcribe(job)
 
-    receiver = WebhookReceiver()
-    async with serve_app(receiver.app()) as url:
+    async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
-        await make_job(pg_engine, webhook_url=f"{url}/hook")
+        await make_job(pg_engine, webhook_url=receiver.hook_url())
         pipeline = FailsOnce(
             JobFailure(FailureReason.DOWNLOAD_FAILED, "the media URL answered HTTP 503"),
             TRANSCRIPT,

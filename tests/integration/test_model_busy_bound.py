@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from model_server.errors import QueueFull
-from servers import serve_app
 from stack import running_stack
+from testkit.asgi import serve_app
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcription_core.http import install_problem_handlers
 

@@ -17,7 +17,7 @@ from orchestrator_service.app import create_app
 from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings
-from servers import serve_app, wait_for
+from testkit.asgi import serve_app, wait_for
 from transcription_core import repository as repo
 from transcription_core.cli import main as cli
 from transcription_core.status import JobStatus

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from enqueue_service.app import create_app as create_enqueue
 from model_server.app import create_app as create_model_server
 from orchestrator_service.app import create_app as create_orchestrator
-from servers import serve_app
+from testkit.asgi import serve_app
 from transcriber_service.app import create_app as create_transcriber
 from transcription_core.db import asyncpg_dsn, create_engine
 from transcription_core.http import install_problem_handlers

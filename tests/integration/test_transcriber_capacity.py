@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from servers import serve_app
+from testkit.asgi import serve_app
 from transcriber_service.app import create_app
 from transcriber_service.settings import TranscriberSettings
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 
-from servers import serve_app
-from support.webhook_peers import HostileReceiver, hostile_receiver
+from testkit.asgi import serve_app
+from testkit.webhook_receiver import WebhookReceiver
 from transcriber_service.webhooks import WebhookSender, message_body, sign
 from transcription_core.repository import new_webhook_secret
 from transcription_core.retry_after import parse_retry_after
@@ -142,13 +142,14 @@ async def test_a_huge_answer_is_not_read(http: httpx.AsyncClient, status: int) -
     """A receiver answering 200 MB (generated as it is sent): the sender reads at most a
     small cap of it and hangs up, so what the receiver got out is the kernel's buffers,
     not the body."""
-    peer = HostileReceiver("huge", status=status)
-    async with hostile_receiver(peer) as url:
+    async with WebhookReceiver(huge_status=status, huge_bytes=200 * 1024**2) as peer:
         sender = WebhookSender(http, timeout=30, allow_private=True)
+        url = peer.hook_url("t", "huge")
         result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 60)
         await asyncio.wait_for(peer.hung_up.wait(), 30)
     assert result.delivered == (status == 200) and result.status == status
-    assert peer.sent < 32 * 1024**2, f"{peer.sent} bytes of the body left the receiver"
+    sent = peer.huge_sent
+    assert sent < 32 * 1024**2, f"{sent} bytes of the body left the receiver"
     assert len(result.detail) < 2 * 1024
 
 
@@ -157,9 +158,9 @@ async def test_one_deadline_bounds_the_whole_exchange(
     http: httpx.AsyncClient, behaviour: str
 ) -> None:
     """One byte every 0.5 s never trips a 1 s read timeout; the deadline cuts it."""
-    peer = HostileReceiver(behaviour, interval=0.5)
-    async with hostile_receiver(peer) as url:
+    async with WebhookReceiver(drip_seconds=0.5) as peer:
         sender = WebhookSender(http, timeout=1, allow_private=True)
+        url = peer.hook_url("t", behaviour)
         result = await asyncio.wait_for(sender.send(url, SECRET, "m", b"{}"), 30)
         await asyncio.wait_for(peer.hung_up.wait(), 30)
     assert not result.delivered

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from servers import serve_app
 from stack import running_stack
+from testkit.asgi import serve_app
 from transcriber_service.app import create_app
 from transcriber_service.settings import TranscriberSettings
 
@@ -103,8 +103,7 @@ async def test_a_running_job_holds_its_directory_and_removes_it_at_the_end(
         transcriber={"work_dir": str(tmp_path), "shutdown_grace_seconds": 0.2},
         orchestrator={"retry_backoff_seconds": 3600},
     ) as stack:
-        stack.media.behaviour["jfk.flac"] = "stall"  # the download never ends
-        job = await stack.enqueue("jfk.flac")
+        job = await stack.enqueue("jfk.flac", media="stall")  # the download never ends
         await stack.wait_status(job["id"], "PROCESSING")
         (attempt,) = (tmp_path / "transcriber-jobs").glob(f"job-{job['id'][:8]}-*")
         assert is_locked(attempt)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from servers import wait_for
 from stack import running_stack
+from testkit.asgi import wait_for
 from transcription_core import repository as repo
 
 
@@ -14,8 +14,7 @@ async def test_shutdown_hands_the_job_back_uncounted(pg_url: str) -> None:
         transcriber={"shutdown_grace_seconds": 0.2},
         orchestrator={"retry_backoff_seconds": 3600},
     ) as stack:
-        stack.media.behaviour["jfk.flac"] = "stall"  # the download never ends
-        job = await stack.enqueue("jfk.flac")
+        job = await stack.enqueue("jfk.flac", media="stall")  # the download never ends
         await stack.wait_status(job["id"], "PROCESSING")
         engine = stack.engine
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
-from support.media import JFK, MULTILINGUAL, decode_mono, make_silence_wav
+from testkit.media import JFK, MULTILINGUAL, decode_mono, make_silence_wav
 from transcriber_service.chunking import (
     DEFAULT_VAD_OPTIONS,
     ENERGY_HOP,

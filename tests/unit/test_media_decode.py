@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.media import (
+from testkit.media import (
     JFK,
     JFK_SECONDS,
     KINDS,

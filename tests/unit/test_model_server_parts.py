@@ -26,7 +26,7 @@ from model_server.model import (
     resolve_model,
 )
 from model_server.settings import ModelServerSettings
-from support.media import JFK, silent_flac
+from testkit.media import JFK, silent_flac
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,11 @@
 """Where the long-media time goes: chunking designs on the model alone, in one process.
 
-    .venv/bin/python bench/long_media_designs.py              # 10 cycles, 2 rounds, ~3 min
-    .venv/bin/python bench/long_media_designs.py --cycles 2 --rounds 1   # a quick look
+    .venv/bin/python -m bench long-media-designs              # 10 cycles, 2 rounds, ~3 min
+    .venv/bin/python -m bench long-media-designs --cycles 2 --rounds 1   # a quick look
 
-``long_media.py`` times the whole service; this one asks why it is not within 1.15 x of
+``long-media`` times the whole service; this one asks why it is not within 1.15 x of
 faster-whisper's ``BatchedInferencePipeline``, and what other ways of cutting the same
-recording (``long_media.compose``) would cost. Every design decodes with the same
+recording (``bench.speech.compose``) would cost. Every design decodes with the same
 tiny.en int8 model object, 2 CPU threads (nproc), beam 5, ``language="en"``, rounds
 interleaved, and counts what the model did: 30 s encoder windows, seconds in
 ``encode``, seconds in ``generate``, tokens generated. A design's wall time includes its
@@ -40,10 +40,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import benchlib
-import long_media as lm
 import numpy as np
 
+from bench import report
+from bench.speech import SAMPLE_RATE, compose, tiny_model_path, write_audio
+from testkit.data import DATA
+from testkit.machine import loadavg
+from testkit.text import wer
 from transcriber_service.chunking import (
     DEFAULT_VAD_OPTIONS,
     analyse_pcm,
@@ -52,7 +55,10 @@ from transcriber_service.chunking import (
 )
 from transcriber_service.media import decode_to_pcm_file, pcm_num_samples, read_pcm_float32
 
-SAMPLE_RATE = 16_000
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--cycles", "1", "--rounds", "1"]
+
+
 BATCH = 8
 SECTIONS = 8
 
@@ -121,30 +127,31 @@ def sections(pcm: Path, audio: np.ndarray, gap_s: float, count: int) -> list[np.
     return [np.concatenate([audio[s:e] for s, e in part]) for part in cut if part]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gap", type=float, default=0.8, help="longest pause kept in sections")
     parser.add_argument("--name", default="long-media-designs")
-    parser.add_argument("--out", type=Path, default=lm.RESULTS)
-    args = parser.parse_args()
-    benchlib.stop_on_sigterm()
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
+    args = parser.parse_args(argv)
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from model_server import decoding
 
     threads = len(os.sched_getaffinity(0))
-    samples, reference, _ = lm.compose(args.cycles)
-    whisper = WhisperModel(lm.model_path(), device="cpu", compute_type="int8", cpu_threads=threads)
+    samples, reference, _ = compose(args.cycles)
+    whisper = WhisperModel(
+        tiny_model_path(), device="cpu", compute_type="int8", cpu_threads=threads
+    )
     counted = Counted(whisper)
     pipeline = BatchedInferencePipeline(whisper)
     decoder = decoding.BatchDecoder(whisper)
     options = decoding.BatchOptions(beam_size=5)
 
     with tempfile.TemporaryDirectory(prefix="long-media-designs-") as tmp_name:
-        media = lm.write_audio(samples, Path(tmp_name) / "long-speech.flac")
+        media = write_audio(samples, Path(tmp_name) / "long-speech.flac")
         pcm = Path(tmp_name) / "long-speech.pcm"
         decode_to_pcm_file(media, pcm, max_duration_s=4 * 3600)
         audio = read_pcm_float32(pcm, 0, pcm_num_samples(pcm))
@@ -186,21 +193,21 @@ def main() -> None:
             "service": service,
             f"sections ({SECTIONS}, pauses <= {args.gap} s, no prompt)": sectioned,
         }
-        list(whisper.transcribe(str(lm.DATA / "jfk.flac"), beam_size=5, language="en")[0])
+        list(whisper.transcribe(str(DATA / "jfk.flac"), beam_size=5, language="en")[0])
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in designs}
         texts: dict[str, str] = {}
-        info = benchlib.machine_info("not used")
+        info = report.machine(postgres=False)
         for round_ in range(args.rounds):
             for name, run in designs.items():
                 counted.reset()
                 started = time.perf_counter()
                 text = run()
                 wall = time.perf_counter() - started
-                entry = {"wall_seconds": round(wall, 2), "loadavg": lm.stack.loadavg()}
+                entry = {"wall_seconds": round(wall, 2), "loadavg": loadavg()}
                 entry.update({k: round(v, 2) for k, v in counted.counts.items()})
                 runs[name].append(entry)
                 texts[name] = text
-                lm.stack.log(f"round {round_}: {name}: {entry}")
+                report.log(f"round {round_}: {name}: {entry}")
 
     summary = {}
     base = min(r["wall_seconds"] for r in runs["batched"])
@@ -209,7 +216,7 @@ def main() -> None:
         summary[name] = {
             **best,
             "x_batched": round(best["wall_seconds"] / base, 2),
-            **lm.wer(reference, texts[name]),
+            **wer(reference, texts[name]),
         }
     result = {
         "machine": info,
@@ -223,10 +230,11 @@ def main() -> None:
     lines = [
         "# Long media: chunking designs on the model alone",
         "",
-        benchlib.machine_markdown(info),
-        f"- load average at end: {lm.stack.loadavg()}",
+        report.machine_markdown(info),
+        f"- load average at end: {loadavg()}",
         "",
-        f"{len(samples) / SAMPLE_RATE:.0f} s recording (long_media.compose, {args.cycles} cycles), "
+        f"{len(samples) / SAMPLE_RATE:.0f} s recording (bench.speech.compose, "
+        f"{args.cycles} cycles), "
         f"tiny.en int8, {threads} threads, beam 5, best of {args.rounds} interleaved rounds.",
         "",
         "| design | wall s | x batched | windows | encode s | generate s | tokens | WER % |",
@@ -239,9 +247,4 @@ def main() -> None:
             f"{s['wer_percent']} |"
         )
     lines += ["", "(analysis: see bench/README.md)"]
-    for path in benchlib.write_results(args.out, args.name, result, "\n".join(lines)):
-        lm.stack.log(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
+    report.write(args.out, args.name, result, "\n".join(lines))

@@ -1,12 +1,12 @@
 """Sustained load: short real speech clips enqueued at a fixed rate through the whole service.
 
-    .venv/bin/python bench/sustained.py                           # probe, ramp, 10 min at 10/s
-    .venv/bin/python bench/sustained.py --minutes 1 --rate 2 --no-ramp   # a smoke run
-    .venv/bin/python bench/sustained.py --probe-only --set MAX_BATCH_SIZE=8   # one setting
+    .venv/bin/python -m bench sustained                           # probe, ramp, 10 min at 10/s
+    .venv/bin/python -m bench sustained --minutes 1 --rate 2 --no-ramp   # a smoke run
+    .venv/bin/python -m bench sustained --probe-only --set MAX_BATCH_SIZE=8   # one setting
 
 The four services run as processes (``transcription serve ...``) on a scratch PostgreSQL
 database with tiny.en (int8, CPU); a media server serves the clips and a webhook receiver
-records every delivery, both on loopback in this process (``sustained_stack.py``). Jobs
+records every delivery, both on loopback in this process (``bench.stack``). Jobs
 alternate between the clips (``--clips``: hotwords.mp3, 4 s, and jfk.flac, 11 s), with
 ``language="en"``.
 
@@ -53,14 +53,28 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import benchlib
 import httpx
-import sustained_stack as stack
 
+from bench import measure, report, stack
+from bench.database import database_name, scratch_database
+from testkit.data import DATA
+from testkit.machine import loadavg
 from transcription_core.db import asyncpg_dsn
 
-DATA = benchlib.ROOT / "tests" / "data"
-RESULTS = benchlib.ROOT / "bench" / "results"
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = [
+    "--minutes",
+    "0.25",
+    "--rate",
+    "1",
+    "--no-ramp",
+    "--probe-jobs",
+    "0",
+    "--drain-minutes",
+    "2",
+]
+
+
 TERMINAL = ("SUCCEEDED", "PERMAFAILED", "CANCELED")
 
 
@@ -100,10 +114,28 @@ class Run:
     samples: list[dict[str, Any]] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
 
+    def job_records(self) -> list[dict[str, Any]]:
+        """Every job: phase, clip, when it was scheduled (s from the start), how long its
+        POST took, its latency to its first webhook, its enqueue error."""
+        delivered = self.first_delivery()
+        return [
+            {
+                "phase": j.phase,
+                "clip": j.clip,
+                "scheduled_s": round(j.scheduled - self.t0, 3),
+                "enqueue_ms": round((j.answered - j.scheduled) * 1000, 1) if j.answered else None,
+                "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
+                if j.job_id in delivered
+                else None,
+                "error": j.error,
+            }
+            for j in self.jobs
+        ]
+
     def first_delivery(self) -> dict[str, float]:
         """Job id → monotonic arrival of its first delivery."""
         out: dict[str, float] = {}
-        for r in list(self.peers.received):
+        for r in list(self.peers.receiver.deliveries):
             if r.job_id is not None and r.job_id not in out:
                 out[r.job_id] = r.at_monotonic
         return out
@@ -137,8 +169,8 @@ async def send_jobs(
             created = await stack.enqueue(
                 client,
                 run.services,
-                f"{run.peers.media_url}/{job.clip}",
-                run.peers.hook_url,
+                run.peers.media_url(job.clip),
+                run.peers.hook_url(run.services),
                 language="en",
                 external_id=f"{phase}-{job.index}",
             )
@@ -179,8 +211,8 @@ async def sample_queue(run: Run, stop: asyncio.Event) -> None:
                 {
                     "t": round(started - run.t0, 2),
                     "counts": {r["status"]: r["n"] for r in rows},
-                    "delivered": len(run.peers.received),
-                    "load1": float(stack.loadavg().split()[0]),
+                    "delivered": len(run.peers.receiver.deliveries),
+                    "load1": float(loadavg().split()[0]),
                 }
             )
         with contextlib.suppress(TimeoutError):
@@ -212,8 +244,8 @@ def phase_stats(run: Run, jobs: list[Job], start: float, end: float) -> dict[str
         "delivered": len(latencies),
         "delivered_within_phase": len(in_window),
         "completion_rate_per_s": round(len(in_window) / (end - start), 3) if end > start else None,
-        "e2e_latency": benchlib.summarise_ms(latencies),
-        "enqueue_latency": benchlib.summarise_ms(enqueue_latency),
+        "e2e_latency": measure.summarise_ms(latencies),
+        "enqueue_latency": measure.summarise_ms(enqueue_latency),
     }
 
 
@@ -242,7 +274,7 @@ def backlog_at(run: Run, t_mono: float) -> int:
 
 
 async def capacity_probe(run: Run, client: httpx.AsyncClient, n: int, clips: list[str]) -> dict:
-    stack.log(f"capacity probe: {n} jobs at once")
+    report.log(f"capacity probe: {n} jobs at once")
     start = time.monotonic()
     jobs = await send_jobs(run, client, "probe", None, n, clips)
     ok = await wait_delivered(run, jobs, timeout=max(600.0, n * 5.0))
@@ -254,7 +286,7 @@ async def capacity_probe(run: Run, client: httpx.AsyncClient, n: int, clips: lis
     run.phases.append({"name": "probe", "start": start - run.t0, "end": end - run.t0})
     stats = phase_stats(run, jobs, start, end)
     stats.update({"all_delivered": ok, "capacity_jobs_per_s": round(capacity, 3)})
-    stack.log(f"capacity probe: {capacity:.2f} jobs/s (load {stack.loadavg()})")
+    report.log(f"capacity probe: {capacity:.2f} jobs/s (load {loadavg()})")
     return stats
 
 
@@ -264,7 +296,7 @@ async def ramp(
     steps = []
     for rate in rates:
         count = max(1, round(rate * seconds))
-        stack.log(f"ramp step: {rate:.2f} jobs/s for {seconds:.0f} s ({count} jobs)")
+        report.log(f"ramp step: {rate:.2f} jobs/s for {seconds:.0f} s ({count} jobs)")
         start = time.monotonic()
         jobs = await send_jobs(run, client, f"ramp-{rate:.2f}", rate, count, clips)
         end = time.monotonic()
@@ -280,10 +312,10 @@ async def ramp(
             {"name": f"ramp {rate:.2f}/s", "start": start - run.t0, "end": end - run.t0}
         )
         steps.append(stats)
-        stack.log(
+        report.log(
             f"  completed {stats['completion_rate_per_s']}/s during the step, backlog "
             f"{backlog}, p50 {stats['e2e_latency'].get('p50_ms')} ms → "
-            f"{'sustained' if sustained else 'NOT sustained'} (load {stack.loadavg()})"
+            f"{'sustained' if sustained else 'NOT sustained'} (load {loadavg()})"
         )
         if not sustained and rate > rates[0]:
             break
@@ -299,23 +331,23 @@ async def main_run(
     clips: list[str],
 ) -> dict[str, Any]:
     count = round(rate * minutes * 60)
-    stack.log(f"run: {rate} jobs/s for {minutes} min ({count} jobs), load {stack.loadavg()}")
+    report.log(f"run: {rate} jobs/s for {minutes} min ({count} jobs), load {loadavg()}")
     model_url = run.services.servers["model-server"].url
     model_before = stack.metrics(model_url)
     transcriber_before = stack.metrics(run.services.servers["transcriber"].url)
     pids = {n: run.services.servers[n].pids() for n in stack.SERVICES}
-    meter = benchlib.CpuMeter(pids, benchlib.database_name(run.services.database_url))
+    meter = measure.CpuMeter(pids, database_name(run.services.database_url))
     meter.start()
     start = time.monotonic()
-    loads = [stack.loadavg()]
+    loads = [loadavg()]
     jobs = await send_jobs(run, client, "run", rate, count, clips)
     end = time.monotonic()
-    loads.append(stack.loadavg())
-    stack.log(f"run: enqueue done; backlog {backlog_at(run, end)}; draining")
+    loads.append(loadavg())
+    report.log(f"run: enqueue done; backlog {backlog_at(run, end)}; draining")
     cpu_during = meter.stop()
     ok = await wait_delivered(run, jobs, timeout=drain_minutes * 60)
     drained = time.monotonic()
-    loads.append(stack.loadavg())
+    loads.append(loadavg())
     run.phases.append({"name": "run", "start": start - run.t0, "end": end - run.t0})
     run.phases.append({"name": "drain", "start": end - run.t0, "end": drained - run.t0})
     stats = phase_stats(run, jobs, start, end)
@@ -353,7 +385,7 @@ async def main_run(
         done = sum(1 for j in jobs if j.job_id in delivered and lo <= delivered[j.job_id] < hi)
         per_minute.append(
             {"minute": m, "scheduled": sum(1 for j in jobs if lo <= j.scheduled < hi),
-             "delivered": done, "latency_of_jobs_scheduled": benchlib.summarise_ms(lat)}
+             "delivered": done, "latency_of_jobs_scheduled": measure.summarise_ms(lat)}
         )  # fmt: skip
     stats["per_minute"] = per_minute
     return stats
@@ -386,7 +418,7 @@ async def final_checks(run: Run) -> dict[str, Any]:
         }
     finally:
         await conn.close()
-    received = list(run.peers.received)
+    received = list(run.peers.receiver.deliveries)
     per_webhook_id = Counter(r.webhook_id for r in received)
     per_job = Counter(r.job_id for r in received)
     ids_per_job: dict[str, set[str]] = {}
@@ -412,9 +444,24 @@ async def final_checks(run: Run) -> dict[str, Any]:
             1 for r in received if message_ids.get(r.job_id or "") == r.webhook_id
         ),
         "events_other_than_succeeded": sum(
-            1 for r in received if r.event != "transcription.succeeded"
+            1 for r in received if r.type != "transcription.succeeded"
         ),
     }
+
+
+def plot_statuses(
+    ax: Any, run: Run, t_from: float, t_to: float, colours: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Jobs by status over minutes from ``t_from``, a line for each status of ``colours``
+    that occurs; returns the queue samples of the window."""
+    samples = [s for s in run.samples if t_from <= s["t"] <= t_to and "counts" in s]
+    ts = [(s["t"] - t_from) / 60 for s in samples]
+    for status, colour in colours.items():
+        values = [s["counts"].get(status, 0) for s in samples]
+        if any(values):
+            ax.plot(ts, values, label=status, color=colour, lw=1)
+    ax.set_ylabel("jobs")
+    return samples
 
 
 def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
@@ -425,15 +472,10 @@ def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
 
     delivered = run.first_delivery()
     fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
-    samples = [s for s in run.samples if t_from <= s["t"] <= t_to and "counts" in s]
+    colours = {"QUEUED": "tab:red", "TRIGGERED": "tab:orange", "PROCESSING": "tab:blue",
+               "FAILED": "black", "SEND_FAILED": "tab:purple"}  # fmt: skip
+    samples = plot_statuses(ax1, run, t_from, t_to, colours)
     ts = [(s["t"] - t_from) / 60 for s in samples]
-    for status, colour in (("QUEUED", "tab:red"), ("TRIGGERED", "tab:orange"),
-                           ("PROCESSING", "tab:blue"), ("FAILED", "black"),
-                           ("SEND_FAILED", "tab:purple")):  # fmt: skip
-        values = [s["counts"].get(status, 0) for s in samples]
-        if any(values):
-            ax1.plot(ts, values, label=status, color=colour, lw=1)
-    ax1.set_ylabel("jobs")
     ax1.set_title("queue depth (jobs by status, sampled every second)")
     ax1.legend(loc="upper left")
     ax1b = ax1.twinx()
@@ -454,8 +496,8 @@ def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
             if window:
                 lat = sorted(b for _, b in window)
                 xw.append(x)
-                p50.append(benchlib.percentile(lat, 50))
-                p99.append(benchlib.percentile(lat, 99))
+                p50.append(measure.percentile(lat, 50))
+                p99.append(measure.percentile(lat, 99))
         ax2.plot(xw, p50, color="tab:green", label="p50 (10 s)")
         ax2.plot(xw, p99, color="tab:red", label="p99 (10 s)")
         ax2.set_yscale("log")
@@ -495,82 +537,61 @@ def plot(run: Run, path: Path, title: str, t_from: float, t_to: float) -> None:
 async def bench(args: argparse.Namespace, settings: dict[str, str], url: str) -> dict[str, Any]:
     clips = [c for c in args.clips.split(",") if c]
     result: dict[str, Any] = {}
-    if True:
-        peers = stack.Peers(DATA)
-        peers.start()
-        log_dir = benchlib.ROOT / "bench" / "results" / "tmp" / "sustained-logs"
-        all_env = {name: dict(settings) for name in stack.SERVICES}
-        try:
-            with stack.running_services(url, all_env, log_dir) as services:
-                peers.webhook_secret = services.webhook_secret
-                run = Run(services, peers)
-                stop = asyncio.Event()
-                sampler = asyncio.create_task(sample_queue(run, stop))
-                limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-                async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-                    warm = await send_jobs(run, client, "warm-up", None, 4, clips)
-                    await wait_delivered(run, warm, 120)
-                    if args.probe_jobs:
-                        result["probe"] = await capacity_probe(run, client, args.probe_jobs, clips)
-                    if not args.probe_only and not args.no_ramp:
-                        if args.ramp_rates:
-                            rates = [float(r) for r in args.ramp_rates.split(",")]
-                        else:
-                            capacity = result["probe"]["capacity_jobs_per_s"]
-                            rates = [round(f * capacity, 2) for f in (0.6, 0.8, 1.0, 1.2)]
-                        ramp_start = time.monotonic() - run.t0
-                        result["ramp"] = await ramp(run, client, rates, args.step_seconds, clips)
-                        sustained = [s["rate"] for s in result["ramp"] if s["sustained"]]
-                        result["max_sustainable_rate_per_s"] = max(sustained, default=None)
-                        result["ramp_window"] = (ramp_start, time.monotonic() - run.t0)
-                    if not args.probe_only and args.minutes > 0:
-                        if args.rate == "sustainable":
-                            rate = result.get("max_sustainable_rate_per_s") or round(
-                                0.6 * result["probe"]["capacity_jobs_per_s"], 2
-                            )
-                        else:
-                            rate = float(args.rate)
-                        run_start = time.monotonic() - run.t0
-                        result["run"] = await main_run(
-                            run, client, rate, args.minutes, args.drain_minutes, clips
+    log_dir = report.TMP / "sustained-logs"
+    all_env = {name: dict(settings) for name in stack.SERVICES}
+    with stack.Peers(DATA) as peers:
+        with stack.running_services(url, all_env, log_dir) as services:
+            run = Run(services, peers)
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_queue(run, stop))
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+            async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+                warm = await send_jobs(run, client, "warm-up", None, 4, clips)
+                await wait_delivered(run, warm, 120)
+                if args.probe_jobs:
+                    result["probe"] = await capacity_probe(run, client, args.probe_jobs, clips)
+                if not args.probe_only and not args.no_ramp:
+                    if args.ramp_rates:
+                        rates = [float(r) for r in args.ramp_rates.split(",")]
+                    else:
+                        capacity = result["probe"]["capacity_jobs_per_s"]
+                        rates = [round(f * capacity, 2) for f in (0.6, 0.8, 1.0, 1.2)]
+                    ramp_start = time.monotonic() - run.t0
+                    result["ramp"] = await ramp(run, client, rates, args.step_seconds, clips)
+                    sustained = [s["rate"] for s in result["ramp"] if s["sustained"]]
+                    result["max_sustainable_rate_per_s"] = max(sustained, default=None)
+                    result["ramp_window"] = (ramp_start, time.monotonic() - run.t0)
+                if not args.probe_only and args.minutes > 0:
+                    if args.rate == "sustainable":
+                        rate = result.get("max_sustainable_rate_per_s") or round(
+                            0.6 * result["probe"]["capacity_jobs_per_s"], 2
                         )
-                        result["run_window"] = (run_start, time.monotonic() - run.t0)
-                await asyncio.sleep(2.0)
-                stop.set()
-                await sampler
-                for attempt in range(60):  # PostgreSQL may be restarting (others' drills)
-                    try:
-                        result["checks"] = await final_checks(run)
-                        break
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                        if attempt == 59:
-                            raise
-                        await asyncio.sleep(2.0)
-                result["samples"] = run.samples
-                delivered = run.first_delivery()
-                result["jobs"] = [
-                    {
-                        "phase": j.phase,
-                        "clip": j.clip,
-                        "scheduled_s": round(j.scheduled - run.t0, 3),
-                        "enqueue_ms": round((j.answered - j.scheduled) * 1000, 1)
-                        if j.answered
-                        else None,
-                        "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
-                        if j.job_id in delivered
-                        else None,
-                        "error": j.error,
-                    }
-                    for j in run.jobs
-                ]
-                result["phases"] = run.phases
-                result["_run"] = run
-        finally:
-            peers.stop()
+                    else:
+                        rate = float(args.rate)
+                    run_start = time.monotonic() - run.t0
+                    result["run"] = await main_run(
+                        run, client, rate, args.minutes, args.drain_minutes, clips
+                    )
+                    result["run_window"] = (run_start, time.monotonic() - run.t0)
+            await asyncio.sleep(2.0)
+            stop.set()
+            await sampler
+            for attempt in range(60):  # PostgreSQL may be restarting (others' drills)
+                try:
+                    result["checks"] = await final_checks(run)
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    if attempt == 59:
+                        raise
+                    await asyncio.sleep(2.0)
+            result["samples"] = run.samples
+            result["jobs"] = run.job_records()
+            result["phases"] = run.phases
+            result["_run"] = run
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rate",
@@ -586,30 +607,27 @@ def main() -> None:
     parser.add_argument("--ramp-rates", default="", help="e.g. 1,2,3 (default: from the probe)")
     parser.add_argument("--step-seconds", type=float, default=60.0)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
     parser.add_argument("--name", default="sustained", help="result file name prefix")
     parser.add_argument("--report-only", type=Path, help="re-render the .md of a results JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.report_only:
         rerender(args.report_only, args.out, args.name)
         return
-    benchlib.stop_on_sigterm()
     threads = len(os.sched_getaffinity(0))
     settings = default_settings(threads)
     for item in args.set:
         name, _, value = item.partition("=")
         settings[name.strip().upper()] = value.strip()
-    pg = asyncio.run(benchlib.postgres_version(asyncpg_dsn(benchlib.ADMIN_URL)))
-    info = benchlib.machine_info(pg)
-    info["code"] = stack.code_info()
-    stack.log(f"settings {settings}; load {stack.loadavg()}")
-    with benchlib.scratch_database("bench_sustained") as url:
+    info = report.machine()
+    report.log(f"settings {settings}; load {loadavg()}")
+    with scratch_database("bench_sustained") as url:
         result = asyncio.run(bench(args, settings, url))
     run: Run = result.pop("_run")
     result.update(
         {
             "machine": info,
-            "loadavg_at_end": stack.loadavg(),
+            "loadavg_at_end": loadavg(),
             "settings": settings,
             "args": {k: v for k, v in vars(args).items() if k != "out"},
         }
@@ -628,7 +646,7 @@ def main() -> None:
         start = result["phases"][0]["start"] if result["phases"] else result["ramp_window"][0]
         plot(run, path, "capacity probe and ramp", start, result["ramp_window"][1])
         pngs.append(path)
-    report(result, args.out, args.name, pngs)
+    write_report(result, args.out, args.name, pngs)
 
 
 def rerender(path: Path, out: Path, name: str) -> None:
@@ -641,7 +659,7 @@ def rerender(path: Path, out: Path, name: str) -> None:
         result["max_sustainable_rate_per_s"] = max(ok, default=None)
     day = path.stem.rsplit("-", 3)[-3:]
     pngs = [out / f"{name}-{'-'.join(day)}.png", out / f"{name}-ramp-{'-'.join(day)}.png"]
-    report(result, out, name, [p for p in pngs if p.is_file()])
+    write_report(result, out, name, [p for p in pngs if p.is_file()])
 
 
 def _others(result: dict[str, Any]) -> str:
@@ -656,13 +674,13 @@ def _others(result: dict[str, Any]) -> str:
     return f"others used {other:.2f} cores during the run"
 
 
-def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> None:
+def write_report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> None:
     info = result["machine"]
     checks = result["checks"]
     lines = [
         "# Sustained load through the whole service",
         "",
-        benchlib.machine_markdown(info),
+        report.machine_markdown(info),
         f"- load average (1, 5, 15 min) at start {info['loadavg_at_start']}, at end "
         f"{result['loadavg_at_end']}; {_others(result)} (load per second in the JSON "
         "samples and on the plot)",
@@ -713,7 +731,7 @@ def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> No
             f"{r['completion_rate_per_s']:.2f} jobs/s; backlog (QUEUED) when enqueueing "
             f"stopped: {r['backlog_at_end_of_enqueue']}; drained in {r['drain_seconds']:.0f} s "
             f"(all delivered: {r['all_delivered']}). Sustained at {r['rate']:g}/s: "
-            f"**{benchlib.met(met)}**.",
+            f"**{report.met(met)}**.",
             f"End-to-end latency (scheduled enqueue → webhook): p50 "
             f"{lat.get('p50_ms', 0) / 1000:.2f} s, p90 {lat.get('p90_ms', 0) / 1000:.2f} s, "
             f"p99 {lat.get('p99_ms', 0) / 1000:.2f} s, max {lat.get('max_ms', 0) / 1000:.2f} s. "
@@ -751,10 +769,5 @@ def report(result: dict[str, Any], out: Path, name: str, pngs: list[Path]) -> No
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in pngs]
-    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
-    stack.log(f"wrote {', '.join(str(p) for p in paths + pngs)}")
-
-
-if __name__ == "__main__":
-    main()
+    report.write(out, name, result, "\n".join(lines), also=pngs)

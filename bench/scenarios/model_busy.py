@@ -1,12 +1,12 @@
 """The service at twice what its model server can do, for five minutes: every job must end
 SUCCEEDED on its first attempt, none failed.
 
-    .venv/bin/python bench/model_busy.py                   # probe, 5 min at 2 x, drain
-    .venv/bin/python bench/model_busy.py --minutes 1 --probe-jobs 8   # a quick look
+    .venv/bin/python -m bench model-busy                   # probe, 5 min at 2 x, drain
+    .venv/bin/python -m bench model-busy --minutes 1 --probe-jobs 8   # a quick look
 
 The four services run as processes (``transcription serve ...``) on a scratch PostgreSQL
 database with tiny.en (int8, CPU), the media server and webhook receiver on loopback in
-this process (``sustained_stack.py``). The model server's queue is small and the
+this process (``bench.stack``). The model server's queue is small and the
 transcriber sends more than it holds: ``MAX_BATCH_SIZE=4``, ``MAX_QUEUED_CHUNKS=4`` (so at
 most 8 chunks are at the model server, 4 decoding and 4 waiting; one more is answered 503
 "queue full"), against ``MAX_CONCURRENT_TRANSCRIPTION_JOBS=8``, ``WORKER_MAX_JOBS=8``,
@@ -18,7 +18,7 @@ model client waited out a full queue, that configuration failed jobs with MODEL_
 
 1. **Capacity probe**: ``--probe-jobs`` (16) jobs at once; the rate of webhooks between
    the 20th and 80th percentile of their arrivals is the service's capacity in jobs per
-   second. The model server's CPU is what limits it (``sustained.py``: the rest of the
+   second. The model server's CPU is what limits it (``sustained``: the rest of the
    service takes about a tenth of a core), so this is what the model server can do.
 2. **The run**: ``--factor`` (2) x that capacity, open loop (job ``i`` sent at ``start +
    i / rate`` whatever happens), for ``--minutes`` (5); then the backlog drains.
@@ -39,21 +39,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import httpx
 import numpy as np
-import sustained
-import sustained_stack as stack
-from long_media import SAMPLE_RATE, write_audio
 
-from transcription_core.db import asyncpg_dsn
+from bench import measure, report, stack
+from bench.database import scratch_database
+from bench.scenarios import sustained
+from bench.speech import SAMPLE_RATE, write_audio
+from testkit.data import DATA
+from testkit.machine import loadavg
+
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--minutes", "0.25", "--probe-jobs", "4", "--drain-minutes", "5"]
 
 RECORDING = "jfk-x6.flac"
 SETTINGS = {
@@ -87,7 +91,7 @@ TRANSCRIBER_SERIES = {
 def make_recording(folder: Path) -> Path:
     from faster_whisper import decode_audio
 
-    jfk = decode_audio(str(sustained.DATA / "jfk.flac")).astype(np.float32)
+    jfk = decode_audio(str(DATA / "jfk.flac")).astype(np.float32)
     pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
     samples = np.concatenate([part for _ in range(6) for part in (jfk, pause)])
     return write_audio(samples, folder / RECORDING)
@@ -117,14 +121,11 @@ async def sample_metrics(
 
 async def bench(args: argparse.Namespace, url: str, media: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    peers = stack.Peers(media)
-    peers.start()
-    log_dir = benchlib.ROOT / "bench" / "results" / "tmp" / "model-busy-logs"
+    log_dir = report.TMP / "model-busy-logs"
     settings = {**SETTINGS, "MODEL_CPU_THREADS": str(len(os.sched_getaffinity(0)))}
-    try:
+    with stack.Peers(media) as peers:
         env = {name: dict(settings) for name in stack.SERVICES}
         with stack.running_services(url, env, log_dir) as services:
-            peers.webhook_secret = services.webhook_secret
             run = sustained.Run(services, peers)
             stop = asyncio.Event()
             metric_samples: list[dict[str, Any]] = []
@@ -152,42 +153,19 @@ async def bench(args: argparse.Namespace, url: str, media: Path) -> dict[str, An
             result["checks"] = await sustained.final_checks(run)
             result["queue_samples"] = run.samples
             result["metric_samples"] = metric_samples
-            delivered = run.first_delivery()
-            result["jobs"] = [
-                {
-                    "phase": j.phase,
-                    "scheduled_s": round(j.scheduled - run.t0, 3),
-                    "latency_s": round(delivered[j.job_id] - j.scheduled, 3)
-                    if j.job_id in delivered
-                    else None,
-                    "error": j.error,
-                }
-                for j in run.jobs
-            ]
+            result["jobs"] = run.job_records()
             result["phases"] = run.phases
-    finally:
-        peers.stop()
+            result["_run"] = run
     result["settings"] = settings
     return result
 
 
-def window_of(result: dict[str, Any]) -> tuple[float, float]:
-    """From the capacity probe's start to the end of the drain (seconds from ``Run.t0``)."""
-    return result["phases"][0]["start"], result["run_window"][1]
-
-
-def phase_at(result: dict[str, Any], t: float) -> str:
-    names = [p["name"] for p in result["phases"] if p["start"] <= t]
-    return names[-1] if names else ""
-
-
 def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]]:
-    """Probe, run and drain in ``step`` s slices: jobs delivered and their latency, 503s
-    answered, queue-full answers received, mean wait of the chunks done in the slice, the
-    transcriber's window and the model server's queue."""
-    t0, t1 = window_of(result)
+    """The run and its drain in ``step`` s slices: jobs delivered and their latency, 503s
+    answered, queue-full answers received, mean wait of the chunks done in the slice."""
+    t0, t1 = result["run_window"]
     samples = [s for s in result["metric_samples"] if "error" not in s]
-    jobs = [j for j in result["jobs"] if j["latency_s"] is not None]
+    jobs = [j for j in result["jobs"] if j["phase"] == "run" and j["latency_s"] is not None]
     rows = []
     start = t0
     while start < t1:
@@ -209,14 +187,13 @@ def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]
         rows.append(
             {
                 "from_s": round(start - t0),
-                "phase": phase_at(result, start),
                 "delivered": len(done),
-                "latency_p50_s": round(benchlib.percentile(done, 50), 1) if done else None,
+                "latency_p50_s": round(measure.percentile(done, 50), 1) if done else None,
                 "latency_max_s": round(done[-1], 1) if done else None,
                 "rejected_503": int(delta("rejected", first, last)),
                 "busy_answers": int(busy),
                 "chunks": int(chunks),
-                "mean_wait_s": round(waited / chunks, 1) if chunks else None,
+                "mean_wait_s": round(waited / chunks, 2) if chunks else None,
                 "window_min": min((s["window"] for s in inside), default=None),
                 "window_max": max((s["window"] for s in inside), default=None),
                 "model_queue_max": max((s["queued"] for s in inside), default=None),
@@ -226,77 +203,60 @@ def over_time(result: dict[str, Any], step: float = 30.0) -> list[dict[str, Any]
     return rows
 
 
-def plot(result: dict[str, Any], path: Path, title: str) -> None:
+def plot(result: dict[str, Any], run: sustained.Run, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t0, t1 = window_of(result)
+    t0, t1 = result["run_window"]
     fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
     queue, latency, refusals, waits = axes
-    samples = [s for s in result["queue_samples"] if t0 <= s["t"] <= t1 and "counts" in s]
-    ts = [(s["t"] - t0) / 60 for s in samples]
-    for status, colour in (("QUEUED", "tab:red"), ("PROCESSING", "tab:blue"),
-                           ("TRIGGERED", "tab:orange"), ("FAILED", "black"),
-                           ("PERMAFAILED", "tab:purple")):  # fmt: skip
-        values = [s["counts"].get(status, 0) for s in samples]
-        if any(values):
-            queue.plot(ts, values, label=status, color=colour, lw=1)
-    queue.set_ylabel("jobs")
+    colours = {"QUEUED": "tab:red", "PROCESSING": "tab:blue", "TRIGGERED": "tab:orange",
+               "FAILED": "black", "PERMAFAILED": "tab:purple"}  # fmt: skip
+    sustained.plot_statuses(queue, run, t0, t1, colours)
     queue.set_title("jobs by status (every second)")
-    queue.legend(loc="upper right")
-    jobs = [j for j in result["jobs"] if j["latency_s"] is not None and j["phase"] != "warm-up"]
-    for phase, colour in (("probe", "tab:grey"), ("run", "tab:blue")):
-        mine = [j for j in jobs if j["phase"] == phase]
-        latency.scatter([(j["scheduled_s"] + j["latency_s"] - t0) / 60 for j in mine],
-                        [j["latency_s"] for j in mine], s=4, color=colour,
-                        label=f"{phase} jobs")  # fmt: skip
+    queue.legend(loc="upper left")
+    jobs = [j for j in result["jobs"] if j["latency_s"] is not None and j["phase"] == "run"]
+    xs = [(j["scheduled_s"] + j["latency_s"] - t0) / 60 for j in jobs]
+    latency.scatter(xs, [j["latency_s"] for j in jobs], s=3, alpha=0.5)
     latency.set_ylabel("seconds")
     latency.set_title("each job's latency (scheduled enqueue → webhook), by arrival")
-    latency.legend(loc="upper left")
-    rows = result["over_time"]
-    step = (rows[1]["from_s"] - rows[0]["from_s"]) / 60 if len(rows) > 1 else 0.5
-    xs = [r["from_s"] / 60 for r in rows]
-    refusals.bar(xs, [r["rejected_503"] for r in rows], width=step, align="edge",
-                 color="tab:red", alpha=0.6, label="503 queue full answered")  # fmt: skip
-    refusals.set_ylabel(f"per {step * 60:.0f} s")
-    refusals.legend(loc="upper left")
     metric = [s for s in result["metric_samples"] if "error" not in s and t0 <= s["t"] <= t1]
     mt = [(s["t"] - t0) / 60 for s in metric]
+    pairs = list(itertools.pairwise(metric))
+    mid = [((a["t"] + b["t"]) / 2 - t0) / 60 for a, b in pairs]
+    refusals.plot(mid, [(b["rejected"] - a["rejected"]) / (b["t"] - a["t"]) for a, b in pairs],
+                  label="503 queue full answered / s", color="tab:red", lw=0.8)  # fmt: skip
+    refusals.set_ylabel("per second")
+    refusals.legend(loc="upper left")
     window = refusals.twinx()
-    window.step(mt, [s["window"] for s in metric], where="post", color="tab:green", lw=1,
-                label="window")  # fmt: skip
-    window.step(mt, [s["in_flight"] for s in metric], where="post", color="grey", lw=0.6,
-                label="in flight")  # fmt: skip
-    window.set_ylim(0, max(12.0, *(s["in_flight"] for s in metric)) + 1)
+    window.plot(mt, [s["window"] for s in metric], color="tab:green", lw=1, label="window")
+    window.plot(mt, [s["in_flight"] for s in metric], color="grey", lw=0.6, label="in flight")
     window.set_ylabel("chunks (transcriber)")
     window.legend(loc="upper right")
-    start = int(result["settings"]["CHUNK_CONCURRENCY"]) * int(
-        result["settings"]["WORKER_MAX_JOBS"]
-    )
-    refusals.set_title(
-        f"the model server's 503s, and the transcriber's window (AIMD; it starts at {start})"
-    )
-    waits.step(xs, [r["mean_wait_s"] if r["mean_wait_s"] is not None else float("nan")
-                    for r in rows], where="post", color="tab:purple",
-               label="mean wait of the chunks done in the slice")  # fmt: skip
+    refusals.set_title("the model server's 503s, and the transcriber's window (AIMD)")
+    mean_wait = [
+        (b["wait_sum"] - a["wait_sum"]) / (b["wait_count"] - a["wait_count"])
+        if b["wait_count"] > a["wait_count"]
+        else float("nan")
+        for a, b in pairs
+    ]
+    waits.plot(mid, mean_wait, color="tab:purple", lw=0.8, label="mean wait of chunks done")
     waits.set_ylabel("seconds")
-    waits.set_xlabel("minutes from the start of the capacity probe")
+    waits.set_xlabel("minutes from the start of the run")
     waits.legend(loc="upper left")
     waits.set_title("time a chunk waited for model capacity (window and queue-full pauses)")
-    for phase in result["phases"]:
-        for ax in axes:
-            ax.axvline((phase["start"] - t0) / 60, color="grey", lw=0.5, ls="--")
-        queue.text((phase["start"] - t0) / 60, queue.get_ylim()[1] * 0.95, f" {phase['name']}",
-                   fontsize=8, va="top")  # fmt: skip
+    for ax in axes:
+        ax.axvline((result["run_window"][0] + result["run"]["minutes"] * 60 - t0) / 60,
+                   color="grey", lw=0.5, ls="--")  # fmt: skip
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
+def write_report(result: dict[str, Any], out: Path, png: Path) -> None:
     info, checks, r, p = result["machine"], result["checks"], result["run"], result["probe"]
     cpu = r["cpu_during_enqueue_window"]
     lat = r["e2e_latency"]
@@ -306,11 +266,11 @@ def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
     waited = transcriber.get("transcription_model_capacity_wait_seconds_sum", 0.0)
     chunks = transcriber.get("transcription_model_capacity_wait_seconds_count", 0.0)
     errors = transcriber.get("transcription_model_errors_total", 0.0)
-    ok = checks["all_succeeded"] and {int(k) for k in checks["attempts"]} == {1}
+    ok = checks["all_succeeded"] and set(checks["attempts"]) == {1}
     lines = [
         "# The service at twice its model server's capacity",
         "",
-        benchlib.machine_markdown(info),
+        report.machine_markdown(info),
         f"- load average at start {info['loadavg_at_start']}, at end {result['loadavg_at_end']};"
         f" CPU cores busy during the run: {cpu['cores_busy']} (`other`: processes outside "
         "the benchmark)",
@@ -322,7 +282,7 @@ def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
         f"{r['minutes']:g} min = {r['jobs']} jobs; backlog when sending stopped "
         f"{r['backlog_at_end_of_enqueue']} QUEUED; drained {r['drain_seconds']:.0f} s later.",
         "",
-        f"- **Every job SUCCEEDED on its first attempt: {benchlib.met(ok)}.** Statuses "
+        f"- **Every job SUCCEEDED on its first attempt: {report.met(ok)}.** Statuses "
         f"{checks['statuses']} (not SUCCEEDED: {failed or 'none'}); attempts per job "
         f"{checks['attempts']}; one webhook per job ({checks['jobs_delivered']} delivered, "
         f"{checks['duplicate_deliveries']} duplicates, {checks['bad_signatures']} bad "
@@ -340,13 +300,12 @@ def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
         f"{r['model_server']['mean_batch_size']}, "
         f"{r['model_server']['audio_seconds_per_compute_second']} audio s per compute s.",
         "",
-        "Over time (30 s slices from the start of the capacity probe; *delivered* and latency "
-        "by when the webhook arrived; the window starts at CHUNK_CONCURRENCY x "
-        "WORKER_MAX_JOBS):",
+        "Over time (30 s slices from the start of the run; *delivered* and latency by when "
+        "the webhook arrived):",
         "",
-        "| from s | phase | delivered | latency p50 s | max s | 503s answered | queue-full "
+        "| from s | delivered | latency p50 s | max s | 503s answered | queue-full "
         "answers | chunks done | mean wait s | window | model queue max |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in result["over_time"]:
         window = (
@@ -354,65 +313,49 @@ def report(result: dict[str, Any], out: Path, name: str, png: Path) -> None:
             if row["window_min"] is not None
             else ""
         )
-        cells = [row[k] for k in ("from_s", "phase", "delivered", "latency_p50_s")]
-        cells += [row["latency_max_s"]]
+        cells = [row[k] for k in ("from_s", "delivered", "latency_p50_s", "latency_max_s")]
         cells += [row[k] for k in ("rejected_503", "busy_answers", "chunks", "mean_wait_s")]
         cells += [window, row["model_queue_max"]]
         lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     lines += ["", f"Transitions: {checks['transitions']}", "", f"![{png.stem}]({png.name})"]
-    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
-    stack.log(f"wrote {', '.join(str(p) for p in [*paths, png])}")
+    report.write(out, args_name(result), result, "\n".join(lines), also=[png])
 
 
-def main() -> None:
+def args_name(result: dict[str, Any]) -> str:
+    return str(result["args"]["name"])
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--factor", type=float, default=2.0, help="x the probed capacity")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--drain-minutes", type=float, default=30.0)
     parser.add_argument("--probe-jobs", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=sustained.RESULTS)
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
     parser.add_argument("--name", default="model-busy")
-    parser.add_argument("--report-only", type=Path, help="re-render the .md and .png of a JSON")
-    args = parser.parse_args()
-    if args.report_only:
-        result = json.loads(args.report_only.read_text())
-        finish(result, args.out, args.report_only.stem.rsplit("-", 3)[0])
-        return
-    benchlib.stop_on_sigterm()
-    pg = asyncio.run(benchlib.postgres_version(asyncpg_dsn(benchlib.ADMIN_URL)))
-    info = benchlib.machine_info(pg)
-    info["code"] = stack.code_info()
+    args = parser.parse_args(argv)
+    info = report.machine()
     with tempfile.TemporaryDirectory(prefix="model-busy-") as tmp:
         media = make_recording(Path(tmp))
-        stack.log(f"recording {media.name}; load {stack.loadavg()}")
-        with benchlib.scratch_database("bench_model_busy") as url:
+        report.log(f"recording {media.name}; load {loadavg()}")
+        with scratch_database("bench_model_busy") as url:
             result = asyncio.run(bench(args, url, media.parent))
+    run: sustained.Run = result.pop("_run")
     result.update(
         {
             "machine": info,
-            "loadavg_at_end": stack.loadavg(),
-            "args": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
+            "loadavg_at_end": loadavg(),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
     )
-    finish(result, args.out, args.name)
-
-
-def finish(result: dict[str, Any], out: Path, name: str) -> None:
-    """The slices over time, the plot, and the .json and .md."""
     result["over_time"] = over_time(result)
-    out.mkdir(parents=True, exist_ok=True)
-    day = result["machine"]["date"][:10]
-    png = out / f"{name}-{day}.png"
+    args.out.mkdir(parents=True, exist_ok=True)
+    png = args.out / f"{args.name}-{time.strftime('%Y-%m-%d', time.gmtime())}.png"
     others = result["run"]["cpu_during_enqueue_window"]["cores_busy"].get("other", 0.0)
     title = (
-        f"{result['run']['rate']:g} jobs/s ({result['args']['factor']:g} x the probed "
-        f"capacity) for {result['run']['minutes']:g} min, then drain; "
-        f"{result['machine']['nproc']} cores, other processes {others:.2f} cores during the run"
+        f"{result['run']['rate']:g} jobs/s ({args.factor:g} x capacity) for {args.minutes:g} "
+        f"min, then drain; {info['nproc']} cores, other processes {others:.2f} cores"
     )
-    plot(result, png, title)
-    report(result, out, name, png)
-
-
-if __name__ == "__main__":
-    main()
+    plot(result, run, png, title)
+    write_report(result, args.out, png)

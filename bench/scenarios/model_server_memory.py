@@ -1,7 +1,7 @@
 """Peak resident memory of the model server given a 10-hour FLAC.
 
-    .venv/bin/python bench/model_server_memory.py          # or: make bench-model-memory
-    .venv/bin/python bench/model_server_memory.py --hours 1 --out bench/results/tmp  # quick
+    .venv/bin/python -m bench model-server-memory          # or: make bench-model-memory
+    .venv/bin/python -m bench model-server-memory --hours 1 --out bench/results/tmp  # quick
 
 Before the bounded decoder, a 20 MB FLAC of 10 hours of silence took the model server to
 5.7 GB of RSS before its 413: faster-whisper's ``decode_audio`` decodes the whole file
@@ -34,25 +34,27 @@ as a genuine file of that length would be (and as one may send). Results:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import benchlib
 import httpx
-import sustained_stack as stack
 
-RESULTS = benchlib.ROOT / "bench" / "results"
-JFK = benchlib.ROOT / "tests" / "data" / "jfk.flac"
+from bench import measure, report
+from testkit.machine import loadavg
+from testkit.media import JFK, declare_flac_samples, silent_flac
+from testkit.procs import model_server
+
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--hours", "0.25", "--lie-hours", "0.1", "--accept-minutes", "0.5", "--quiet-wait", "0"]
+
+
 TARGET_MB = 400.0
 MIB = 1 << 20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=10.0)
     parser.add_argument("--lie-hours", type=float, default=1.0)
@@ -63,7 +65,7 @@ def main() -> None:
         help="last, a file within the limit, transcribed: what accepted audio costs (0: none)",
     )
     parser.add_argument("--name", default="model-server-memory")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="where the results go")
     parser.add_argument("--quiet-wait", type=float, default=20.0)
     parser.add_argument(
         "--only-true-length",
@@ -71,16 +73,11 @@ def main() -> None:
         help="only the file that declares its true length (for a run of older code, which "
         "decodes all of every file)",
     )
-    args = parser.parse_args()
-    benchlib.stop_on_sigterm()
-
-    sys.path.insert(0, str(benchlib.ROOT / "tests"))
-    from support.media import silent_flac
-
+    args = parser.parse_args(argv)
     seconds = args.hours * 3600
     started = time.perf_counter()
     honest = silent_flac(seconds, sample_rate=44_100, layout="stereo")
-    stack.log(f"made {args.hours:g} h of FLAC: {len(honest) / MIB:.1f} MiB")
+    report.log(f"made {args.hours:g} h of FLAC: {len(honest) / MIB:.1f} MiB")
     files = {
         f"declares {args.hours:g} h": honest,
         "declares no length": _declare(honest, 0),
@@ -90,37 +87,27 @@ def main() -> None:
         files = dict(list(files.items())[:1])
     made_s = time.perf_counter() - started
 
-    machine = benchlib.machine_info("not used")
+    machine = report.machine(postgres=False)
     results: list[dict[str, Any]] = []
+    settings = {
+        "LOG_LEVEL": "WARNING",
+        "MODEL": "tiny.en",
+        "MODEL_DEVICE": "cpu",
+        "MODEL_COMPUTE_TYPE": "int8",
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        port = benchlib.free_port()
-        env = {
-            **os.environ,  # PYTHONPATH included: see "a snapshot" in bench/README.md
-            "LOG_LEVEL": "WARNING",
-            "MODEL": "tiny.en",
-            "MODEL_DEVICE": "cpu",
-            "MODEL_COMPUTE_TYPE": "int8",
-        }
-        server = benchlib.start_server(
-            [str(benchlib.BIN / "transcription"), "serve", "model-server", "--port", str(port)],
-            env,
-            port,
-            Path(tmp) / "model-server.log",
-            timeout=120,
-        )
-        try:
-            stack._wait_ready(f"{server.url}/readyz", 180)
-            pid = server.proc.pid
+        with model_server(Path(tmp) / "model-server.log", **settings) as server:
+            pid = server.pid
             with httpx.Client(base_url=server.url, timeout=600) as client:
                 warm = _measure(client, pid, "/v1/audio/transcriptions", JFK.read_bytes())
-                stack.log(f"warm-up (jfk.flac): {warm['status']}, peak {warm['peak_rss_mb']} MB")
+                report.log(f"warm-up (jfk.flac): {warm['status']}, peak {warm['peak_rss_mb']} MB")
                 results.append({"file": "jfk.flac (warm-up)", **warm})
                 for label, data in files.items():
                     for endpoint in ("/v1/audio/transcriptions", "/v1/predict"):
-                        quiet = benchlib.wait_for_quiet(args.quiet_wait)
+                        quiet = measure.wait_for_quiet(args.quiet_wait)
                         out = _measure(client, pid, endpoint, data)
                         out["machine_busy_before_cores"] = quiet
-                        stack.log(
+                        report.log(
                             f"{label} -> {endpoint}: {out['status']}, peak "
                             f"{out['peak_rss_mb']} MB, {out['server_cpu_s']} s CPU"
                         )
@@ -130,41 +117,35 @@ def main() -> None:
                     data = silent_flac(
                         args.accept_minutes * 60, sample_rate=44_100, layout="stereo"
                     )
-                    benchlib.wait_for_quiet(args.quiet_wait)
+                    measure.wait_for_quiet(args.quiet_wait)
                     out = _measure(client, pid, "/v1/audio/transcriptions", data)
-                    stack.log(f"{label}: {out['status']}, peak {out['peak_rss_mb']} MB")
+                    report.log(f"{label}: {out['status']}, peak {out['peak_rss_mb']} MB")
                     results.append({"file": label, "bytes": len(data), **out})
-        finally:
-            server.stop()
 
     result = {
         "machine": machine,
-        "code": _code(),
+        "code": (
+            f"snapshot of commit {snapshot}"
+            if (snapshot := machine["code"]["snapshot_commit"])
+            else "the working tree"
+        ),
         "hours": args.hours,
         "media_made_seconds": round(made_s, 1),
         "target_mb": TARGET_MB,
         "results": results,
     }
-    report(result, args.out, args.name)
-
-
-def _code() -> str:
-    """Which code ran (without this machine's paths): a snapshot's commit, or the tree's."""
-    snapshot = stack.code_info()["snapshot_commit"]
-    return f"snapshot of commit {snapshot}" if snapshot else "the working tree"
+    write_report(result, args.out, args.name)
 
 
 def _declare(flac: bytes, seconds: float) -> bytes:
-    from support.media import declare_flac_samples
-
     return declare_flac_samples(flac, round(seconds * 44_100))
 
 
 def _measure(client: httpx.Client, pid: int, endpoint: str, data: bytes) -> dict[str, Any]:
-    base = stack.rss_kib(pid)
-    stack.reset_peak_rss(pid)
-    cpu0 = _cpu_seconds(pid)
-    meter = benchlib.CpuMeter(groups={"model-server": {pid}})
+    base = measure.rss_kib(pid)
+    measure.reset_peak_rss(pid)
+    cpu0 = measure.cpu_seconds(pid)
+    meter = measure.CpuMeter(groups={"model-server": {pid}})
     meter.start()
     started = time.perf_counter()
     if endpoint == "/v1/predict":
@@ -181,22 +162,15 @@ def _measure(client: httpx.Client, pid: int, endpoint: str, data: bytes) -> dict
         "status": response.status_code,
         "detail": detail,
         "wall_seconds": round(wall, 2),
-        "server_cpu_s": round(_cpu_seconds(pid) - cpu0, 2),
+        "server_cpu_s": round(measure.cpu_seconds(pid) - cpu0, 2),
         "other_cores": cpu["cores_busy"].get("other", 0.0),
         "baseline_rss_mb": round(base / 1024, 1),
-        "peak_rss_mb": round(stack.rss_kib(pid, "VmHWM") / 1024, 1),
-        "loadavg": stack.loadavg(),
+        "peak_rss_mb": round(measure.rss_kib(pid, "VmHWM") / 1024, 1),
+        "loadavg": loadavg(),
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
-def report(result: dict[str, Any], out: Path, name: str) -> None:
+def write_report(result: dict[str, Any], out: Path, name: str) -> None:
     rows = result["results"]
     hours = result["hours"]
     judged = [r for r in rows if r["file"] in (f"declares {hours:g} h", "declares no length")]
@@ -204,13 +178,13 @@ def report(result: dict[str, Any], out: Path, name: str) -> None:
     lines = [
         f"# The model server's peak RSS given a {hours:g}-hour FLAC",
         "",
-        "`bench/model_server_memory.py`: one `transcription serve model-server` process "
+        "`python -m bench model-server-memory`: one `transcription serve model-server` process "
         "(tiny.en int8, CPU, default limits: `MAX_FILE_SECONDS` 4 h, `MAX_CHUNK_SECONDS` "
         "600 s); `VmHWM` of that process reset before each request and read after it. "
         "MB = MiB. Media: digital silence, 44.1 kHz stereo FLAC.",
         "",
         f"**Target: peak < {TARGET_MB:.0f} MB for the {hours:g}-hour FLAC: "
-        f"{benchlib.met(worst < TARGET_MB)}** (worst {worst} MB).",
+        f"{report.met(worst < TARGET_MB)}** (worst {worst} MB).",
         "",
         "| file | size MiB | endpoint | answer | peak RSS MB | RSS before MB | "
         "server CPU s | wall s | other cores |",
@@ -232,14 +206,9 @@ def report(result: dict[str, Any], out: Path, name: str) -> None:
         "",
         "## Machine",
         "",
-        benchlib.machine_markdown(result["machine"]),
+        report.machine_markdown(result["machine"]),
         f"- load average at the start: {result['machine']['loadavg_at_start']} (2 cores: "
         "other sessions' tests and builds shared the machine; see `other cores` above)",
         f"- service code: {result['code']}",
     ]
-    for path in benchlib.write_results(out, name, result, "\n".join(lines)):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
+    report.write(out, name, result, "\n".join(lines))

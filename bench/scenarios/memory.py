@@ -1,10 +1,10 @@
 """Peak resident memory of the transcriber process over a whole job, by media size.
 
-    .venv/bin/python bench/memory.py                          # 10 MiB, 100 MiB, 1 GiB; wav, mov
-    .venv/bin/python bench/memory.py --sizes-mib 10 --kinds wav   # a quick look
+    .venv/bin/python -m bench memory                          # 10 MiB, 100 MiB, 1 GiB; wav, mov
+    .venv/bin/python -m bench memory --sizes-mib 10 --kinds wav   # a quick look
 
 **Media** (made with PyAV in a temporary folder, deleted at the end; never committed), from
-the speech of ``long_media.py`` (the fixtures of tests/data in turn, with pauses), to a
+the speech of ``bench.speech`` (the fixtures of tests/data in turn, with pauses), to a
 target size of ``--sizes-mib`` (10, 100, 1024 MiB):
 
 * ``wav``: that speech, resampled by PyAV to 96 kHz stereo, signed 32-bit PCM in a WAV
@@ -43,15 +43,20 @@ from pathlib import Path
 from typing import Any
 
 import av
-import benchlib
 import httpx
-import long_media
 import numpy as np
-import sustained_stack as stack
 
-from transcription_core.db import asyncpg_dsn
+from bench import measure, report, stack
+from bench.database import scratch_database
+from bench.speech import compose
+from testkit.data import DATA
+from testkit.machine import loadavg
+from testkit.procs import descendants
 
-RESULTS = benchlib.ROOT / "bench" / "results"
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--sizes-mib", "10", "--kinds", "wav"]
+
+
 MIB = 1 << 20
 TARGET_MB = 300.0
 
@@ -60,8 +65,8 @@ TARGET_MB = 300.0
 
 
 def speech_cycle() -> np.ndarray:
-    """One cycle of long_media's recording: 16 kHz mono float32, about 64 s."""
-    samples, _, _ = long_media.compose(1)
+    """One cycle of the long recording (``bench.speech``): 16 kHz mono float32, about 64 s."""
+    samples, _, _ = compose(1)
     return samples
 
 
@@ -199,37 +204,17 @@ async def one_job(
     services: stack.Services, peers: stack.Peers, name: str, timeout: float
 ) -> dict[str, Any]:
     pid = services.pid("transcriber")
-    media_before = len(peers.media_requests)
-    received_before = len(peers.received)
-    base_rss = stack.rss_kib(pid)
-    stack.reset_peak_rss(pid)
+    media_before = len(peers.media.log)
+    base_rss = measure.rss_kib(pid)
+    measure.reset_peak_rss(pid)
     with RssSampler(pid) as sampler:
         async with httpx.AsyncClient(timeout=30) as client:
-            posted = time.time()
-            started = time.monotonic()
-            job = await stack.enqueue(
-                client, services, f"{peers.media_url}/{name}", peers.hook_url, language="en"
-            )
-            while not any(r.job_id == job["id"] for r in peers.received[received_before:]):
-                if time.monotonic() - started > timeout:
-                    raise TimeoutError(f"{name}: no webhook within {timeout} s")
-                await asyncio.sleep(0.05)
-            delivery = next(r for r in peers.received[received_before:] if r.job_id == job["id"])
-            wall = delivery.at_monotonic - started
-            while True:
-                final = (
-                    await client.get(
-                        f"{services.api_url}/v1/jobs/{job['id']}",
-                        headers={"Authorization": f"Bearer {services.api_key}"},
-                    )
-                ).json()
-                if final["status"] not in ("QUEUED", "TRIGGERED", "PROCESSING"):
-                    break
-                await asyncio.sleep(0.05)
+            one = await stack.run_one(client, services, peers, name, timeout, language="en")
+        job, final, posted, wall = one.job, one.final, one.posted, one.wall_seconds
         ended = time.time()
-        peak_hwm = stack.rss_kib(pid, "VmHWM")
-    timeline = await long_media.job_timeline(services.database_url, job["id"])
-    media = [m for m in peers.media_requests[media_before:] if m.name == name]
+        peak_hwm = measure.rss_kib(pid, "VmHWM")
+    timeline = await stack.job_timeline(services.database_url, job["id"])
+    media = [m for m in peers.media.log[media_before:] if m.file == name]
     download_end = media[-1].ended if media and media[-1].ended else None
     first_chunk = timeline.get("first_chunk_saved")
     phases = {
@@ -252,9 +237,9 @@ async def one_job(
         "peak_rss_sampled_mb": round(max(s[1] for s in sampler.samples) / 1024, 1),
         "peak_rss_anon_sampled_mb": round(max(s[2] for s in sampler.samples) / 1024, 1),
         "peak_by_phase_sampled_mb": peaks,
-        "download_seconds": round(download_end - media[-1].started, 2) if download_end else None,
+        "download_seconds": round(download_end - media[-1].at, 2) if download_end else None,
         "chunks": timeline.get("chunks"),
-        "children": len(benchlib.descendants(pid)),
+        "children": len(descendants(pid)),
         "trace": [
             (round(t - posted, 2), round(rss / 1024, 1)) for t, rss, _ in sampler.samples[::4]
         ],
@@ -262,20 +247,20 @@ async def one_job(
             k: [round(a - posted, 2) if a else None, round(b - posted, 2) if b else None]
             for k, (a, b) in phases.items()
         },
-        "loadavg": stack.loadavg(),
+        "loadavg": loadavg(),
     }
 
 
 # --- main -----------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[10, 100, 1024])
     parser.add_argument("--kinds", default="wav,mov")
     parser.add_argument("--mov-audio-minutes", type=float, default=5.0)
     parser.add_argument("--tmp", type=Path, default=None, help="where media are made")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
     parser.add_argument("--job-timeout", type=float, default=3600.0)
     parser.add_argument("--fresh", action="store_true", help="new services for each file")
     parser.add_argument("--repeat", type=int, default=1, help="jobs per file, one after another")
@@ -287,11 +272,8 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="extra environment of the transcriber (e.g. MALLOC_ARENA_MAX=2)",
     )
-    args = parser.parse_args()
-    benchlib.stop_on_sigterm()
-    pg = asyncio.run(benchlib.postgres_version(asyncpg_dsn(benchlib.ADMIN_URL)))
-    info = benchlib.machine_info(pg)
-    info["code"] = stack.code_info()
+    args = parser.parse_args(argv)
+    info = report.machine()
     kinds = [k for k in args.kinds.split(",") if k]
     results: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="memory-bench-", dir=args.tmp))
@@ -306,12 +288,12 @@ def main() -> None:
                 else:
                     made = make_mov(dest, size * MIB, args.mov_audio_minutes)
                 made["bytes"] = dest.stat().st_size
-                stack.log(
+                report.log(
                     f"made {dest.name}: {made['bytes'] / MIB:.0f} MiB, {made['audio_seconds']} s "
                     f"of audio, in {time.perf_counter() - started:.0f} s"
                 )
                 media.append((kind, size, dest, made))
-        shutil.copyfile(long_media.DATA / "jfk.flac", tmp / "jfk.flac")
+        shutil.copyfile(DATA / "jfk.flac", tmp / "jfk.flac")
         work = tmp / "work"
         work.mkdir()
         settings = {
@@ -325,38 +307,30 @@ def main() -> None:
                 **dict(item.split("=", 1) for item in args.transcriber_env),
             },
         }
-        log_dir = benchlib.ROOT / "bench" / "results" / "tmp" / "memory-logs"
-        with benchlib.scratch_database("bench_memory") as url:
-            peers = stack.Peers(tmp)
-            peers.start()
-            try:
-                # One transcriber for every file (its memory carries from job to job), or
-                # with --fresh a new set of services per file (only the warm-up before it).
-                groups = [[m] for m in media] if args.fresh else [media]
-                for number, group in enumerate(groups):
-                    tenant = f"org-bench-{number}"
-                    with stack.running_services(url, settings, log_dir, tenant) as services:
-                        peers.webhook_secret = services.webhook_secret
-                        warm = asyncio.run(one_job(services, peers, "jfk.flac", 300))
-                        stack.log(f"warm-up (jfk.flac): peak {warm['peak_rss_mb']} MB")
-                        results.append({"kind": "warm-up", "size_mib": 1.1, **warm})
-                        for kind, size, path, made in group:
-                            for repeat in range(args.repeat):
-                                out = asyncio.run(
-                                    one_job(services, peers, path.name, args.job_timeout)
-                                )
-                                stack.log(
-                                    f"{path.name}: {out['status']} in {out['wall_seconds']} s, "
-                                    f"baseline {out['baseline_rss_mb']} MB, peak "
-                                    f"{out['peak_rss_mb']} MB (load {out['loadavg']})"
-                                )
-                                results.append(
-                                    {"kind": kind, "size_mib": size, "media": made,
-                                     "repeat": repeat, **out}
-                                )  # fmt: skip
-                            path.unlink()
-            finally:
-                peers.stop()
+        log_dir = report.TMP / "memory-logs"
+        with scratch_database("bench_memory") as url, stack.Peers(tmp) as peers:
+            # One transcriber for every file (its memory carries from job to job), or
+            # with --fresh a new set of services per file (only the warm-up before it).
+            groups = [[m] for m in media] if args.fresh else [media]
+            for number, group in enumerate(groups):
+                tenant = f"org-bench-{number}"
+                with stack.running_services(url, settings, log_dir, tenant) as services:
+                    warm = asyncio.run(one_job(services, peers, "jfk.flac", 300))
+                    report.log(f"warm-up (jfk.flac): peak {warm['peak_rss_mb']} MB")
+                    results.append({"kind": "warm-up", "size_mib": 1.1, **warm})
+                    for kind, size, path, made in group:
+                        for repeat in range(args.repeat):
+                            out = asyncio.run(one_job(services, peers, path.name, args.job_timeout))
+                            report.log(
+                                f"{path.name}: {out['status']} in {out['wall_seconds']} s, "
+                                f"baseline {out['baseline_rss_mb']} MB, peak "
+                                f"{out['peak_rss_mb']} MB (load {out['loadavg']})"
+                            )
+                            results.append(
+                                {"kind": kind, "size_mib": size, "media": made,
+                                 "repeat": repeat, **out}
+                            )  # fmt: skip
+                        path.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     mode = {
@@ -364,16 +338,16 @@ def main() -> None:
         "repeat": args.repeat,
         "transcriber_env": args.transcriber_env,
     }
-    result = {"machine": info, "loadavg_at_end": stack.loadavg(), "mode": mode, "jobs": results}
-    report(result, args.out, args.name)
+    result = {"machine": info, "loadavg_at_end": loadavg(), "mode": mode, "jobs": results}
+    write_report(result, args.out, args.name)
 
 
-def report(result: dict[str, Any], out: Path, name: str = "memory") -> None:
+def write_report(result: dict[str, Any], out: Path, name: str = "memory") -> None:
     info = result["machine"]
     lines = [
         "# Transcriber peak memory by media size",
         "",
-        benchlib.machine_markdown(info),
+        report.machine_markdown(info),
         f"- load average (1, 5, 15 min) at start {info['loadavg_at_start']}, at end "
         f"{result['loadavg_at_end']}; **the machine was shared with other sessions' tests "
         "and benchmarks**",
@@ -402,16 +376,15 @@ def report(result: dict[str, Any], out: Path, name: str = "memory") -> None:
         lines += [
             "",
             f"Target: peak < {TARGET_MB:.0f} MB for 1 GiB of media: worst {worst} MB, "
-            f"**{benchlib.met(ok)}**.",
+            f"**{report.met(ok)}**.",
         ]
     for j in result["jobs"]:
         if j["kind"] != "warm-up":
             lines.append(f"- {j['kind']} {j['size_mib']} MiB: {j['media']['format']}")
     png = plot(result, out, name)
     lines += ["", f"![RSS over each job]({png.name})"]
-    paths = benchlib.write_results(out, name, result, "\n".join(lines))
     print("\n".join(lines))
-    stack.log(f"wrote {', '.join(str(p) for p in [*paths, png])}")
+    report.write(out, name, result, "\n".join(lines), also=[png])
 
 
 def plot(result: dict[str, Any], out: Path, name: str = "memory") -> Path:
@@ -442,7 +415,3 @@ def plot(result: dict[str, Any], out: Path, name: str = "memory") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Pick-up latency: how soon a QUEUED job is TRIGGERED when there is free capacity.
 
-Run: ``.venv/bin/python bench/pickup.py [--jobs 200] [--interval-ms 50] [--out bench/results]``
+Run: ``.venv/bin/python -m bench pickup [--jobs 200] [--interval-ms 50] [--out bench/results]``
 
 On a fresh scratch database, it starts the orchestrator as a real server process
 (``transcription serve orchestrator``) with ``POLL_INTERVAL_SECONDS=60`` and a very large
@@ -26,34 +26,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import socket
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import benchlib
-import pyspy
-
+from bench import measure, pyspy, report
+from bench.database import database_name, scratch_database
+from testkit.asgi import serve_app
+from testkit.ports import free_port
+from testkit.procs import Service
 from transcription_core import repository as repo
-from transcription_core.db import asyncpg_dsn, create_engine
+from transcription_core.db import create_engine
 from transcription_core.status import JobStatus
 
-HERE = Path(__file__).resolve().parent
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--jobs", "10", "--quiet-wait", "0"]
+
+
 TENANT = "org-bench"
 TARGET_MS = 100.0
 POLL_SECONDS = 60.0
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = report.log
 
 
 class Recorder:
@@ -104,43 +102,24 @@ def _job_id(body: bytes) -> str:
     return str(json.loads(body)["job_id"])
 
 
-async def serve_recorder(recorder: Recorder) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(recorder, log_level="warning", access_log=False, lifespan="on")
-    )
-    task = asyncio.create_task(server._serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    return server, task, f"http://127.0.0.1:{port}"
-
-
-def start_orchestrator(url: str, transcriber_url: str, log_dir: Path) -> benchlib.Server:
-    port = benchlib.free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=url,
-        TRANSCRIBER_URL=transcriber_url,
-        POLL_INTERVAL_SECONDS=str(POLL_SECONDS),
-        MAX_CONCURRENT_TRANSCRIPTION_JOBS="1000000",
-        LEASE_SECONDS="3600",
-        LOG_LEVEL="WARNING",
-    )
-    command = [
-        str(benchlib.BIN / "transcription"),
-        "serve",
-        "orchestrator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return benchlib.start_server(command, env, port, log_dir / "pickup-orchestrator.log")
+def start_orchestrator(url: str, transcriber_url: str, log_dir: Path) -> Service:
+    env = {
+        "DATABASE_URL": url,
+        "TRANSCRIBER_URL": transcriber_url,
+        "POLL_INTERVAL_SECONDS": str(POLL_SECONDS),
+        "MAX_CONCURRENT_TRANSCRIPTION_JOBS": "1000000",
+        "LEASE_SECONDS": "3600",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = log_dir / "pickup-orchestrator.log"
+    orchestrator = Service("orchestrator", "orchestrator", free_port(), env, log)
+    orchestrator.start()
+    try:
+        orchestrator.wait_ready_blocking(30)
+    except BaseException:
+        orchestrator.stop()
+        raise
+    return orchestrator
 
 
 def orchestrator_rounds(base_url: str) -> float:
@@ -170,22 +149,21 @@ async def wait_listening(engine: Any, timeout: float = 20.0) -> None:
 async def run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     engine = create_engine(url, "bench-pickup", 2)
     recorder = Recorder()
-    server, task, recorder_url = await serve_recorder(recorder)
-    orchestrator = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        recorder_url = await stack.enter_async_context(serve_app(recorder))
         async with engine.begin() as conn:
             await repo.create_tenant(conn, TENANT)
         orchestrator = await asyncio.to_thread(start_orchestrator, url, recorder_url, log_dir)
+        stack.push_async_callback(asyncio.to_thread, orchestrator.stop)
         await wait_listening(engine)
         await asyncio.sleep(1.0)  # let the first round (at start-up) finish
-        quiet = await asyncio.to_thread(benchlib.wait_for_quiet, args.quiet_wait)
-        meter = benchlib.CpuMeter(
-            {"orchestrator": orchestrator.pids()}, benchlib.database_name(url)
-        )
+        quiet = await asyncio.to_thread(measure.wait_for_quiet, args.quiet_wait)
+        meter = measure.CpuMeter({"orchestrator": orchestrator.pids()}, database_name(url))
         rounds_before = await asyncio.to_thread(orchestrator_rounds, orchestrator.url)
         seconds = args.jobs * args.interval_ms / 1000 + 1
         profiling = (
-            pyspy.record(orchestrator.proc.pid, log_dir / "pickup-profile.txt", seconds)
+            pyspy.record(orchestrator.pid, log_dir / "pickup-profile.txt", seconds)
             if args.profile
             else contextlib.nullcontext()
         )
@@ -212,12 +190,6 @@ async def run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, An
                     )
                 ).all()
             )
-    finally:
-        if orchestrator is not None:
-            await asyncio.to_thread(orchestrator.stop)
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        await engine.dispose()
     return _result(args, committed, recorder, rows, statuses, rounds, cpu, quiet, orchestrator)
 
 
@@ -254,7 +226,7 @@ def _result(
     rounds: float,
     cpu: dict[str, Any],
     quiet: float,
-    orchestrator: benchlib.Server,
+    orchestrator: Service,
 ) -> dict[str, Any]:
     queued_at: dict[str, Any] = {}
     triggered_at: dict[str, Any] = {}
@@ -274,8 +246,8 @@ def _result(
         "jobs": len(committed),
         "interval_ms": args.interval_ms,
         "poll_interval_seconds": POLL_SECONDS,
-        "commit_to_trigger_received": benchlib.summarise_ms(commit_to_trigger),
-        "enqueue_to_triggered_event": benchlib.summarise_ms(enqueue_to_triggered),
+        "commit_to_trigger_received": measure.summarise_ms(commit_to_trigger),
+        "enqueue_to_triggered_event": measure.summarise_ms(enqueue_to_triggered),
         "triggered_once": sum(1 for n in triggers if n == 1),
         "never_triggered": sum(1 for n in triggers if n == 0),
         "triggered_twice_or_more": sum(1 for n in triggers if n > 1),
@@ -301,19 +273,14 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Pick-up latency, {data['machine']['date'][:10]}",
         "",
-        "## Machine",
-        "",
-        benchlib.machine_markdown(data["machine"]),
-        f"- load average when the run started: {data['machine']['loadavg_at_start']}",
-        "",
-        *([note, ""] if (note := benchlib.shared_machine_note([r["cpu"]])) else []),
+        *report.machine_section(data["machine"], [r["cpu"]]),
         "## Target",
         "",
         "| target | result | |",
         "| --- | --- | --- |",
         f"| pick-up within {TARGET_MS:.0f} ms (commit → trigger received, p99) | "
         f"p99 {c2t['p99_ms']} ms, max {c2t['max_ms']} ms | "
-        f"{benchlib.met(data['target_met'])} |",
+        f"{report.met(data['target_met'])} |",
         "",
         "## Method",
         "",
@@ -345,7 +312,7 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--interval-ms", type=float, default=50)
@@ -353,11 +320,10 @@ def main() -> int:
         "--quiet-wait", type=float, default=20, help="seconds to wait for an idle machine"
     )
     parser.add_argument("--profile", action="store_true", help="sample the orchestrator")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args()
-    benchlib.stop_on_sigterm()
-    with benchlib.scratch_database() as url:
-        machine = benchlib.machine_info(asyncio.run(benchlib.postgres_version(asyncpg_dsn(url))))
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
+    args = parser.parse_args(argv)
+    with scratch_database() as url:
+        machine = report.machine()
         log(f"{args.jobs} jobs, {args.interval_ms:g} ms apart, poll interval {POLL_SECONDS:g} s")
         result = asyncio.run(run(url, args, args.out / "tmp"))
     if args.profile:
@@ -380,10 +346,5 @@ def main() -> int:
         "target_ms": TARGET_MS,
         "target_met": met,
     }
-    for path in benchlib.write_results(args.out, "pickup", data, markdown(data)):
-        log(f"wrote {path}")
+    report.write(args.out, "pickup", data, markdown(data))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,11 @@
 """Rewrite the "Latest results" table of bench/README.md from the newest result files.
 
-Run: ``.venv/bin/python bench/update_readme.py`` (after the benchmarks).
+Run: ``.venv/bin/python -m bench update-readme`` (after the benchmarks).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     readme = HERE / "README.md"
     text = readme.read_text()
     head, _, rest = text.partition(START)
@@ -92,7 +91,3 @@ def main() -> int:
     readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
     print(f"updated {readme}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Media files for the transcriber's tests, made with PyAV from the speech in tests/data.
+"""Media files for tests and benchmarks, made with PyAV from the speech in tests/data.
 
 Every container the worker must accept is encoded here from real speech (no ffmpeg binary),
 so a test asserts on what the decoder gets out of a real mp3, m4a, mp4, ... file:
@@ -22,11 +22,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from testkit.data import DATA
+
 #: 11 s of J. F. Kennedy, 44.1 kHz stereo FLAC.
-JFK = DATA_DIR / "jfk.flac"
+JFK = DATA / "jfk.flac"
 #: 60 s of the MIT licence read in English, then German; 24 kHz mono MP3.
-MULTILINGUAL = DATA_DIR / "multilingual.mp3"
+MULTILINGUAL = DATA / "multilingual.mp3"
 
 #: Durations of the fixtures in seconds, as their own containers state them.
 JFK_SECONDS = 11.0
@@ -81,6 +82,7 @@ def make_media(
     dest = dest_dir / f"{stem}{spec.suffix}"
     with av.open(str(dest), "w", format=spec.container) as out:
         audio = out.add_stream(spec.audio_codec, rate=spec.sample_rate, layout=spec.layout)
+        assert isinstance(audio, av.AudioStream) and audio.codec_context.format is not None
         if spec.options:
             audio.codec_context.options = dict(spec.options)
         video = _VideoTrack(out, spec.video_codec) if spec.video_codec else None
@@ -209,7 +211,9 @@ class _VideoTrack:
 
     def __init__(self, out: av.container.OutputContainer, codec: str) -> None:
         self.out = out
-        self.stream = out.add_stream(codec, rate=_VIDEO_FPS)
+        stream = out.add_stream(codec, rate=_VIDEO_FPS)
+        assert isinstance(stream, av.VideoStream)
+        self.stream = stream
         self.stream.width, self.stream.height = _VIDEO_SIZE
         self.stream.pix_fmt = "yuv420p"
         if codec == "libx264":
@@ -251,4 +255,5 @@ def envelope_similarity(a: np.ndarray, b: np.ndarray, *, max_lag_s: float = 0.1)
 
 def _envelope_db(x: np.ndarray, hop: int) -> np.ndarray:
     frames = x.astype(np.float64).reshape(-1, hop)
-    return 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-10)
+    envelope: np.ndarray = 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-10)
+    return envelope

@@ -6,48 +6,37 @@ audio per second of compute) and word error rates:
 * sequential: ``WhisperModel.transcribe(chunk, beam_size=5)``, one chunk after another;
 * batched: ``BatchDecoder.decode`` on batches of ``--batch-sizes`` chunks.
 
-The WER is against the reference transcripts of tests/data (JFK, and the English part of
-multilingual.mp3: the MIT licence), ignoring case and punctuation, and between the two ways
-(how often batching changed a word).
+The WER (``testkit.text``) is against the reference transcripts of tests/data (JFK, and
+the English part of multilingual.mp3: the MIT licence; ``testkit.data``), and between the
+two ways (how often batching changed a word).
 
-    .venv/bin/python bench/model_server_batching.py --model tiny.en --repeat 4
-    .venv/bin/python bench/model_server_batching.py --model base --batch-sizes 1,4,8
+    .venv/bin/python -m bench model-server-batching --model tiny.en --repeat 4
+    .venv/bin/python -m bench model-server-batching --model base --batch-sizes 1,4,8
+
+Results: ``bench/results/<name>-<date>.json`` and ``.md`` (default name
+``model-server-batching``).
 """
 
 from __future__ import annotations
 
 import argparse
-import string
 import time
 from pathlib import Path
 
 import numpy as np
 from faster_whisper import decode_audio
-from long_media import word_errors
 
+from bench import report
+from bench.speech import MIT_END_S, SAMPLE_RATE
 from model_server.decoding import BatchDecoder, BatchOptions, ChunkRequest
 from model_server.model import load_model
 from model_server.settings import ModelServerSettings
+from testkit.data import JFK_TEXT, MIT_TEXT
+from testkit.media import JFK, MULTILINGUAL
+from testkit.text import word_errors, words
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-JFK = (
-    "And so my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
-MIT = (
-    "Permission is hereby granted, free of charge, to any person obtaining a copy of this "
-    "software and associated documentation files (the Software), to deal in the Software "
-    "without restriction, including without limitation the rights to use, copy, modify, "
-    "merge, publish, distribute, sublicense, and/or sell copies of the Software, and to "
-    "permit persons to whom the Software is furnished to do so, subject to the following "
-    "conditions: The above copyright notice and this permission notice shall be included in "
-    "all copies or substantial portions of the Software."
-)
-
-
-def words(text: str) -> list[str]:
-    table = str.maketrans("", "", string.punctuation)
-    return text.lower().replace("/", " ").translate(table).split()
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = ["--repeat", "1", "--batch-sizes", "1,2", "--rounds", "1"]
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
@@ -56,7 +45,7 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     return errors / sum(len(words(r)) for r in references)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--device", default="cpu")
@@ -65,7 +54,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="copies of the chunk set")
     parser.add_argument("--batch-sizes", default="1,4,8")
     parser.add_argument("--rounds", type=int, default=2, help="best of this many runs")
-    args = parser.parse_args()
+    parser.add_argument("--name", default="model-server-batching")
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
+    args = parser.parse_args(argv)
+    info = report.machine(postgres=False)
 
     settings = ModelServerSettings(
         model=args.model,
@@ -75,16 +67,17 @@ def main() -> None:
     )
     loaded = load_model(settings)
     whisper = loaded.whisper
-    jfk = decode_audio(str(DATA / "jfk.flac"))
-    mit = decode_audio(str(DATA / "multilingual.mp3"))[: 30 * 16_000]
+    jfk = decode_audio(str(JFK))
+    mit = decode_audio(str(MULTILINGUAL))[: int(MIT_END_S * SAMPLE_RATE)]
     chunks = [jfk, mit] * args.repeat
-    references = [JFK, MIT] * args.repeat
-    audio_seconds = sum(len(c) for c in chunks) / 16_000
+    references = [JFK_TEXT, MIT_TEXT] * args.repeat
+    audio_seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
     language = None if loaded.multilingual else "en"
-    print(
+    setup = (
         f"model {loaded.name} on {loaded.device} ({loaded.compute_type}); "
-        f"{len(chunks)} chunks, {audio_seconds:.0f} s of audio"
+        f"{len(chunks)} chunks, {audio_seconds:.0f} s of audio; best of {args.rounds} rounds"
     )
+    report.log(setup)
 
     decoder = BatchDecoder(whisper)
     sizes = [int(size) for size in args.batch_sizes.split(",")]
@@ -112,15 +105,27 @@ def main() -> None:
             started = time.perf_counter()
             texts[name] = run()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
+    lines = [
+        "# Batched decoding against sequential faster-whisper",
+        "",
+        setup + ".",
+        "",
+        "| way | seconds | audio s / s | WER | WER vs sequential |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    ways: dict[str, dict[str, float]] = {}
     for name, seconds in best.items():
-        line = (
-            f"{name:>10}: {seconds:6.2f} s, {audio_seconds / seconds:5.1f} audio s/s, "
-            f"WER {wer(references, texts[name]):.3f}"
+        ways[name] = {
+            "seconds": round(seconds, 3),
+            "audio_seconds_per_second": round(audio_seconds / seconds, 2),
+            "wer": round(wer(references, texts[name]), 4),
+            "wer_vs_sequential": round(wer(texts["sequential"], texts[name]), 4),
+        }
+        w = ways[name]
+        lines.append(
+            f"| {name} | {w['seconds']:.2f} | {w['audio_seconds_per_second']:.1f} | "
+            f"{w['wer']:.3f} | {w['wer_vs_sequential']:.3f} |"
         )
-        if name != "sequential":
-            line += f", vs sequential {wer(texts['sequential'], texts[name]):.3f}"
-        print(line)
-
-
-if __name__ == "__main__":
-    main()
+    print("\n".join(lines))
+    result = {"machine": info, "args": vars(args) | {"out": str(args.out)}, "ways": ways}
+    report.write(args.out, args.name, result, "\n".join(lines))

@@ -1,6 +1,6 @@
 """Enqueue throughput and latency: ``POST /v1/jobs`` over real HTTP on real PostgreSQL.
 
-Run: ``.venv/bin/python bench/enqueue.py [--duration 20] [--connections 32]
+Run: ``.venv/bin/python -m bench enqueue [--duration 20] [--connections 32]
 [--workers 1,2] [--rate 500] [--out bench/results] [--profile]``
 
 On a fresh scratch database (``bench_<random>``, migrated, dropped at the end) with one
@@ -13,13 +13,13 @@ tenant, it measures, in one run:
    the job and its event in one statement, autocommit); and the same with a NOTIFY in
    its transaction, as the former per-row INSERT trigger did, for reference;
 2. enqueue throughput with wrk (closed loop, ``--connections`` keep-alive connections,
-   ``bench/enqueue_post.lua``) against the service started as a real server process, once
+   ``bench/scenarios/enqueue_post.lua``) against the service started as a real server process, once
    per worker count in ``--workers``; responses counted by status, and the jobs in the
    database checked against the 202s;
 3. latency at a fixed ``--rate`` (default 500/s) with the paced open-loop generator in
-   ``bench/loadgen.py``, on the worker count that had the best throughput;
+   ``bench.loadgen``, on the worker count that had the best throughput;
 4. with ``--profile``, one more wrk run with py-spy sampling the server, summarised by
-   where the time goes (see ``bench/pyspy.py``).
+   where the time goes (see ``bench.pyspy``).
 
 Results: ``<out>/enqueue-<date>.json`` and ``.md``. Everything listens on 127.0.0.1.
 """
@@ -41,17 +41,33 @@ from typing import Any
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import benchlib
-import loadgen
-import pyspy
-
+from bench import loadgen, measure, pyspy, report
+from bench.database import database_name, scratch_database
+from testkit.ports import free_port
+from testkit.procs import Service, serve_argv
 from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine
 
-HERE = Path(__file__).resolve().parent
-LUA = HERE / "enqueue_post.lua"
+#: The options of the smallest run (``python -m bench --smoke``).
+SMOKE = [
+    "--duration",
+    "2",
+    "--warmup",
+    "1",
+    "--connections",
+    "4",
+    "--workers",
+    "1",
+    "--rate",
+    "50",
+    "--raw-seconds",
+    "1",
+    "--quiet-wait",
+    "0",
+]
+
+
+LUA = Path(__file__).resolve().parent / "enqueue_post.lua"
 TENANT = "org-bench"
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
@@ -63,15 +79,21 @@ JOB_COLUMNS = (
 JOB_VALUES = "$1, $2, 'QUEUED', 0, 0, $3, $4, $5, $6, $7::jsonb, NULL, NULL, $8, $8, $8"
 
 
-def log(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+log = report.log
+JOB_BODY = {
+    "media_url": "https://bucket.example.com/v/123.mp4?X-Amz-Signature=abc",
+    "webhook_url": "https://api.example.com/hooks/transcripts",
+    "external_id": "post-123",
+    "language": "en",
+    "metadata": {"creator": 42},
+}
 
 
 # --- 1. the database alone ------------------------------------------------------------
 
 
 def _job_args(now: datetime) -> tuple[Any, ...]:
-    body = benchlib.JOB_BODY
+    body = JOB_BODY
     return (
         str(uuid.uuid4()),
         TENANT,
@@ -121,11 +143,11 @@ async def _raw_insert(conn: asyncpg.Connection) -> None:
 
 NEW_JOB = repo.NewJob(
     tenant=TENANT,
-    media_url=benchlib.JOB_BODY["media_url"],
-    webhook_url=benchlib.JOB_BODY["webhook_url"],
-    external_id=benchlib.JOB_BODY["external_id"],
-    language=benchlib.JOB_BODY["language"],
-    metadata=benchlib.JOB_BODY["metadata"],
+    media_url=JOB_BODY["media_url"],
+    webhook_url=JOB_BODY["webhook_url"],
+    external_id=JOB_BODY["external_id"],
+    language=JOB_BODY["language"],
+    metadata=JOB_BODY["metadata"],
 )
 
 
@@ -203,26 +225,15 @@ async def create_tenant(url: str) -> str:
 # --- 2. the server, and wrk -----------------------------------------------------------
 
 
-def server_command(workers: int, port: int, factory: str | None = None) -> list[str]:
+def server_command(workers: int, port: int) -> list[str]:
     """What runs the service: ``transcription serve enqueue`` for one worker (exactly what a
-    container runs), uvicorn with ``--workers`` for more, or uvicorn with another
-    app ``factory`` (``module:function``, importable from bench/)."""
-    if workers == 1 and factory is None:
-        return [
-            str(benchlib.BIN / "transcription"),
-            "serve",
-            "enqueue",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
+    container runs), uvicorn with ``--workers`` for more."""
+    if workers == 1:
+        return serve_argv("enqueue", port)
     return [
-        str(benchlib.BIN / "uvicorn"),
-        factory or "enqueue_service.app:create_app",
+        str(Path(sys.executable).parent / "uvicorn"),
+        "enqueue_service.app:create_app",
         "--factory",
-        "--app-dir",
-        str(HERE),
         "--host",
         "127.0.0.1",
         "--port",
@@ -235,28 +246,18 @@ def server_command(workers: int, port: int, factory: str | None = None) -> list[
     ]
 
 
-def start_enqueue(
-    url: str,
-    workers: int,
-    log_dir: Path,
-    factory: str | None = None,
-    env: dict[str, str] | None = None,
-    name: str | None = None,
-) -> benchlib.Server:
-    port = benchlib.free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=url,
-        LOG_LEVEL="WARNING",
-        ALLOW_PRIVATE_URLS="false",
-        **(env or {}),
+def start_enqueue(url: str, workers: int, log_dir: Path) -> Service:
+    env = {"DATABASE_URL": url, "LOG_LEVEL": "WARNING", "ALLOW_PRIVATE_URLS": "false"}
+    log = log_dir / f"enqueue-w{workers}.log"
+    server = Service(
+        "enqueue", "enqueue", free_port(), env, log, argv=lambda port: server_command(workers, port)
     )
-    server = benchlib.start_server(
-        server_command(workers, port, factory),
-        env,
-        port,
-        log_dir / f"{name or f'enqueue-w{workers}'}.log",
-    )
+    server.start()
+    try:
+        server.wait_ready_blocking(30)
+    except BaseException:
+        server.stop(grace=15)
+        raise
     if workers > 1:  # the master answers /healthz as soon as one worker is up
         deadline = time.monotonic() + 20
         while len(server.pids()) < workers + 2 and time.monotonic() < deadline:
@@ -268,7 +269,7 @@ def start_enqueue(
 def run_wrk(
     server_url: str, api_key: str, seconds: float, connections: int, threads: int
 ) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_API_KEY=api_key, BENCH_BODY=json.dumps(benchlib.JOB_BODY))
+    env = dict(os.environ, BENCH_API_KEY=api_key, BENCH_BODY=json.dumps(JOB_BODY))
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -292,7 +293,7 @@ def run_wrk(
     data["accepted_per_second"] = round(data["accepted_202"] / seconds_run, 1)
     data["non_202"] = data["requests"] - data["accepted_202"]
     data["latency_ms"] = {k: round(v / 1000, 2) for k, v in data.pop("latency_us").items()}
-    data["command"] = " ".join([*cmd[:-2], "bench/enqueue_post.lua", "<url>/v1/jobs"])
+    data["command"] = " ".join([*cmd[:-2], "bench/scenarios/enqueue_post.lua", "<url>/v1/jobs"])
     e = data["errors"]
     data["socket_errors"] = e["connect"] + e["read"] + e["write"] + e["timeout"]
     data["output"] = "\n".join(x for x in out.stdout.splitlines() if not x.startswith("WRK_"))
@@ -332,13 +333,13 @@ def settled_counters(dsn: str, most_seconds: float = 15.0) -> dict[str, int]:
 
 
 def measure_wrk(
-    server: benchlib.Server, dsn: str, api_key: str, seconds: float, args: argparse.Namespace
+    server: Service, dsn: str, api_key: str, seconds: float, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run with CPU and database accounting."""
-    quiet = benchlib.wait_for_quiet(args.quiet_wait)
+    quiet = measure.wait_for_quiet(args.quiet_wait)
     run_wrk(server.url, api_key, args.warmup, args.connections, args.wrk_threads)
     before = settled_counters(dsn)
-    meter = benchlib.CpuMeter({"enqueue server": server.pids()}, benchlib.database_name(dsn))
+    meter = measure.CpuMeter({"enqueue server": server.pids()}, database_name(dsn))
     meter.start()
     result = run_wrk(server.url, api_key, seconds, args.connections, args.wrk_threads)
     cpu = meter.stop()
@@ -372,7 +373,7 @@ def throughput(
     try:
         result = measure_wrk(server, dsn, api_key, args.duration, args)
     finally:
-        server.stop()
+        server.stop(grace=15)
     result["workers"] = workers
     return result
 
@@ -398,7 +399,7 @@ def paced(
             port,
             "/v1/jobs",
             {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-            json.dumps(benchlib.JOB_BODY).encode(),
+            json.dumps(JOB_BODY).encode(),
         )
         plan = {
             "host": "127.0.0.1",
@@ -407,16 +408,16 @@ def paced(
             "rate": args.rate,
             "processes": args.paced_processes,
         }
-        quiet = benchlib.wait_for_quiet(args.quiet_wait)
+        quiet = measure.wait_for_quiet(args.quiet_wait)
         loadgen.run_paced({**plan, "duration": args.warmup})  # warm up
         before = settled_counters(dsn)["jobs"]
-        meter = benchlib.CpuMeter({"enqueue server": server.pids()}, benchlib.database_name(dsn))
+        meter = measure.CpuMeter({"enqueue server": server.pids()}, database_name(dsn))
         meter.start()
         records = loadgen.run_paced({**plan, "duration": seconds})
         cpu = meter.stop()
         after = settled_counters(dsn)["jobs"]
     finally:
-        server.stop()
+        server.stop(grace=15)
     statuses: dict[str, int] = {}
     for *_, status in records:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
@@ -433,9 +434,9 @@ def paced(
         "statuses": statuses,
         "accepted_202": accepted,
         "non_202": len(records) - accepted,
-        "latency_from_schedule": benchlib.summarise_ms([d - s for s, _, d, _ in records]),
-        "latency_from_send": benchlib.summarise_ms([d - t for _, t, d, _ in records]),
-        "send_lag": benchlib.summarise_ms([t - s for s, t, _, _ in records]),
+        "latency_from_schedule": measure.summarise_ms([d - s for s, _, d, _ in records]),
+        "latency_from_send": measure.summarise_ms([d - t for _, t, d, _ in records]),
+        "send_lag": measure.summarise_ms([t - s for s, t, _, _ in records]),
         "jobs_in_db": after - before,
         # A request the client gave up on (status 0) may still have been committed.
         "db_check": {
@@ -453,11 +454,6 @@ def paced(
 
 def _cpu_text(cpu: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in cpu["cores_busy"].items() if v >= 0.02)
-
-
-def _note(cpus: list[dict[str, Any]]) -> list[str]:
-    note = benchlib.shared_machine_note(cpus)
-    return [note, ""] if note else []
 
 
 def db_check_text(p: dict[str, Any]) -> str:
@@ -480,20 +476,17 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# Enqueue benchmark, {data['machine']['date'][:10]}",
         "",
-        "## Machine",
-        "",
-        benchlib.machine_markdown(data["machine"]),
-        f"- load average when the run started: {data['machine']['loadavg_at_start']}",
-        "",
-        *_note([r["cpu"] for r in data["http"].values()] + [p["cpu"]]),
+        *report.machine_section(
+            data["machine"], [r["cpu"] for r in data["http"].values()] + [p["cpu"]]
+        ),
         "## Targets",
         "",
         "| target | result | |",
         "| --- | --- | --- |",
         f"| ≥ {TARGET_RATE:,.0f} enqueues/s | {t['throughput']['value']:,.0f}/s "
-        f"({data['chosen_workers']} worker(s)) | {benchlib.met(t['throughput']['met'])} |",
+        f"({data['chosen_workers']} worker(s)) | {report.met(t['throughput']['met'])} |",
         f"| p99 < {TARGET_P99_MS:.0f} ms at {p['target_rate']:.0f}/s | "
-        f"{t['p99_at_rate']['value']} ms | {benchlib.met(t['p99_at_rate']['met'])} |",
+        f"{t['p99_at_rate']['value']} ms | {report.met(t['p99_at_rate']['met'])} |",
         f"| HTTP / raw single-row inserts | {t['ratio_http_to_raw_inserts']:.1%} | (reported) |",
         f"| HTTP / the same statement via asyncpg | "
         f"{t['ratio_http_to_raw_enqueue_statement']:.1%} | (reported) |",
@@ -582,7 +575,7 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per server")
@@ -602,18 +595,17 @@ def main() -> int:
         help="before each measured run, wait up to this many seconds for the machine to "
         "be idle (others may share it; default 20)",
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args()
-    benchlib.stop_on_sigterm()
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     worker_counts = [int(w) for w in args.workers.split(",")]
     log_dir = args.out / "tmp"
 
-    with benchlib.scratch_database() as url:
+    with scratch_database() as url:
         dsn = asyncpg_dsn(url)
-        machine = benchlib.machine_info(asyncio.run(benchlib.postgres_version(dsn)))
+        machine = report.machine()
         api_key = asyncio.run(create_tenant(url))
         log(f"the database alone, {args.connections} connections, {args.raw_seconds:g} s each")
         db = asyncio.run(database_alone(dsn, args.connections, args.raw_seconds))
@@ -677,8 +669,7 @@ def main() -> int:
             ),
         },
     }
-    for path in benchlib.write_results(args.out, "enqueue", data, markdown(data)):
-        log(f"wrote {path}")
+    report.write(args.out, "enqueue", data, markdown(data))
     return 0
 
 
@@ -690,16 +681,12 @@ def profile_run(
     try:
         run_wrk(server.url, api_key, args.warmup, args.connections, args.wrk_threads)
         seconds = min(args.duration, 15)
-        with pyspy.record(server.proc.pid, out, seconds + 1):
+        with pyspy.record(server.pid, out, seconds + 1):
             wrk = run_wrk(server.url, api_key, seconds, args.connections, args.wrk_threads)
     finally:
-        server.stop()
+        server.stop(grace=15)
     summary = pyspy.summarise(out)
     summary["wrk_accepted_per_second"] = wrk["accepted_per_second"]
     summary["workers"] = workers
     summary["raw_file"] = str(out)
     return summary
-
-
-if __name__ == "__main__":
-    sys.exit(main())
