@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from factories import make_job, make_tenant
+from factories import make_job, make_replica, make_tenant
 from orchestrator_service.clients import TriggerResult
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings
@@ -71,7 +71,7 @@ class InPlace:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+    async def trigger(self, url: str, job_id: str, attempt: int) -> TriggerResult:
         await self.worker.run_attempt(job_id, attempt)
         return TriggerResult(True, "accepted")
 
@@ -153,6 +153,7 @@ async def test_a_webhook_url_that_raises_ends_the_job(
     deliveries reset, due at once, forever. The job was inserted directly: the enqueue
     API refuses such URLs."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     await make_job(pg_engine, webhook_url=webhook_url)
     if message == "succeeded":
         pipeline = Scripted(TRANSCRIPT)
@@ -187,6 +188,7 @@ async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
     receiver = WebhookReceiver()
     async with serve_app(receiver.app()) as url:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=f"{url}/hook", metadata=nested(300))
         if message == "succeeded":
             pipeline = Scripted(TRANSCRIPT)
@@ -206,6 +208,7 @@ async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
     receiver = WebhookReceiver()
     async with serve_app(receiver.app()) as url:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=f"{url}/hook")
         pipeline = Scripted(KeyError("segments"))
         row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
@@ -221,7 +224,7 @@ class Recording:
     def __init__(self) -> None:
         self.triggers: list[tuple[str, int]] = []
 
-    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+    async def trigger(self, url: str, job_id: str, attempt: int) -> TriggerResult:
         self.triggers.append((job_id, attempt))
         return TriggerResult(True, "accepted")
 
@@ -246,6 +249,7 @@ async def test_a_job_at_its_trigger_limit_is_stopped_not_triggered(
     PERMAFAILED with the reason it had (WORKER_LOST if none), and the orchestrator
     counts it (an alert watches that counter)."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     job = await make_job(
         pg_engine,
         status=status,
@@ -285,6 +289,7 @@ async def test_a_redelivery_or_a_requeue_starts_the_count_again(
     """The limit counts triggers since the job last left a terminal status (a client's
     redelivery, an operator's requeue), not since it was enqueued."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     job = await make_job(
         pg_engine,
         status=finished,
@@ -338,6 +343,7 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
     receiver = WebhookReceiver()
     async with serve_app(receiver.app()) as url:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=f"{url}/hook")
         pipeline = FailsOnce(
             JobFailure(FailureReason.DOWNLOAD_FAILED, "the media URL answered HTTP 503"),
@@ -372,6 +378,7 @@ async def test_the_orchestrator_exports_the_most_triggers_of_an_unfinished_job(
     had since it last started. Only a path around the claim's check can push it past the
     limit (a job PROCESSING at LIMIT + 5 here, as an old orchestrator could leave it)."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     later = {"due_at": utcnow() + timedelta(hours=1)}
     await make_job(pg_engine, status=S.FAILED, attempts=3, **later)
     await make_job(pg_engine, status=S.SUCCEEDED, attempts=LIMIT + 40)  # finished: not counted

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -173,6 +174,8 @@ class Worker:
         self.active: dict[str, asyncio.Task[None]] = {}
         self.active_attempts: dict[str, int] = {}
         self.accepting = True
+        #: Called whenever what this worker runs or takes changes (``replica.py``).
+        self.on_change: Callable[[], None] = lambda: None
 
     # --- triggers ---------------------------------------------------------------------
 
@@ -195,13 +198,16 @@ class Worker:
             self.active.pop(job_id, None)
             self.active_attempts.pop(job_id, None)
             metrics.JOBS_ACTIVE.set(len(self.active))
+            self.on_change()
 
         task.add_done_callback(done)
+        self.on_change()
         return True
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop accepting; give running attempts ``grace_seconds``, then hand them back."""
         self.accepting = False
+        self.on_change()
         tasks = list(self.active.values())
         if not tasks:
             return
