@@ -246,3 +246,114 @@ def test_dispatch_follows_the_transcribers_capacity(
         out["refused_at_orchestrator"],
         out["refused_at_transcribers"],
     ) == (0, 0, 0), out
+
+
+async def stop_scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
+    """What an HPA scale-down does to a pod: SIGTERM, then SIGKILL after the grace."""
+    url = await template.fresh("scale_down")
+    model = StandInModel(0.5)
+    await model.start()
+    stack = Stack(
+        name="scale-down",
+        database_url=url,
+        tenants=template.tenants,
+        model_server_url=model.url,
+        workdir=workdir,
+        transcribers=3,
+        env={"WORKER_MAX_JOBS": "2", "MAX_CONCURRENT_TRANSCRIPTION_JOBS": "100"},
+    )
+    finishes, hands_back, stays = stack.transcribers
+    finishes.env = {**finishes.env, "SHUTDOWN_GRACE_SECONDS": "60"}
+    hands_back.env = {**hands_back.env, "SHUTDOWN_GRACE_SECONDS": "1"}
+    out: dict[str, Any] = {}
+    try:
+        async with stack:
+            model.open.clear()  # every job holds its slot until the model lets it go
+            await stack.stream(plan_jobs(12, template.tenants, jfk_every=0), over_seconds=0.5)
+            await wait_for(lambda: _in_flight_is(stack, 6), timeout=60)
+
+            # One told to stop with time to finish: it takes nothing more, finishes.
+            out["finishes_running"] = await _running(stack, finishes)
+            stopping = asyncio.create_task(asyncio.to_thread(finishes.stop, 90))
+            await wait_for(lambda: _accepting_is(stack, finishes, False), timeout=30)
+            model.open.set()
+            await stopping
+            out["finished_in_place"] = await _handed_back(stack) == 0
+
+            # One told to stop while its jobs cannot finish in the grace: handed back.
+            model.open.clear()
+            await wait_for(lambda: _running_is(stack, hands_back, 2), timeout=60)
+            out["hands_back_running"] = await _running(stack, hands_back)
+            await asyncio.to_thread(hands_back.stop, 30)
+            out["handed_back"] = await _handed_back(stack)
+            model.open.set()
+
+            out["settled"] = await stack.wait_settled(120) is not None
+            verdict = await verify(stack, quality=False)
+            out["violations"] = verdict.as_dict()["violations"]
+            out["attempts"] = [
+                r["attempts"] for r in await stack.query("SELECT attempts FROM jobs")
+            ]
+            out["status"] = {
+                r["status"]: r["n"]
+                for r in await stack.query("SELECT status, count(*) AS n FROM jobs GROUP BY 1")
+            }
+            rows = await stack.query(
+                "SELECT count(*) AS n FROM job_events WHERE reason = 'TRIGGER_REFUSED'"
+            )
+            out["refusal_events"] = rows[0]["n"]
+            out["rows_left"] = [
+                r["url"] for r in await stack.query("SELECT url FROM transcriber_replicas")
+            ]
+            out["stays"] = stays.url
+    finally:
+        model.open.set()
+        await model.stop()
+        await db.drop(url)
+    return out
+
+
+async def _row(stack: Stack, service: Service) -> asyncpg.Record | None:
+    rows = await stack.query(
+        "SELECT running, accepting FROM transcriber_replicas WHERE url = $1", service.url
+    )
+    return rows[0] if rows else None
+
+
+async def _running(stack: Stack, service: Service) -> int:
+    row = await _row(stack, service)
+    return -1 if row is None else int(row["running"])
+
+
+async def _running_is(stack: Stack, service: Service, count: int) -> bool:
+    return await _running(stack, service) == count
+
+
+async def _accepting_is(stack: Stack, service: Service, accepting: bool) -> bool:
+    row = await _row(stack, service)
+    return row is not None and row["accepting"] is accepting
+
+
+async def _handed_back(stack: Stack) -> int:
+    rows = await stack.query(
+        "SELECT count(*) AS n FROM job_events WHERE reason = 'WORKER_LOST' "
+        "AND detail LIKE '%shut down%'"
+    )
+    return int(rows[0]["n"])
+
+
+def test_a_replica_told_to_stop_finishes_or_hands_back_its_jobs(
+    template: db.Template, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Scale-down loses nothing: a stopping replica reports at once that it takes no
+    more work; its jobs finish within SHUTDOWN_GRACE_SECONDS or go back to the queue,
+    their attempt not counted, and other replicas finish them."""
+    out = asyncio.run(stop_scenario(template, tmp_path_factory.mktemp("scale-down")))
+    print(json.dumps(out, default=str))
+    assert out["finishes_running"] == 2 and out["finished_in_place"], out
+    assert out["hands_back_running"] == 2 and out["handed_back"] == 2, out
+    assert out["settled"] and out["violations"] == {}, out
+    assert out["status"] == {"SUCCEEDED": 12}, out
+    assert set(out["attempts"]) == {1}, out  # a hand-back takes its attempt back
+    assert out["refusal_events"] == 0, out
+    assert out["rows_left"] == [out["stays"]], out  # a stopped replica removes its row
