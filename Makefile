@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
-run: $(STAMP) ## run all four services on this machine (SQLite, the bundled tiny.en model)
-	$(BIN)/transcription run
+run: $(STAMP) ## run all four services on this machine (SQLite, tiny.en, two transcribers)
+	$(BIN)/transcription run --transcribers 2
 
 test: $(STAMP) promtool ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
 	$(BIN)/pytest

@@ -1,4 +1,5 @@
-"""`transcription run`, as a newcomer runs it: four processes on the embedded SQLite."""
+"""`transcription run`, as `make run` runs it: the four services, two transcriber
+processes, on the embedded SQLite."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from stack import DATA, JFK_REFERENCE, words
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
-def free_port_block(size: int = 4) -> int:
+def free_port_block(size: int = 5) -> int:
     for _ in range(50):
         base = random.randint(20_000, 60_000)
         try:
@@ -74,7 +75,16 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
     base = free_port_block()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "transcription_core.cli", "run", "--port-base", str(base)],
+        [
+            sys.executable,
+            "-m",
+            "transcription_core.cli",
+            "run",
+            "--port-base",
+            str(base),
+            "--transcribers",
+            "2",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -89,7 +99,7 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
     api = f"http://127.0.0.1:{base}"
     try:
         deadline = time.monotonic() + 120
-        while not all(_ready(f"http://127.0.0.1:{base + n}") for n in range(4)):
+        while not all(_ready(f"http://127.0.0.1:{base + n}") for n in range(5)):
             assert process.poll() is None, "".join(output)
             assert time.monotonic() < deadline, "".join(output)
             time.sleep(0.3)
@@ -115,6 +125,10 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert state["status"] == "SUCCEEDED", state
         assert words(state["transcript"]["text"]) == words(JFK_REFERENCE)
+        # Both transcribers report their slots; the orchestrator triggers only into room.
+        metrics = httpx.get(f"http://127.0.0.1:{base + 1}/metrics").text
+        assert "transcription_transcriber_slots 4.0" in metrics, metrics
+        assert 'transcription_triggers_total{outcome="refused"}' not in metrics
         ((headers, body),) = Receiver.received
         payload = Webhook(secret[1]).verify(body, {k.lower(): v for k, v in headers.items()})
         assert payload["data"]["id"] == job["id"]
