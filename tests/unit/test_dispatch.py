@@ -98,3 +98,13 @@ def test_an_unreachable_replica_is_left_out_until_it_reports_again() -> None:
     later = T0 + timedelta(seconds=40)
     fleet.refresh([replica("a", heartbeat_at=later), replica("b")])
     assert set(fleet.replicas) == {"a", "b"}
+
+
+def test_an_answer_from_another_replica_at_the_address_retires_the_old_one() -> None:
+    """A replica killed and restarted on the same port: its old row still looks free
+    until it ages out, but the answer comes from the new process."""
+    fleet = fleet_of(replica("old"), replica("new"))
+    fleet.answered(replica("new", running=1, version=1), sent_to="old")
+    assert set(fleet.replicas) == {"new"} and fleet.replicas["new"].running == 1
+    fleet.answered(replica("new", running=2, version=2), sent_to="new")
+    assert fleet.replicas["new"].running == 2

@@ -19,8 +19,9 @@ Pure: no I/O, no clock. The orchestrator feeds it the replicas' rows
   before a trigger was taken does not give its slot out twice.
 * **Where** (:meth:`Fleet.plan`): each job to the replica with the most room (then the
   fewest running, then by id), one at a time, so work spreads over the replicas.
-* **Unreachable**: a replica whose trigger failed to connect is left out until it
-  reports again (a newer heartbeat): a killed replica gets no trigger while its row ages.
+* **Unreachable**: a replica whose trigger failed to connect, or was answered by another
+  replica (a restart on the same address), is left out until it reports again (a newer
+  heartbeat): a killed replica gets no trigger while its row ages.
 """
 
 from __future__ import annotations
@@ -65,8 +66,12 @@ class Fleet:
             fleet[row.id] = row if known is None or row.version >= known.version else known
         self.replicas = fleet
 
-    def answered(self, state: ReplicaState) -> None:
-        """A trigger's answer: the replica as it was just after it took or refused it."""
+    def answered(self, state: ReplicaState, sent_to: str | None = None) -> None:
+        """A trigger's answer: the replica as it was just after it took or refused it.
+        Answered by another replica than ``sent_to`` (a restart on the same address),
+        that one is gone: it is left out as if unreachable."""
+        if sent_to is not None and sent_to != state.id:
+            self.unreachable(sent_to)
         known = self.replicas.get(state.id)
         if known is not None and state.version >= known.version:
             self.replicas[state.id] = replace(state, url=known.url, heartbeat_at=known.heartbeat_at)

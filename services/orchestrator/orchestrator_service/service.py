@@ -132,7 +132,7 @@ class Orchestrator:
             metrics.TRIGGERS.labels("accepted" if result.accepted else "refused").inc()
             (accepted if result.accepted else refused).append((job, result))
             if result.replica is not None:
-                self.fleet.answered(result.replica)
+                self.fleet.answered(result.replica, sent_to=target.id if target.url else None)
             elif not result.reached and target.url:
                 self.fleet.unreachable(target.id)
         self._report_fleet()

@@ -232,7 +232,9 @@ class Worker:
             )
         if job is None:
             log.info(
-                "trigger for a job no longer TRIGGERED at this attempt",
+                "trigger for job %s, no longer TRIGGERED at attempt %d",
+                job_id,
+                attempt,
                 extra={"job_id": job_id, "action": "start"},
             )
             return
@@ -242,11 +244,17 @@ class Worker:
         try:
             outcome = await work
         except LeaseLost:
-            log.warning("lease lost; stopping", extra={"job_id": job_id, "action": "lease"})
+            log.warning(
+                "job %s: lease lost; stopping", job_id, extra={"job_id": job_id, "action": "lease"}
+            )
             return
         except asyncio.CancelledError:
             if heartbeat.done() and heartbeat.result() is False:
-                log.warning("lease lost; stopped", extra={"job_id": job_id, "action": "lease"})
+                log.warning(
+                    "job %s: lease lost; stopped",
+                    job_id,
+                    extra={"job_id": job_id, "action": "lease"},
+                )
                 return
             # A rollout or scale-down: hand the job back for another worker, at once,
             # without counting this attempt (its saved chunks are kept).
@@ -259,7 +267,9 @@ class Worker:
             await asyncio.shield(self._finish(job, outcome))
             raise
         except Exception as exc:
-            log.exception("attempt crashed", extra={"job_id": job_id, "action": "crash"})
+            log.exception(
+                "job %s: attempt crashed", job_id, extra={"job_id": job_id, "action": "crash"}
+            )
             outcome = unexpected_outcome(job, exc, self.settings)
         finally:
             heartbeat.cancel()
@@ -279,7 +289,9 @@ class Worker:
                     )
             except Exception:
                 log.exception(
-                    "lease renewal failed; will retry", extra={"job_id": job_id, "action": "lease"}
+                    "job %s: lease renewal failed; will retry",
+                    job_id,
+                    extra={"job_id": job_id, "action": "lease"},
                 )
                 continue
             if not kept:
@@ -301,7 +313,12 @@ class Worker:
         return await self._deliver(job, repo.SUCCEEDED_EVENT, transcript)
 
     async def _transcription_failed(self, job: JobRow, failure: JobFailure) -> Outcome:
-        log.info("attempt failed: %s", failure, extra={"job_id": job["id"], "action": "fail"})
+        log.info(
+            "job %s: attempt failed: %s",
+            job["id"],
+            failure,
+            extra={"job_id": job["id"], "action": "fail"},
+        )
         outcome = failure_outcome(job, failure, self.settings)
         if outcome.status == S.FAILED:
             return outcome
@@ -335,7 +352,11 @@ class Worker:
         except LeaseLost:
             raise
         except Exception as exc:
-            log.exception("message not sent", extra={"job_id": job["id"], "action": "deliver"})
+            log.exception(
+                "job %s: message not sent",
+                job["id"],
+                extra={"job_id": job["id"], "action": "deliver"},
+            )
             delivery = Delivery(False, None, None, f"webhook not sent: {describe(exc)}", 0.0)
         metrics.WEBHOOK_LATENCY.observe(delivery.seconds)
         metrics.WEBHOOK_DELIVERIES.labels(
@@ -366,13 +387,15 @@ class Worker:
             )
         if moved is None:
             log.warning(
-                "the job moved on while we worked; outcome dropped",
+                "job %s moved on while we worked; outcome dropped",
+                job["id"],
                 extra={"job_id": job["id"], "action": "finish"},
             )
             return
         metrics.JOBS_ENDED.labels(outcome.status, outcome.reason or "").inc()
         log.info(
-            "attempt ended %s",
+            "job %s: attempt ended %s",
+            job["id"],
             outcome.status,
             extra={"job_id": job["id"], "action": "finish", "reason": outcome.reason},
         )
