@@ -42,8 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 import pyspy
 
+from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine
+from transcription_core.models import utcnow
+from transcription_core.replicas import ReplicaState
 from transcription_core.status import JobStatus
 
 HERE = Path(__file__).resolve().parent
@@ -175,6 +178,11 @@ async def run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, An
     try:
         async with engine.begin() as conn:
             await repo.create_tenant(conn, TENANT)
+            # The stand-in reports itself as a transcriber with room for everything (the
+            # orchestrator triggers only what replicas report room for); LEASE_SECONDS
+            # (3600) keeps this one report alive for the whole run.
+            stand_in = ReplicaState("pickup-recorder", recorder_url, 1_000_000, 0, True, False, 0)
+            await replicas.report(conn, stand_in, utcnow())
         orchestrator = await asyncio.to_thread(start_orchestrator, url, recorder_url, log_dir)
         await wait_listening(engine)
         await asyncio.sleep(1.0)  # let the first round (at start-up) finish
