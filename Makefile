@@ -17,11 +17,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
-run: $(STAMP) ## run all four services on this machine (SQLite, the bundled tiny.en model)
-	$(BIN)/transcription run
+run: $(STAMP) ## run all four services on this machine (SQLite, tiny.en, two transcribers)
+	$(BIN)/transcription run --transcribers 2
 
-test: $(STAMP) ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
+test: $(STAMP) promtool ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
 	$(BIN)/pytest
+
+# The alert rules' tests need promtool: Debian's `prometheus` package has it. Where apt-get
+# is missing (or not root), say so and go on: those tests are then skipped, not failed.
+promtool: ## install promtool (Debian package prometheus) for the alert tests, if missing
+	@command -v promtool >/dev/null && exit 0; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing promtool (apt-get install prometheus) for the alert tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends prometheus; } \
+		|| echo "WARNING: could not install promtool: the alert rule tests will be SKIPPED"; \
+	else \
+		echo "WARNING: promtool missing and apt-get unavailable (or not root): the alert" \
+			"rule tests will be SKIPPED; install Prometheus's promtool to run them"; \
+	fi
 
 lint: $(STAMP) ## ruff check, format check, mypy --strict on the services
 	$(BIN)/ruff check .
@@ -54,4 +69,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format bench bench-smoke bench-model-memory faults migrate docs clean
+.PHONY: help install run test promtool lint format bench bench-smoke bench-model-memory faults migrate docs clean

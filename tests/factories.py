@@ -7,7 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from transcription_core import replicas
 from transcription_core import repository as repo
+from transcription_core.models import utcnow
+from transcription_core.replicas import ReplicaState
 
 
 async def make_tenant(engine: AsyncEngine, name: str = "org-test") -> repo.NewTenant:
@@ -58,3 +61,21 @@ async def status_of(engine: AsyncEngine, job_id: str) -> str:
         job = await repo.get_job(conn, job_id)
     assert job is not None
     return job["status"]
+
+
+async def make_replica(
+    engine: AsyncEngine,
+    url: str = "",
+    *,
+    replica_id: str = "replica-1",
+    slots: int = 100,
+    running: int = 0,
+    accepting: bool = True,
+    model_saturated: bool = False,
+    version: int = 0,
+) -> ReplicaState:
+    """A transcriber replica's row, heard from now (a stand-in transcriber at ``url``)."""
+    state = ReplicaState(replica_id, url, slots, running, accepting, model_saturated, version)
+    async with engine.begin() as conn:
+        await replicas.report(conn, state, utcnow())
+    return state

@@ -38,8 +38,11 @@ from bench.database import database_name, scratch_database
 from testkit.asgi import serve_app
 from testkit.ports import free_port
 from testkit.procs import Service
+from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.db import create_engine
+from transcription_core.models import utcnow
+from transcription_core.replicas import ReplicaState
 from transcription_core.status import JobStatus
 
 #: The options of the smallest run (``python -m bench --smoke``).
@@ -154,6 +157,11 @@ async def run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, An
         recorder_url = await stack.enter_async_context(serve_app(recorder))
         async with engine.begin() as conn:
             await repo.create_tenant(conn, TENANT)
+            # The stand-in reports itself as a transcriber with room for everything (the
+            # orchestrator triggers only what replicas report room for); LEASE_SECONDS
+            # (3600) keeps this one report alive for the whole run.
+            stand_in = ReplicaState("pickup-recorder", recorder_url, 1_000_000, 0, True, False, 0)
+            await replicas.report(conn, stand_in, utcnow())
         orchestrator = await asyncio.to_thread(start_orchestrator, url, recorder_url, log_dir)
         stack.push_async_callback(asyncio.to_thread, orchestrator.stop)
         await wait_listening(engine)

@@ -381,11 +381,16 @@ def _serve_function(service: str) -> Callable[[str, int], None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """All four services on this machine, each in its own process."""
+    """All four services on this machine, each in its own process (the transcriber in
+    ``--transcribers`` of them)."""
     from transcription_core import migrate
 
     base = args.port_base
     ports = dict(zip(SERVICES, range(base, base + 4), strict=True))
+    # More transcriber processes after the model server's port: each reports its own
+    # address and slots, and the orchestrator triggers the one that has room.
+    servers = list(ports.items())
+    servers += [("transcriber", base + 3 + n) for n in range(1, args.transcribers)]
     env = dict(os.environ)
     env.setdefault("ALLOW_PRIVATE_URLS", "true")
     env["TRANSCRIBER_URL"] = f"http://{args.host}:{ports['transcriber']}"
@@ -404,7 +409,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name, port in ports.items():
+    for name, port in servers:
         cmd = [
             sys.executable,
             "-m",
@@ -418,7 +423,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ]
         procs.append(subprocess.Popen(cmd, env=env))
         print(f"{name:<13} http://{args.host}:{port}", flush=True)
-    print(f"database      {_redacted(url)}\nCtrl-C stops all four.", flush=True)
+    print(f"database      {_redacted(url)}\nCtrl-C stops them all.", flush=True)
     code = 0
     while not stopping:
         for proc in procs:
@@ -589,6 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="enqueue on this port, orchestrator +1, transcriber +2, model server +3",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--transcribers",
+        type=int,
+        default=1,
+        help="transcriber processes (WORKER_MAX_JOBS slots each); the first on port +2, "
+        "the others from +4",
+    )
     p.add_argument(
         "--no-tenant",
         action="store_true",

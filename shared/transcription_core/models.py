@@ -177,5 +177,29 @@ class RuntimeSetting(Base):
     updated_by: Mapped[str] = mapped_column(sa.String(64))
 
 
+class TranscriberReplica(Base):
+    """One running transcriber process: what it can take and what it runs, as it last
+    reported (``transcriber_service.replica``). The orchestrator triggers only what
+    these rows have room for, at the replica's own ``url``."""
+
+    __tablename__ = "transcriber_replicas"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: Where this replica takes triggers; empty: through the orchestrator's TRANSCRIBER_URL.
+    url: Mapped[str] = mapped_column(sa.Text)
+    #: WORKER_MAX_JOBS of the replica.
+    slots: Mapped[int] = mapped_column(sa.Integer)
+    running: Mapped[int] = mapped_column(sa.Integer)
+    #: False once it shuts down: it finishes or hands back what it runs, takes nothing new.
+    accepting: Mapped[bool] = mapped_column(sa.Boolean)
+    #: The model tier answered this replica "queue full" and its window has not grown back.
+    model_saturated: Mapped[bool] = mapped_column(sa.Boolean)
+    #: Bumped by the replica at every change of ``running`` or ``accepting``; a trigger's
+    #: answer carries it too, so the freshest of the row and the answer wins.
+    version: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -125,6 +125,25 @@ def knative_services() -> dict[str, Obj]:
     }
 
 
+def keda_objects() -> dict[str, Obj]:
+    """KEDA's objects (ScaledObject, TriggerAuthentication), by kind."""
+    return {obj["kind"]: obj for obj in resources() if obj["apiVersion"].startswith("keda.sh/")}
+
+
+def pod_template(name: str) -> Obj:
+    """The pod template of the Knative Service or the Deployment ``name``."""
+    services = knative_services()
+    if name in services:
+        template: Obj = services[name]["spec"]["template"]
+        return template
+    return find("Deployment", name)["spec"]["template"]
+
+
+def container_of(name: str) -> Obj:
+    """The one container of the Knative Service or the Deployment ``name``."""
+    return only_container(pod_template(name)["spec"])
+
+
 def configmap_data(name: str) -> dict[str, str]:
     return dict(find("ConfigMap", name)["data"])
 

@@ -27,12 +27,15 @@ from deployfiles import (
     compose_env,
     configmap_data,
     container_env,
+    container_of,
     dockerfile_image,
     find,
+    keda_objects,
     knative_services,
     ksvc_container,
     kustomization,
     namespace,
+    pod_template,
     project_version,
     quantity,
     read_env_file,
@@ -99,6 +102,7 @@ COMPOSE_OVERRIDES = {
     "MODEL": "the bundled tiny.en: no model directory on a laptop",
     "MODEL_DEVICE": "no GPU assumed",
     "MODEL_COMPUTE_TYPE": "int8 on the CPU",
+    "ADVERTISE_URL": "the container's own address, derived; the cluster's is the pod IP",
 }
 
 
@@ -107,7 +111,10 @@ def env_names(cls: type[BaseModel]) -> set[str]:
 
 
 def core_objects() -> list[dict[str, Any]]:
-    return [obj for obj in all_objects() if not obj["apiVersion"].startswith("serving.")]
+    """What kubernetes-validate has schemas for: not Knative's or KEDA's kinds."""
+    return [
+        obj for obj in all_objects() if not obj["apiVersion"].startswith(("serving.", "keda.sh/"))
+    ]
 
 
 def obj_id(obj: dict[str, Any]) -> str:
@@ -147,7 +154,7 @@ def test_core_objects_are_valid_kubernetes(obj: dict[str, Any], version: str) ->
     kubernetes_validate.validate(obj, version, strict=True)
 
 
-@pytest.mark.parametrize("name", ["enqueue", "orchestrator", "transcriber", "model-server"])
+@pytest.mark.parametrize("name", ["enqueue", "orchestrator", "model-server"])
 def test_knative_service_is_a_valid_pod_template(name: str) -> None:
     ksvc = knative_services()[name]
     assert ksvc["apiVersion"] == "serving.knative.dev/v1"
@@ -183,8 +190,8 @@ def test_knative_service_is_a_valid_pod_template(name: str) -> None:
 @pytest.mark.parametrize("name", ["enqueue", "orchestrator", "transcriber", "model-server"])
 def test_service_runs_its_part(name: str) -> None:
     assert name in SERVICES
-    assert ksvc_container(name)["args"] == ["serve", name, "--port", "8080"]
-    container = ksvc_container(name)
+    container = container_of(name)
+    assert container["args"] == ["serve", name, "--port", "8080"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["runAsNonRoot"] is True
@@ -192,12 +199,14 @@ def test_service_runs_its_part(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "cluster_local"),
-    [("enqueue", False), ("orchestrator", True), ("transcriber", True), ("model-server", True)],
+    [("enqueue", False), ("orchestrator", True), ("model-server", True)],
 )
 def test_only_the_client_api_is_public(name: str, cluster_local: bool) -> None:
     labels = knative_services()[name]["metadata"].get("labels", {})
     visibility = labels.get("networking.knative.dev/visibility")
     assert (visibility == "cluster-local") is cluster_local
+    # The transcriber is a Deployment behind a plain ClusterIP Service.
+    assert find("Service", "transcriber")["spec"].get("type", "ClusterIP") == "ClusterIP"
 
 
 def test_enqueue_keeps_two_replicas_and_scales_on_requests() -> None:
@@ -214,15 +223,60 @@ def test_orchestrator_is_never_scaled_to_zero_and_at_most_two() -> None:
     assert scale["autoscaling.knative.dev/max-scale"] == "2"
 
 
-def test_transcriber_concurrency_is_its_job_limit() -> None:
-    spec = knative_services()["transcriber"]["spec"]["template"]["spec"]
-    env = container_env(ksvc_container("transcriber"))
-    assert scale_annotations("transcriber")["autoscaling.knative.dev/min-scale"] == "10"
-    assert spec["containerConcurrency"] == int(env["WORKER_MAX_JOBS"])
+def test_transcriber_is_a_deployment_scaled_by_keda_on_its_work() -> None:
+    env = container_env(container_of("transcriber"))
+    scaled = keda_objects()["ScaledObject"]["spec"]
+    assert scaled["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": find("Deployment", "transcriber")["metadata"]["name"],
+    }
+    (trigger,) = scaled["triggers"]
+    assert (trigger["type"], trigger["metricType"]) == ("postgresql", "AverageValue")
+    # Replicas = ceil(jobs / target): aimed below full, never above it.
+    target = float(trigger["metadata"]["targetQueryValue"])
+    assert 0.5 * int(env["WORKER_MAX_JOBS"]) <= target <= int(env["WORKER_MAX_JOBS"])
+    # Never to zero: the step KEDA's cooldownPeriod governs does not happen.
+    assert 1 <= scaled["minReplicaCount"] <= scaled["fallback"]["replicas"]
+    assert scaled["fallback"]["replicas"] <= scaled["maxReplicaCount"]
+    assert (
+        scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+            "stabilizationWindowSeconds"
+        ]
+        <= 3600
+    )  # the HPA's own bound
+    auth = keda_objects()["TriggerAuthentication"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["key"] in secret_data(ref["name"])
+    assert secret_data("transcriber-scaler")["connection"].startswith("postgresql://")
+    assert "CHANGE-ME" in secret_data("transcriber-scaler")["connection"]
+
+
+def test_the_scalers_query_follows_the_settings() -> None:
+    """The query's constants are the budget and the lease; its SQL runs on PostgreSQL in
+    tests/integration/test_scaler_query.py."""
+    env = container_env(container_of("orchestrator"))
+    query = keda_objects()["ScaledObject"]["spec"]["triggers"][0]["metadata"]["query"]
+    budget = int(env["MAX_CONCURRENT_TRANSCRIPTION_JOBS"])
+    assert re.findall(r"LIMIT (\d+)", query) == [str(budget)]
+    assert re.search(rf"'max_concurrent_transcription_jobs'\),\s*{budget}\)\)$", query)
+    lease = float(env["LEASE_SECONDS"])
+    assert re.findall(r"interval '(\d+) seconds'", query) == [f"{lease:g}"]
+
+
+def test_transcriber_reports_its_pod_address() -> None:
+    container = container_of("transcriber")
+    env = {var["name"]: var for var in container["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    port = container["ports"][0]["containerPort"]
+    assert env["ADVERTISE_URL"]["value"] == f"http://$(POD_IP):{port}"
+    names = [var["name"] for var in container["env"]]
+    assert names.index("POD_IP") < names.index("ADVERTISE_URL")  # $(VAR) needs it first
 
 
 def test_transcriber_memory_and_disk_fit_its_largest_job() -> None:
-    container = ksvc_container("transcriber")
+    container = container_of("transcriber")
     env = container_env(container)
     requests, limits = container["resources"]["requests"], container["resources"]["limits"]
     # Downloads stream to disk: a job stays under ~300 MB of memory.
@@ -233,7 +287,7 @@ def test_transcriber_memory_and_disk_fit_its_largest_job() -> None:
         PCM_BYTES_PER_SECOND
     )
     needed = jobs * per_job
-    spec = knative_services()["transcriber"]["spec"]["template"]["spec"]
+    spec = pod_template("transcriber")["spec"]
     (mount,) = container["volumeMounts"]
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert mount["mountPath"] == env["WORK_DIR"]
@@ -243,13 +297,12 @@ def test_transcriber_memory_and_disk_fit_its_largest_job() -> None:
 
 
 def test_transcriber_grace_period_covers_its_shutdown() -> None:
-    # Knative makes timeoutSeconds the pod's terminationGracePeriodSeconds.
-    timeout = knative_services()["transcriber"]["spec"]["template"]["spec"]["timeoutSeconds"]
-    env = container_env(ksvc_container("transcriber"))
-    if "shutdown_grace_seconds" in TranscriberSettings.model_fields:
-        grace = float(env["SHUTDOWN_GRACE_SECONDS"])
-        assert grace + SHUTDOWN_MARGIN_SECONDS <= timeout
-    assert timeout >= 300
+    """A pod the HPA removes gets SIGTERM, then SIGKILL after the grace period: running
+    jobs must have SHUTDOWN_GRACE_SECONDS and the hand-back must fit in it."""
+    grace = pod_template("transcriber")["spec"]["terminationGracePeriodSeconds"]
+    env = container_env(container_of("transcriber"))
+    assert float(env["SHUTDOWN_GRACE_SECONDS"]) + SHUTDOWN_MARGIN_SECONDS <= grace
+    assert grace >= 300
 
 
 def test_model_server_has_one_gpu_and_takes_one_batch_at_a_time() -> None:
@@ -271,16 +324,14 @@ def test_model_server_has_one_gpu_and_takes_one_batch_at_a_time() -> None:
 
 def test_model_server_outlasts_the_transcribers_chunk_timeout() -> None:
     timeout = knative_services()["model-server"]["spec"]["template"]["spec"]["timeoutSeconds"]
-    env = container_env(ksvc_container("transcriber"))
+    env = container_env(container_of("transcriber"))
     assert timeout >= float(env["MODEL_REQUEST_TIMEOUT_SECONDS"])
 
 
-def test_in_flight_limit_fits_the_transcribers() -> None:
-    env = container_env(ksvc_container("orchestrator"))
-    capacity = int(scale_annotations("transcriber")["autoscaling.knative.dev/min-scale"]) * int(
-        env["WORKER_MAX_JOBS"]
-    )
-    assert 0 < int(env["MAX_CONCURRENT_TRANSCRIPTION_JOBS"]) <= capacity
+def test_the_budget_is_the_most_replicas_times_their_slots() -> None:
+    env = container_env(container_of("orchestrator"))
+    most = keda_objects()["ScaledObject"]["spec"]["maxReplicaCount"]
+    assert int(env["MAX_CONCURRENT_TRANSCRIPTION_JOBS"]) == most * int(env["WORKER_MAX_JOBS"])
 
 
 def test_services_find_each_other_by_cluster_local_urls() -> None:
@@ -290,7 +341,7 @@ def test_services_find_each_other_by_cluster_local_urls() -> None:
         == f"http://transcriber.{ns}.svc.cluster.local"
     )
     assert (
-        container_env(ksvc_container("transcriber"))["MODEL_SERVER_URL"]
+        container_env(container_of("transcriber"))["MODEL_SERVER_URL"]
         == f"http://model-server.{ns}.svc.cluster.local"
     )
 
@@ -303,14 +354,14 @@ def test_every_setting_the_service_reads_is_set(name: str) -> None:
     cls = SETTINGS[name]
     defaulted = INTENTIONALLY_DEFAULTED[name]
     assert set(defaulted) <= env_names(cls), "stale entry in INTENTIONALLY_DEFAULTED"
-    missing = env_names(cls) - set(defaulted) - set(container_env(ksvc_container(name)))
+    missing = env_names(cls) - set(defaulted) - set(container_env(container_of(name)))
     assert not missing, f"{name} reads {sorted(missing)} but the manifests do not set them"
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_the_values_are_valid_settings(name: str) -> None:
     cls = SETTINGS[name]
-    env = container_env(ksvc_container(name))
+    env = container_env(container_of(name))
     values = {key.lower(): value for key, value in env.items() if key in env_names(cls)}
     settings = cls(**values)  # pydantic validates every value
     if name != "model-server":
@@ -461,7 +512,7 @@ def test_compose_runs_postgres_the_migration_and_the_four_parts() -> None:
 def test_compose_sets_the_same_settings_as_the_cluster(name: str) -> None:
     env = compose_env(name)
     part = "orchestrator" if name == "migrate" else name
-    cluster = container_env(ksvc_container(part))
+    cluster = container_env(container_of(part))
     if name != "model-server":
         postgres = compose()["services"]["postgres"]["environment"]
         user, password, db = (

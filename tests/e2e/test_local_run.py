@@ -1,4 +1,5 @@
-"""`transcription run`, as a newcomer runs it: four processes on the embedded SQLite."""
+"""`transcription run`, as `make run` runs it: the four services, two transcriber
+processes, on the embedded SQLite."""
 
 from __future__ import annotations
 
@@ -25,10 +26,19 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
-    base = free_port_block(4)
+    base = free_port_block(5)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "transcription_core.cli", "run", "--port-base", str(base)],
+        [
+            sys.executable,
+            "-m",
+            "transcription_core.cli",
+            "run",
+            "--port-base",
+            str(base),
+            "--transcribers",
+            "2",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -43,7 +53,7 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
     api = f"http://127.0.0.1:{base}"
     try:
         deadline = time.monotonic() + 120
-        while not all(_ready(f"http://127.0.0.1:{base + n}") for n in range(4)):
+        while not all(_ready(f"http://127.0.0.1:{base + n}") for n in range(5)):
             assert process.poll() is None, "".join(output)
             assert time.monotonic() < deadline, "".join(output)
             time.sleep(0.3)
@@ -73,6 +83,10 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
         (delivery,) = hooks.deliveries
         assert delivery.signature_ok, delivery.signature_error
         assert delivery.job_id == job["id"]
+        # Both transcribers report their slots; the orchestrator triggers only into room.
+        metrics = httpx.get(f"http://127.0.0.1:{base + 1}/metrics").text
+        assert "transcription_transcriber_slots 4.0" in metrics, metrics
+        assert 'transcription_triggers_total{outcome="refused"}' not in metrics
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from factories import make_job, make_tenant
+from factories import make_job, make_replica, make_tenant
 from orchestrator_service.clients import TriggerResult
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings
@@ -70,7 +70,7 @@ class InPlace:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+    async def trigger(self, url: str, job_id: str, attempt: int) -> TriggerResult:
         await self.worker.run_attempt(job_id, attempt)
         return TriggerResult(True, "accepted")
 
@@ -152,6 +152,7 @@ async def test_a_webhook_url_that_raises_ends_the_job(
     deliveries reset, due at once, forever. The job was inserted directly: the enqueue
     API refuses such URLs."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     await make_job(pg_engine, webhook_url=webhook_url)
     if message == "succeeded":
         pipeline = Scripted(TRANSCRIPT)
@@ -185,6 +186,7 @@ async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
     never a transcription attempt that starts the delivery count again."""
     async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=receiver.hook_url(), metadata=nested(300))
         if message == "succeeded":
             pipeline = Scripted(TRANSCRIPT)
@@ -203,6 +205,7 @@ async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
 ) -> None:
     async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=receiver.hook_url())
         pipeline = Scripted(KeyError("segments"))
         row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
@@ -218,7 +221,7 @@ class Recording:
     def __init__(self) -> None:
         self.triggers: list[tuple[str, int]] = []
 
-    async def trigger(self, job_id: str, attempt: int) -> TriggerResult:
+    async def trigger(self, url: str, job_id: str, attempt: int) -> TriggerResult:
         self.triggers.append((job_id, attempt))
         return TriggerResult(True, "accepted")
 
@@ -243,6 +246,7 @@ async def test_a_job_at_its_trigger_limit_is_stopped_not_triggered(
     PERMAFAILED with the reason it had (WORKER_LOST if none), and the orchestrator
     counts it (an alert watches that counter)."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     job = await make_job(
         pg_engine,
         status=status,
@@ -282,6 +286,7 @@ async def test_a_redelivery_or_a_requeue_starts_the_count_again(
     """The limit counts triggers since the job last left a terminal status (a client's
     redelivery, an operator's requeue), not since it was enqueued."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     job = await make_job(
         pg_engine,
         status=finished,
@@ -334,6 +339,7 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
 
     async with WebhookReceiver() as receiver:
         await make_tenant(pg_engine)
+        await make_replica(pg_engine)
         await make_job(pg_engine, webhook_url=receiver.hook_url())
         pipeline = FailsOnce(
             JobFailure(FailureReason.DOWNLOAD_FAILED, "the media URL answered HTTP 503"),
@@ -368,6 +374,7 @@ async def test_the_orchestrator_exports_the_most_triggers_of_an_unfinished_job(
     had since it last started. Only a path around the claim's check can push it past the
     limit (a job PROCESSING at LIMIT + 5 here, as an old orchestrator could leave it)."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine)
     later = {"due_at": utcnow() + timedelta(hours=1)}
     await make_job(pg_engine, status=S.FAILED, attempts=3, **later)
     await make_job(pg_engine, status=S.SUCCEEDED, attempts=LIMIT + 40)  # finished: not counted

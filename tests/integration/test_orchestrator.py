@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from factories import make_job, make_jobs, make_tenant, status_of
+from factories import make_job, make_jobs, make_replica, make_tenant, status_of
 from orchestrator_service.app import create_app
 from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.service import Orchestrator
@@ -71,9 +71,10 @@ async def test_a_round_triggers_due_jobs_up_to_the_limit(
     engine: AsyncEngine, database_url: str, recorder: Recorder, http: httpx.AsyncClient
 ) -> None:
     await make_tenant(engine)
+    await make_replica(engine, recorder.url)
     ids = await make_jobs(engine, 7)
     settings = settings_for(database_url, recorder)
-    orchestrator = Orchestrator(engine, TranscriberClient(http, recorder.url), settings)
+    orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
     accepted = await orchestrator.run_round()
     assert len(accepted) == 5
     assert sorted(recorder.triggers) == sorted((j.id, 1) for j in accepted)
@@ -85,10 +86,11 @@ async def test_a_refused_trigger_puts_the_job_back_uncounted(
     engine: AsyncEngine, database_url: str, recorder: Recorder, http: httpx.AsyncClient
 ) -> None:
     await make_tenant(engine)
+    await make_replica(engine, recorder.url)
     (job_id,) = await make_jobs(engine, 1)
     recorder.status = 503
     orchestrator = Orchestrator(
-        engine, TranscriberClient(http, recorder.url), settings_for(database_url, recorder)
+        engine, TranscriberClient(http), settings_for(database_url, recorder)
     )
     assert await orchestrator.run_round() == []
     async with engine.connect() as conn:
@@ -104,8 +106,9 @@ async def test_an_unreachable_transcriber_puts_the_job_back(
     await make_tenant(engine)
     (job_id,) = await make_jobs(engine, 1)
     dead = "http://127.0.0.1:9"  # discard port: nothing listens
-    settings = settings_for(database_url, recorder, transcriber_url=dead)
-    orchestrator = Orchestrator(engine, TranscriberClient(http, dead), settings)
+    await make_replica(engine, dead)
+    settings = settings_for(database_url, recorder)
+    orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
     assert await orchestrator.run_round() == []
     assert await status_of(engine, job_id) == "QUEUED"
 
@@ -115,13 +118,15 @@ async def test_a_lost_worker_is_retried_then_permafailed(
 ) -> None:
     """The recorder takes triggers and never works: each lease expires."""
     await make_tenant(engine)
+    await make_replica(engine, recorder.url)
     (job_id,) = await make_jobs(engine, 1)
     settings = settings_for(
         database_url, recorder, lease_seconds=0.05, max_attempts=3, webhook_retry_schedule="0"
     )
-    orchestrator = Orchestrator(engine, TranscriberClient(http, recorder.url), settings)
+    orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
 
     async def done() -> bool:
+        await make_replica(engine, recorder.url)  # it reports, well within its lease
         await orchestrator.run_round()
         return await status_of(engine, job_id) == "PERMAFAILED"
 
@@ -142,9 +147,10 @@ async def test_the_limit_changes_at_run_time_without_a_restart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await make_tenant(engine)
+    await make_replica(engine, recorder.url)
     await make_jobs(engine, 6)
     orchestrator = Orchestrator(
-        engine, TranscriberClient(http, recorder.url), settings_for(database_url, recorder)
+        engine, TranscriberClient(http), settings_for(database_url, recorder)
     )
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert await asyncio.to_thread(cli, ["limit", "set", "2", "--actor", "alice"]) == 0
@@ -164,6 +170,7 @@ async def test_the_service_wakes_on_notify_not_on_its_poll(
 ) -> None:
     """With a 60 s poll, only LISTEN/NOTIFY can deliver the trigger within 10 s."""
     await make_tenant(pg_engine)
+    await make_replica(pg_engine, recorder.url)
     settings = settings_for(pg_url, recorder, poll_interval_seconds=60)
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         await wait_for(lambda: recorder_ready(http), timeout=10)
@@ -186,6 +193,7 @@ async def test_the_service_polls_on_sqlite(sqlite_url: str, recorder: Recorder) 
     engine = create_engine(sqlite_url, "test")
     try:
         await make_tenant(engine)
+        await make_replica(engine, recorder.url)
         settings = settings_for(sqlite_url, recorder, poll_interval_seconds=0.1)
         async with serve_app(create_app(settings)):
             job = await make_job(engine)
@@ -203,11 +211,12 @@ async def test_at_the_limit_it_waits_for_a_slot_instead_of_running_round_after_r
     because the oldest due job was due "now": hundreds of empty rounds a second while a
     backlog waited."""
     await make_tenant(engine)
+    await make_replica(engine, recorder.url)
     await make_jobs(engine, 3)
     settings = settings_for(
         database_url, recorder, max_concurrent_transcription_jobs=1, poll_interval_seconds=2
     )
-    orchestrator = Orchestrator(engine, TranscriberClient(http, recorder.url), settings)
+    orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
     assert len(await orchestrator.run_round()) == 1
     assert orchestrator._sleep_seconds() == 2
     assert await orchestrator.run_round() == []

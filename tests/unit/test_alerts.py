@@ -134,3 +134,61 @@ def test_chunks_waiting_a_minute_for_the_model_tier_raise_the_alert(tmp_path: Pa
         ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _queue_alert_case(in_flight: int, limit: int, queue: str) -> dict[str, object]:
+    """One promtool test: 40 minutes of the orchestrator's gauges."""
+    return {
+        "interval": "1m",
+        "input_series": [
+            {"series": "transcription_jobs_in_flight", "values": f"{in_flight}+0x40"},
+            {"series": "transcription_in_flight_limit", "values": f"{limit}+0x40"},
+            {"series": "transcription_queue_depth", "values": queue},
+        ],
+        "alert_rule_test": [{"eval_time": "30m", "alertname": "TranscriptionQueueGrowing"}],
+    }
+
+
+def _promtool_test(tmp_path: Path, tests: list[dict[str, object]]) -> None:
+    path = tmp_path / "tests.yaml"
+    path.write_text(
+        yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests})
+    )
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_a_growing_queue_pages_only_once_the_budget_is_reached(tmp_path: Path) -> None:
+    at_budget = _queue_alert_case(600, 600, "0+50x40")
+    at_budget["alert_rule_test"] = [
+        {"eval_time": "5m", "alertname": "TranscriptionQueueGrowing"},  # not for 10m yet
+        {
+            "eval_time": "30m",
+            "alertname": "TranscriptionQueueGrowing",
+            "exp_alerts": [
+                {
+                    "exp_labels": {"severity": "page"},
+                    "exp_annotations": {
+                        "summary": "The budget is reached (600 jobs in flight, the limit) "
+                        "and the queue still grows: raise the budget",
+                        "runbook": "RUNBOOK.md#the-queue-is-growing",
+                    },
+                }
+            ],
+        },
+    ]
+    _promtool_test(
+        tmp_path,
+        [
+            at_budget,
+            # Autoscaling still has room: the queue grows while replicas are added.
+            _queue_alert_case(400, 600, "0+50x40"),
+            # At the budget, a queue that holds steady: jobs wait, nothing more to page on.
+            _queue_alert_case(600, 600, "5000+0x40"),
+            # A queue draining at the budget.
+            _queue_alert_case(600, 600, "5000-50x40"),
+        ],
+    )

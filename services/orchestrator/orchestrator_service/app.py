@@ -30,9 +30,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         )
         timeout = httpx.Timeout(settings.trigger_timeout_seconds)
         async with httpx.AsyncClient(timeout=timeout) as http:
-            orchestrator = Orchestrator(
-                engine, TranscriberClient(http, settings.transcriber_url), settings
-            )
+            orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
             app.state.orchestrator = orchestrator
             tasks = [asyncio.create_task(orchestrator.run_forever(), name="orchestrator")]
             if not is_sqlite(settings.database_url):

@@ -21,7 +21,24 @@ TRIGGER_LIMIT = Gauge(
     "schedule); a due job at it is stopped instead.",
 )
 IN_FLIGHT_LIMIT = Gauge(
-    "transcription_in_flight_limit", "The MAX_CONCURRENT_TRANSCRIPTION_JOBS in force."
+    "transcription_in_flight_limit",
+    "The budget in force: MAX_CONCURRENT_TRANSCRIPTION_JOBS or its runtime override.",
+)
+REPLICAS = Gauge(
+    "transcription_transcriber_replicas",
+    "Transcriber replicas that reported within a lease and take work (not shutting down).",
+)
+SLOTS = Gauge(
+    "transcription_transcriber_slots",
+    "Job slots of those replicas (their WORKER_MAX_JOBS, summed).",
+)
+FREE_SLOTS = Gauge(
+    "transcription_transcriber_free_slots",
+    "Slots the orchestrator may fill now: free, on replicas not held back by the model tier.",
+)
+MODEL_SATURATED_REPLICAS = Gauge(
+    "transcription_transcribers_model_saturated",
+    "Replicas running jobs that report the model tier saturated: they get no new job.",
 )
 TRIGGERS = Counter(
     "transcription_triggers_total", "Triggers sent to the transcriber, by outcome.", ["outcome"]

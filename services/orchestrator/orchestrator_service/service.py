@@ -1,11 +1,19 @@
-"""The orchestrator's loop: recover lost jobs, claim due ones up to the limit, trigger them.
+"""The orchestrator's loop: recover lost jobs, claim as many due jobs as the transcribers
+have room for (never more than the budget), trigger each at a replica with room.
 
-One round runs in two short transactions (recovery, then the claim) and sends the
+One round reads the transcriber replicas' rows (``transcription_core.replicas``: each
+replica reports its slots, what it runs and whether the model tier holds it back), and
+claims at most their free slots, with ``min(budget, capacity)`` as the in-flight limit
+(``dispatch.py``); the budget is ``MAX_CONCURRENT_TRANSCRIPTION_JOBS`` or its runtime
+override. It runs in short transactions (recovery, then the claim) and sends the
 triggers after the claim has committed, so a worker never sees a trigger before the
-job is TRIGGERED. A trigger that does not reach a worker puts its job back in the
-queue without counting the attempt; a job triggered as often as the hard bound allows
-(``retry.trigger_limit``) is stopped instead, PERMAFAILED. Rounds run when a
-notification arrives (``listener.py``), when the next retry falls due, or every
+job is TRIGGERED. Each trigger goes to the replica that has the room, at the URL it
+reported (or ``TRANSCRIBER_URL`` when it reported none), and its answer updates the
+view of that replica. A trigger that does not reach a worker puts its job back in the
+queue without counting the attempt, due after the worker's Retry-After; a job
+triggered as often as the hard bound allows (``retry.trigger_limit``) is stopped
+instead, PERMAFAILED. Rounds run when a notification arrives (``listener.py``: a job
+enqueued or made claimable, a slot freed), when the next retry falls due, or every
 ``poll_interval_seconds``.
 """
 
@@ -22,7 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator_service import metrics
 from orchestrator_service.clients import TranscriberClient, TriggerResult
+from orchestrator_service.dispatch import Fleet, claim_limits
 from orchestrator_service.settings import OrchestratorSettings
+from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
 from transcription_core.retry import trigger_limit
@@ -31,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: The queue gauges (a few counting queries) are refreshed at most this often.
 GAUGE_REFRESH_SECONDS = 1.0
+#: A replica's row is deleted once it has not reported for this many leases (a replica
+#: that stops cleanly deletes its own; it stops counting after one lease).
+PRUNE_AFTER_LEASES = 10
 
 
 async def in_flight_limit(engine: AsyncEngine, configured: int) -> int:
@@ -67,6 +80,7 @@ class Orchestrator:
         # every notification): at most every 5 s with the default 120 s lease.
         self._recovery_every = min(settings.lease_seconds / 4, 5.0)
         self.max_triggers = trigger_limit(settings.max_attempts, settings.webhook_retry_delays)
+        self.fleet = Fleet()
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -78,34 +92,51 @@ class Orchestrator:
             await self._recover()
         limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
         metrics.IN_FLIGHT_LIMIT.set(limit)
+        async with self.engine.connect() as conn:
+            self.fleet.refresh(await replicas.live(conn, settings.lease_seconds))
+        max_in_flight, batch = claim_limits(self.fleet, limit, settings.claim_batch_size)
         stopped: list[repo.StoppedJob] = []
         started = utcnow()
-        async with self.engine.begin() as conn:
-            claimed = await repo.claim_due_jobs(
-                conn,
-                max_in_flight=limit,
-                lease_seconds=settings.lease_seconds,
-                actor=self.actor,
-                batch_limit=settings.claim_batch_size,
-                max_triggers=self.max_triggers,
-                stopped=stopped,
-            )
+        claimed: list[repo.ClaimedJob] = []
+        if batch > 0:
+            async with self.engine.begin() as conn:
+                claimed = await repo.claim_due_jobs(
+                    conn,
+                    max_in_flight=max_in_flight,
+                    lease_seconds=settings.lease_seconds,
+                    actor=self.actor,
+                    batch_limit=batch,
+                    max_triggers=self.max_triggers,
+                    stopped=stopped,
+                )
         for spent in stopped:
             metrics.STOPPED.inc()
             log.error(
-                "job stopped after %d triggers (%s): something retried it beyond the policy",
+                "job %s stopped after %d triggers (%s): something retried it beyond the policy",
+                spent.id,
                 spent.triggers,
                 spent.reason,
                 extra={"job_id": spent.id, "action": "stop"},
             )
+        targets = self.fleet.plan(len(claimed))
         results = await asyncio.gather(
-            *(self.transcriber.trigger(job.id, job.attempt) for job in claimed)
+            *(
+                self.transcriber.trigger(
+                    target.url or settings.transcriber_url, job.id, job.attempt
+                )
+                for job, target in zip(claimed, targets, strict=True)
+            )
         )
         accepted: list[tuple[repo.ClaimedJob, TriggerResult]] = []
         refused: list[tuple[repo.ClaimedJob, TriggerResult]] = []
-        for job, result in zip(claimed, results, strict=True):
+        for job, target, result in zip(claimed, targets, results, strict=True):
             metrics.TRIGGERS.labels("accepted" if result.accepted else "refused").inc()
             (accepted if result.accepted else refused).append((job, result))
+            if result.replica is not None:
+                self.fleet.answered(result.replica, sent_to=target.id if target.url else None)
+            elif not result.reached and target.url:
+                self.fleet.unreachable(target.id)
+        self._report_fleet()
         if refused:
             async with self.engine.begin() as conn:
                 for job, result in refused:
@@ -117,10 +148,11 @@ class Orchestrator:
                         delay_seconds=result.retry_after,
                     )
             log.warning(
-                "triggers refused for %d jobs (%s): %s",
+                "triggers refused for %d jobs (%s): %s; back in the queue for %g s",
                 len(refused),
                 ", ".join(job.id for job, _ in refused[:10]),
                 refused[0][1].detail,
+                refused[0][1].retry_after,
                 extra={"action": "trigger", "refused": len(refused)},
             )
         async with self.engine.connect() as conn:
@@ -145,10 +177,23 @@ class Orchestrator:
                 delivery_schedule=settings.webhook_retry_delays,
                 actor=self.actor,
             )
+            await replicas.prune(conn, settings.lease_seconds * PRUNE_AFTER_LEASES)
         self._last_recovery = time.monotonic()
         for job in recovered:
             metrics.RECOVERED.labels(job.to_status).inc()
-            log.warning("job lost its worker", extra={"job_id": job.id, "action": "recover"})
+            log.warning(
+                "job %s lost its worker (lease expired): %s",
+                job.id,
+                job.to_status,
+                extra={"job_id": job.id, "action": "recover"},
+            )
+
+    def _report_fleet(self) -> None:
+        fleet = self.fleet
+        metrics.REPLICAS.set(sum(1 for r in fleet.replicas.values() if r.accepting))
+        metrics.SLOTS.set(fleet.slots)
+        metrics.FREE_SLOTS.set(fleet.free)
+        metrics.MODEL_SATURATED_REPLICAS.set(fleet.saturated)
 
     async def _refresh_gauges(self) -> None:
         async with self.engine.connect() as conn:

@@ -13,11 +13,15 @@ class OrchestratorSettings(DatabaseSettings, JobPolicySettings):
     max_concurrent_transcription_jobs: int = Field(
         10,
         ge=0,
-        description="How many jobs may be TRIGGERED or PROCESSING at once, across all "
-        "replicas. `transcription limit set N` overrides it at run time without a redeploy.",
+        description="The budget: how many jobs may be TRIGGERED or PROCESSING at once, "
+        "across all replicas. Within it, the orchestrator triggers only what the "
+        "transcriber replicas report room for. `transcription limit set N` overrides it "
+        "at run time without a redeploy.",
     )
     transcriber_url: str = Field(
-        "http://127.0.0.1:8002", description="Base URL of the transcriber the triggers go to."
+        "http://127.0.0.1:8002",
+        description="Where triggers go for a transcriber replica that reported no URL of "
+        "its own (ADVERTISE_URL); a replica that did is triggered at its own.",
     )
     poll_interval_seconds: float = Field(
         2.0,

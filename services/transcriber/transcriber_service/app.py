@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from transcriber_service.model_capacity import ModelCapacity
 from transcriber_service.model_client import ModelServerClient
 from transcriber_service.pipeline import Pipeline
+from transcriber_service.replica import ReplicaReporter, advertised_url
 from transcriber_service.routes import router
 from transcriber_service.service import Worker
 from transcriber_service.settings import TranscriberSettings, get_settings
@@ -76,12 +78,22 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
                 ),
                 settings,
             )
+            reporter = ReplicaReporter(
+                engine,
+                worker,
+                capacity,
+                url=settings.advertise_url,
+                heartbeat_seconds=settings.lease_seconds / 3,
+            )
             app.state.worker = worker
             app.state.model_capacity = capacity
+            app.state.replica = reporter
+            reporter.start()
             try:
                 yield
             finally:
                 await worker.drain(settings.shutdown_grace_seconds)
+                await reporter.stop()
                 await engine.dispose()
 
     app = FastAPI(title="Transcription worker", lifespan=lifespan)
@@ -98,6 +110,10 @@ def _no_cookies() -> CookieJar:
 
 def serve(host: str, port: int) -> None:
     settings = get_settings()
+    if not settings.advertise_url:
+        # The replica reports where it listens, for the orchestrator to trigger it there.
+        os.environ["ADVERTISE_URL"] = advertised_url(host, port)
+        get_settings.cache_clear()
     uvicorn.run(
         "transcriber_service.app:create_app",
         factory=True,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from transcriber_service.model_capacity import ModelCapacity
+from transcriber_service.replica import ReplicaReporter
 from transcriber_service.service import Worker
+from transcription_core.replicas import ReplicaAnswer
 
 router = APIRouter(prefix="/v1")
 
@@ -35,12 +38,20 @@ class Capacity(BaseModel):
     model: ModelWindow
 
 
-@router.post("/triggers", status_code=202, responses={503: {"description": "this worker is full"}})
-async def trigger(body: Trigger, request: Request) -> Response:
-    """Take a job: 202 at once (the work runs in the background), 503 when full."""
-    if request.app.state.worker.accept(body.job_id, body.attempt):
-        return Response(status_code=202)
-    return Response(status_code=503, headers={"Retry-After": "1"})
+@router.post(
+    "/triggers",
+    status_code=202,
+    responses={503: {"description": "this worker is full", "model": ReplicaAnswer}},
+)
+async def trigger(body: Trigger, request: Request) -> JSONResponse:
+    """Take a job: 202 at once (the work runs in the background), 503 when full; either
+    way the answer says what this replica runs now."""
+    taken = request.app.state.worker.accept(body.job_id, body.attempt)
+    reporter: ReplicaReporter = request.app.state.replica
+    answer = ReplicaAnswer.of(reporter.state())
+    if taken:
+        return JSONResponse(answer.model_dump(), status_code=202)
+    return JSONResponse(answer.model_dump(), status_code=503, headers={"Retry-After": "1"})
 
 
 @router.get("/capacity")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -173,6 +174,8 @@ class Worker:
         self.active: dict[str, asyncio.Task[None]] = {}
         self.active_attempts: dict[str, int] = {}
         self.accepting = True
+        #: Called whenever what this worker runs or takes changes (``replica.py``).
+        self.on_change: Callable[[], None] = lambda: None
 
     # --- triggers ---------------------------------------------------------------------
 
@@ -195,13 +198,16 @@ class Worker:
             self.active.pop(job_id, None)
             self.active_attempts.pop(job_id, None)
             metrics.JOBS_ACTIVE.set(len(self.active))
+            self.on_change()
 
         task.add_done_callback(done)
+        self.on_change()
         return True
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop accepting; give running attempts ``grace_seconds``, then hand them back."""
         self.accepting = False
+        self.on_change()
         tasks = list(self.active.values())
         if not tasks:
             return
@@ -226,7 +232,9 @@ class Worker:
             )
         if job is None:
             log.info(
-                "trigger for a job no longer TRIGGERED at this attempt",
+                "trigger for job %s, no longer TRIGGERED at attempt %d",
+                job_id,
+                attempt,
                 extra={"job_id": job_id, "action": "start"},
             )
             return
@@ -236,11 +244,17 @@ class Worker:
         try:
             outcome = await work
         except LeaseLost:
-            log.warning("lease lost; stopping", extra={"job_id": job_id, "action": "lease"})
+            log.warning(
+                "job %s: lease lost; stopping", job_id, extra={"job_id": job_id, "action": "lease"}
+            )
             return
         except asyncio.CancelledError:
             if heartbeat.done() and heartbeat.result() is False:
-                log.warning("lease lost; stopped", extra={"job_id": job_id, "action": "lease"})
+                log.warning(
+                    "job %s: lease lost; stopped",
+                    job_id,
+                    extra={"job_id": job_id, "action": "lease"},
+                )
                 return
             # A rollout or scale-down: hand the job back for another worker, at once,
             # without counting this attempt (its saved chunks are kept).
@@ -253,7 +267,9 @@ class Worker:
             await asyncio.shield(self._finish(job, outcome))
             raise
         except Exception as exc:
-            log.exception("attempt crashed", extra={"job_id": job_id, "action": "crash"})
+            log.exception(
+                "job %s: attempt crashed", job_id, extra={"job_id": job_id, "action": "crash"}
+            )
             outcome = unexpected_outcome(job, exc, self.settings)
         finally:
             heartbeat.cancel()
@@ -273,7 +289,9 @@ class Worker:
                     )
             except Exception:
                 log.exception(
-                    "lease renewal failed; will retry", extra={"job_id": job_id, "action": "lease"}
+                    "job %s: lease renewal failed; will retry",
+                    job_id,
+                    extra={"job_id": job_id, "action": "lease"},
                 )
                 continue
             if not kept:
@@ -295,7 +313,12 @@ class Worker:
         return await self._deliver(job, repo.SUCCEEDED_EVENT, transcript)
 
     async def _transcription_failed(self, job: JobRow, failure: JobFailure) -> Outcome:
-        log.info("attempt failed: %s", failure, extra={"job_id": job["id"], "action": "fail"})
+        log.info(
+            "job %s: attempt failed: %s",
+            job["id"],
+            failure,
+            extra={"job_id": job["id"], "action": "fail"},
+        )
         outcome = failure_outcome(job, failure, self.settings)
         if outcome.status == S.FAILED:
             return outcome
@@ -329,7 +352,11 @@ class Worker:
         except LeaseLost:
             raise
         except Exception as exc:
-            log.exception("message not sent", extra={"job_id": job["id"], "action": "deliver"})
+            log.exception(
+                "job %s: message not sent",
+                job["id"],
+                extra={"job_id": job["id"], "action": "deliver"},
+            )
             delivery = Delivery(False, None, None, f"webhook not sent: {describe(exc)}", 0.0)
         metrics.WEBHOOK_LATENCY.observe(delivery.seconds)
         metrics.WEBHOOK_DELIVERIES.labels(
@@ -360,13 +387,15 @@ class Worker:
             )
         if moved is None:
             log.warning(
-                "the job moved on while we worked; outcome dropped",
+                "job %s moved on while we worked; outcome dropped",
+                job["id"],
                 extra={"job_id": job["id"], "action": "finish"},
             )
             return
         metrics.JOBS_ENDED.labels(outcome.status, outcome.reason or "").inc()
         log.info(
-            "attempt ended %s",
+            "job %s: attempt ended %s",
+            job["id"],
             outcome.status,
             extra={"job_id": job["id"], "action": "finish", "reason": outcome.reason},
         )

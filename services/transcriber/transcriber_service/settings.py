@@ -19,6 +19,13 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         description="Jobs one transcriber replica works on at once; a trigger beyond it gets "
         "503 and the job goes back to the queue. Match Knative's containerConcurrency.",
     )
+    advertise_url: str = Field(
+        "",
+        description="The URL at which the orchestrator reaches this replica, reported in "
+        "its row of `transcriber_replicas`: on Kubernetes `http://$(POD_IP):8080`. Empty: "
+        "`transcription serve` reports the address it listens on (the host's address "
+        "when it listens on all of them).",
+    )
     max_download_bytes: int = Field(
         2 * 1024**3, ge=1, description="Largest media file downloaded (MEDIA_TOO_LARGE above)."
     )
