@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import enum
 
+from transcription_core.errors import Conflict
+
 
 class JobStatus(enum.StrEnum):
     QUEUED = "QUEUED"
@@ -98,8 +100,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 del S
 
 
-class InvalidTransition(ValueError):
-    """A status change the table does not allow."""
+class InvalidTransition(Conflict):
+    """A status change the table does not allow (409 if it reaches a client)."""
 
     def __init__(self, from_status: JobStatus, to_status: JobStatus) -> None:
         super().__init__(f"a job cannot go from {from_status} to {to_status}")

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from transcription_core.errors import InvalidRequest
+
 #: Host names that always mean "this machine" or a cloud metadata service.
 _FORBIDDEN_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
 #: One label of an IDNA-encoded host name (underscores occur in real DNS names).
@@ -37,8 +39,9 @@ _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _EMBEDS_IPV4 = (ipaddress.IPv6Network("2001::/32"), ipaddress.IPv6Network("2002::/16"))
 
 
-class UnsafeUrl(ValueError):
-    """A URL we refuse to fetch from or post to; the message says why, for the client."""
+class UnsafeUrl(InvalidRequest):
+    """A URL we refuse to fetch from or post to; the message says why, for the client
+    (422 if it reaches one)."""
 
 
 def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -73,7 +73,7 @@ class PredictResult(BaseModel):
         return "".join(segment.text for segment in self.segments).strip()
 
 
-class _Transient(Exception):
+class _Transient(TranscriptionError):
     """A retryable answer (503, 429, other 5xx)."""
 
     def __init__(self, status_code: int, detail: str, retry_after: float | None) -> None:

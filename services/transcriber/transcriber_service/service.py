@@ -41,6 +41,7 @@ from transcriber_service.pipeline import Pipeline
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.webhooks import Delivery, WebhookSender, message_body
 from transcription_core import repository as repo
+from transcription_core.errors import TranscriptionError
 from transcription_core.models import JobRow, utcnow
 from transcription_core.retry import decide_delivery_retry, decide_retry
 from transcription_core.schemas import JobResource
@@ -152,7 +153,7 @@ def message_payload(job: JobRow, event: str, transcript: dict[str, Any] | None) 
     return message_body(event, resource).decode()
 
 
-class LeaseLost(Exception):
+class LeaseLost(TranscriptionError):
     """Another writer moved the job: this attempt must stop and write nothing."""
 
 
