@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcription_core.retry import RetryPolicy
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcription.db"
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = "5,30,120,600,1800,3600,7200,14400"
 
@@ -78,6 +80,10 @@ class JobPolicySettings(BaseServiceSettings):
     @property
     def webhook_retry_delays(self) -> tuple[float, ...]:
         return parse_schedule(self.webhook_retry_schedule)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.retry_backoff_seconds, self.webhook_retry_delays)
 
 
 def parse_schedule(value: str) -> tuple[float, ...]:
