@@ -240,7 +240,7 @@ async def enqueue_spaced(
                     external_id=f"pickup-{i}",
                 ),
             )
-        committed[job["id"]] = time.monotonic()
+        committed[job.id] = time.monotonic()
         async with engine.begin() as conn:
             await repo.notify_new_jobs(conn)  # as the enqueue service's notifier does
 

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import TypedDict, TypeVar, cast
+from typing import Protocol, TypedDict, TypeVar, cast
 
 from transcription_core.status import FailureReason, InvalidTransition, JobStatus, allowed_from
 from transcription_core.storable import JsonObject
 
 T = TypeVar("T")
+
+
+class Row(Protocol):
+    """A row read from the store, its columns by name (``sa.RowMapping``, a dict)."""
+
+    def __getitem__(self, name: str, /) -> object: ...
 
 
 class WebhookEvent(enum.StrEnum):
@@ -80,7 +85,7 @@ class Job:
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, object]) -> Job:
+    def from_row(cls, row: Row) -> Job:
         """The job a row of ``jobs`` holds: the one place a column is read by its name."""
         reason = _optional(row, "failure_reason", str)
         event = _optional(row, "webhook_event", str)
@@ -125,14 +130,14 @@ class Job:
 JOB_COLUMNS = tuple(f.name for f in fields(Job))
 
 
-def _required(row: Mapping[str, object], name: str, kind: type[T]) -> T:
+def _required(row: Row, name: str, kind: type[T]) -> T:
     value = row[name]
     if not isinstance(value, kind):
         raise TypeError(f"jobs.{name} is a {type(value).__name__}, not a {kind.__name__}")
     return value
 
 
-def _optional(row: Mapping[str, object], name: str, kind: type[T]) -> T | None:
+def _optional(row: Row, name: str, kind: type[T]) -> T | None:
     return None if row[name] is None else _required(row, name, kind)
 
 

@@ -1,8 +1,8 @@
 """The job status machine: statuses, allowed transitions, failure reasons.
 
-Pure: no I/O. Every status change in every service is checked here first and then
-written as a compare-and-set update whose ``allowed_from`` comes from this table
-(see ``repository.py``), so the rule has exactly one source.
+Pure: no I/O. Every status change (a ``job.Change``, decided in ``lifecycle.py``) is
+checked here and written as a compare-and-set update whose expected status comes from
+:func:`allowed_from` (``repository/transitions.py``), so the rule has exactly one source.
 
     QUEUED -> TRIGGERED -> PROCESSING -> SUCCEEDED | FAILED | SEND_FAILED | PERMAFAILED
     FAILED -> TRIGGERED, SEND_FAILED -> TRIGGERED       (retries)
