@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -148,7 +147,7 @@ class Worker:
                 await heartbeat
         await asyncio.shield(self._finish(change))
 
-    async def _keep_lease(self, job_id: str, attempt: int, work: asyncio.Task[Any]) -> bool:
+    async def _keep_lease(self, job_id: str, attempt: int, work: asyncio.Task[Change]) -> bool:
         """Renew the lease every third of it; cancel the work if it is lost."""
         interval = self.settings.lease_seconds / 3
         while True:
