@@ -117,7 +117,7 @@ class Job:
 
     def columns(self) -> dict[str, object]:
         """Every column's value by its name: what an insert of this job writes."""
-        return {name: getattr(self, name) for name in JOB_COLUMNS}
+        return dict(vars(self))  # the fields, in order: a frozen dataclass has no others
 
     @property
     def pending_failure_message(self) -> bool:
