@@ -77,7 +77,7 @@ import benchlib
 import numpy as np
 
 from orchestrator_service.dispatch import Fleet, claim_limits
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository.replicas import ReplicaState
 
 DAY = 86_400
 

@@ -58,7 +58,10 @@ STAGES: tuple[tuple[str, str], ...] = (
         "SQLAlchemy statement building and cache-key generation",
         r"^ValuesBase\.values |^values \(<sqlalchemy|_generate_cache_key |_get_crud_kv_pairs ",
     ),
-    ("response: JobResource.from_row + model_dump_json", r"^JobResource\.from_row |^_job_json "),
+    (
+        "response: JobResource.from_row + model_dump_json",
+        r"^JobResource\.from_(row|job) |^_job_json ",
+    ),
     ("prometheus_client (request metrics)", r"prometheus_client/"),
 )
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from transcription_core import replicas
 from transcription_core import repository as repo
+from transcription_core.job import Job
 from transcription_core.models import utcnow
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository import replicas
+from transcription_core.repository.replicas import ReplicaState
 
 
 async def make_tenant(engine: AsyncEngine, name: str = "org-test") -> repo.NewTenant:
@@ -25,18 +25,17 @@ async def make_job(
     media_url: str = "https://media.example.com/a.mp3",
     webhook_url: str = "https://hooks.example.com/t",
     **fields: Any,
-) -> sa.RowMapping:
+) -> Job:
     """A QUEUED job; any other column can be set through ``fields`` afterwards."""
     async with engine.begin() as conn:
         job = await repo.insert_job(
             conn, repo.NewJob(tenant=tenant, media_url=media_url, webhook_url=webhook_url)
         )
         if fields:
-            await conn.execute(
-                repo.jobs.update().where(repo.jobs.c.id == job["id"]).values(**fields)
-            )
-            job = await repo.get_job(conn, job["id"])
-    assert job is not None
+            await conn.execute(repo.jobs.update().where(repo.jobs.c.id == job.id).values(**fields))
+            changed = await repo.get_job(conn, job.id)
+            assert changed is not None
+            job = changed
     return job
 
 
@@ -52,7 +51,7 @@ async def make_jobs(engine: AsyncEngine, count: int, tenant: str = "org-test") -
                     webhook_url="https://h.example.com/t",
                 ),
             )
-            ids.append(job["id"])
+            ids.append(job.id)
     return ids
 
 
@@ -60,7 +59,7 @@ async def status_of(engine: AsyncEngine, job_id: str) -> str:
     async with engine.connect() as conn:
         job = await repo.get_job(conn, job_id)
     assert job is not None
-    return job["status"]
+    return job.status
 
 
 async def make_replica(

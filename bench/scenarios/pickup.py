@@ -38,11 +38,11 @@ from bench.database import database_name, scratch_database
 from testkit.asgi import serve_app
 from testkit.ports import free_port
 from testkit.procs import Service
-from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.db import create_engine
 from transcription_core.models import utcnow
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository import replicas
+from transcription_core.repository.replicas import ReplicaState
 from transcription_core.status import JobStatus
 
 #: The options of the smallest run (``python -m bench --smoke``).
@@ -220,7 +220,7 @@ async def enqueue_spaced(
                     external_id=f"pickup-{i}",
                 ),
             )
-        committed[job["id"]] = time.monotonic()
+        committed[job.id] = time.monotonic()
         async with engine.begin() as conn:
             await repo.notify_new_jobs(conn)  # as the enqueue service's notifier does
 

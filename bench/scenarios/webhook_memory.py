@@ -61,7 +61,7 @@ async def deliver_once(
                     webhook_url=receiver.hook_url(tenant, "huge"),
                 ),
             )
-            await repo.save_transcript(conn, job["id"], TRANSCRIPT)
+            await repo.save_transcript(conn, job.id, TRANSCRIPT)
         async with engine.begin() as conn:
             (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=600)
         base = measure.rss_kib(pid)
@@ -77,9 +77,9 @@ async def deliver_once(
         while True:
             samples.append(measure.rss_kib(pid))
             async with engine.connect() as conn:
-                row = await repo.get_job(conn, job["id"])
+                row = await repo.get_job(conn, job.id)
             assert row is not None
-            if row["status"] not in ("TRIGGERED", "PROCESSING"):
+            if row.status not in ("TRIGGERED", "PROCESSING"):
                 break
             if time.monotonic() - started > 600:
                 raise TimeoutError("the delivery did not end within 600 s")
@@ -89,8 +89,8 @@ async def deliver_once(
             "receiver_status": receiver.huge_status,
             "body_bytes_offered": receiver.huge_bytes,
             "body_bytes_sent_before_hang_up": receiver.huge_sent,
-            "job_status": row["status"],
-            "failure_detail": row["failure_detail"],
+            "job_status": row.status,
+            "failure_detail": row.failure_detail,
             "wall_seconds": round(wall, 2),
             "rss_before_mb": round(base / 1024, 1),
             "peak_rss_mb": round(measure.rss_kib(pid, "VmHWM") / 1024, 1),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from transcription_core.db import create_engine
 from transcription_core.errors import TenantExists
 from transcription_core.models import utcnow
 from transcription_core.settings import DatabaseSettings
-from transcription_core.status import FailureReason
+from transcription_core.status import FailureReason, InvalidTransition
 
 SERVICES = ("enqueue", "orchestrator", "transcriber", "model-server")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -210,11 +211,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
                     "dry_run": args.dry_run,
                     "count": len(listed),
                     "jobs": [
-                        {
-                            "id": j["id"],
-                            "tenant": j["tenant"],
-                            "failure_reason": j["failure_reason"],
-                        }
+                        {"id": j.id, "tenant": j.tenant, "failure_reason": j.failure_reason}
                         for j in listed
                     ],
                 }
@@ -222,7 +219,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
             return 0
         verb = "would requeue" if args.dry_run else "requeued"
         for job in listed:
-            print(f"{job['id']}  {job['tenant']:<20} {job['failure_reason']}")
+            print(f"{job.id}  {job.tenant:<20} {job.failure_reason}")
         print(f"{verb} {len(listed)} job(s)")
         return 0
 
@@ -236,19 +233,19 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             print(f"error: no job {args.job_id}", file=sys.stderr)
             return 1
         events = await repo.job_events(conn, args.job_id)
-        job_data = {k: v for k, v in job.items() if k not in ("request_hash",)}
+        job_data = {k: v for k, v in job.columns().items() if k not in ("request_hash",)}
         if args.json:
-            _print_json({"job": job_data, "events": [dict(e) for e in events]})
+            _print_json({"job": job_data, "events": [dataclasses.asdict(e) for e in events]})
             return 0
         for key, value in job_data.items():
             print(f"{key:<20} {value}")
         print("events:")
         for e in events:
-            reason = f" {e['reason']}" if e["reason"] else ""
-            detail = f" ({e['detail']})" if e["detail"] else ""
+            reason = f" {e.reason}" if e.reason else ""
+            detail = f" ({e.detail})" if e.detail else ""
             print(
-                f"  {e['created_at']:%Y-%m-%d %H:%M:%S}  {e['from_status'] or '-':>11} -> "
-                f"{e['to_status']:<11} attempt {e['attempt']}  by {e['actor']}{reason}{detail}"
+                f"  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.from_status or '-':>11} -> "
+                f"{e.to_status:<11} attempt {e.attempt}  by {e.actor}{reason}{detail}"
             )
         return 0
 
@@ -258,17 +255,21 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 def cmd_jobs_redeliver(args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection) -> int:
         job = await repo.get_job(conn, args.job_id)
-        if job is None or job["status"] not in ("SUCCEEDED", "PERMAFAILED"):
-            state = "no such job" if job is None else f"the job is {job['status']}"
-            print(f"error: {state}; only a finished job can be redelivered", file=sys.stderr)
+        refused = "only a finished job can be redelivered"
+        if job is None:
+            print(f"error: no such job; {refused}", file=sys.stderr)
             return 1
-        moved = await repo.request_redelivery(conn, job, actor=f"operator:{args.actor}")
+        try:
+            moved = await repo.request_redelivery(conn, job, actor=f"operator:{args.actor}")
+        except InvalidTransition:
+            print(f"error: the job is {job.status}; {refused}", file=sys.stderr)
+            return 1
         if moved is None:
             print("error: the job changed meanwhile; try again", file=sys.stderr)
             return 1
         print(
-            f"{args.job_id}: {moved['webhook_event']} will be sent again "
-            f"(webhook-id {moved['webhook_message_id']})"
+            f"{args.job_id}: {moved.webhook_event} will be sent again "
+            f"(webhook-id {moved.webhook_message_id})"
         )
         return 0
 

@@ -1,16 +1,36 @@
-"""Errors of the job core, each a leaf of :class:`TranscriptionError`.
+"""The project's errors: one root, :class:`TranscriptionError`, and the whole tree below.
+
+A client error knows its HTTP status and problem type (``status_code``, ``type``) and is
+rendered as application/problem+json by ``http.py``; the others never reach a client.
+Each class is named with the module that defines it, where that is not this one; the
+tree is the code's (``tests/unit/test_errors.py`` checks it).
 
 TranscriptionError
-├── ProblemError                 rendered as application/problem+json by the services
+├── ProblemError                 500 rendered as application/problem+json by the services
 │   ├── Unauthorized             401 missing or unknown API key
 │   ├── NotFound                 404 no such job for this tenant
 │   ├── Conflict                 409 e.g. an Idempotency-Key reused with another body
+│   │   └── InvalidTransition    409 (transcription_core.status) a move the status machine forbids
 │   ├── PayloadTooLarge          413 request body over the limit
+│   │   └── AudioTooLong         413 (model_server.errors) over the model server's duration limits
 │   ├── InvalidRequest           422 the body or a parameter is invalid
+│   │   ├── UnsafeUrl            422 (transcription_core.urls) a URL we refuse to fetch or post to
+│   │   ├── EmptyAudio           422 (model_server.errors) the body holds no audio samples
+│   │   ├── UndecodableAudio     422 (model_server.errors) not audio we can decode
+│   │   └── UnsupportedLanguage  422 (model_server.errors) not a Whisper language code
 │   └── ServiceUnavailable       503 e.g. the database cannot be reached
+│       ├── ModelNotReady        503 (model_server.errors) the model is not loaded
+│       └── QueueFull            503 (model_server.errors) too many chunks wait; Retry-After
 ├── DuplicateIdempotencyKey      the unique (tenant, idempotency_key) constraint fired
 ├── TenantExists                 ``tenants create`` with a name already taken
-└── InvalidTransition            (status.py) a move the status machine forbids
+├── JobFailure                   (transcriber_service.errors) a job's failure reason and detail
+│   ├── DownloadError            (transcriber_service.errors) fetching the media URL
+│   └── MediaError               (transcriber_service.errors) decoding the media
+├── ModelServerError             (transcriber_service.model_client) a chunk failed for good
+├── _Retryable                   (transcriber_service.model_client) a retryable answer
+├── LeaseLost                    (transcriber_service.service) another writer moved the job
+├── ModelConfigError             (model_server.errors) MODEL names no model we can load
+└── _OverLimit                   (model_server.audio) audio over the duration limit
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """The job store's tables, as SQLAlchemy 2 declarative models.
 
-The repository (``repository.py``) issues every statement about these tables; services
+The repository (``repository/``) issues every statement about these tables; services
 never build SQL of their own. Times are stored in UTC; on SQLite, which has no time zone
 type, :class:`UTCDateTime` stores naive UTC and hands back aware datetimes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,10 +45,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-#: A job as read or written: an ``sa.RowMapping`` of ``jobs`` or the plain dict of its
-#: columns that the enqueue's asyncpg insert returns.
-JobRow = Mapping[Any, Any]
 
 
 class Base(DeclarativeBase):

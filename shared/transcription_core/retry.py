@@ -14,7 +14,7 @@ PERMAFAILED (``claim_due_jobs`` enforces it), so no path can loop.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transcription_core.status import FailureReason, JobStatus
 
@@ -23,6 +23,22 @@ MAX_BACKOFF_SECONDS = 3600.0
 
 #: Triggers a job may get beyond what its policy plans for.
 TRIGGER_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The job-level retry settings (``JobPolicySettings.retry_policy``)."""
+
+    max_attempts: int
+    backoff_seconds: float
+    #: The waits between webhook deliveries, one per failed delivery.
+    delivery_schedule: tuple[float, ...]
+    #: The jitter's source; ``None``: a fresh ``random.Random``.
+    rng: random.Random | None = field(default=None, compare=False)
+
+    @property
+    def max_triggers(self) -> int:
+        return trigger_limit(self.max_attempts, self.delivery_schedule)
 
 
 @dataclass(frozen=True)

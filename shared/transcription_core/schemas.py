@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from transcription_core.models import JobRow
+from transcription_core.job import Job
 from transcription_core.status import JobStatus
-from transcription_core.storable import dumps
+from transcription_core.storable import JsonObject, dumps
 
 
 class JobResource(BaseModel):
@@ -30,10 +30,23 @@ class JobResource(BaseModel):
     transcript: dict[str, Any] | None = None
 
     @classmethod
-    def from_row(cls, row: JobRow, transcript: dict[str, Any] | None = None) -> JobResource:
-        fields = {name: row[name] for name in cls.model_fields if name not in ("transcript",)}
-        fields["metadata"] = row["metadata"] or {}
-        return cls(**fields, transcript=transcript)
+    def from_job(cls, job: Job, transcript: JsonObject | None = None) -> JobResource:
+        return cls(
+            id=job.id,
+            status=job.status,
+            external_id=job.external_id,
+            media_url=job.media_url,
+            webhook_url=job.webhook_url,
+            language=job.language,
+            metadata=job.metadata,
+            attempts=job.attempts,
+            failure_reason=job.failure_reason,
+            failure_detail=job.failure_detail,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            completed_at=job.completed_at,
+            transcript=transcript,
+        )
 
     def to_json(self) -> str:
         """The resource as JSON, whatever the depth of ``metadata`` (see ``storable``)."""

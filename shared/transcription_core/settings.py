@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcription_core.retry import RetryPolicy
 from transcription_core.urls import Network, parse_networks
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcription.db"
@@ -96,6 +97,10 @@ class JobPolicySettings(BaseServiceSettings):
     @property
     def webhook_retry_delays(self) -> tuple[float, ...]:
         return parse_schedule(self.webhook_retry_schedule)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.retry_backoff_seconds, self.webhook_retry_delays)
 
 
 def parse_schedule(value: str) -> tuple[float, ...]:

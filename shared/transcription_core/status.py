@@ -1,8 +1,8 @@
 """The job status machine: statuses, allowed transitions, failure reasons.
 
-Pure: no I/O. Every status change in every service is checked here first and then
-written as a compare-and-set update whose ``allowed_from`` comes from this table
-(see ``repository.py``), so the rule has exactly one source.
+Pure: no I/O. Every status change (a ``job.Change``, decided in ``lifecycle.py``) is
+checked here and written as a compare-and-set update whose expected status comes from
+:func:`allowed_from` (``repository/transitions.py``), so the rule has exactly one source.
 
     QUEUED -> TRIGGERED -> PROCESSING -> SUCCEEDED | FAILED | SEND_FAILED | PERMAFAILED
     FAILED -> TRIGGERED, SEND_FAILED -> TRIGGERED       (retries)
@@ -26,6 +26,8 @@ request puts a finished job back into the delivery queue; it keeps its transcrip
 from __future__ import annotations
 
 import enum
+
+from transcription_core.errors import Conflict
 
 
 class JobStatus(enum.StrEnum):
@@ -98,8 +100,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 del S
 
 
-class InvalidTransition(ValueError):
-    """A status change the table does not allow."""
+class InvalidTransition(Conflict):
+    """A status change the table does not allow (409 if it reaches a client)."""
 
     def __init__(self, from_status: JobStatus, to_status: JobStatus) -> None:
         super().__init__(f"a job cannot go from {from_status} to {to_status}")

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import AfterValidator
+
+#: A JSON value as a ``jsonb`` column holds it (``metadata``, a transcript, a chunk).
+Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
+#: A JSON object.
+JsonObject: TypeAlias = dict[str, Json]
 
 
 def text_problem(value: str) -> str | None:

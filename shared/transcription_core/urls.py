@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from transcription_core.errors import InvalidRequest
+
 #: Host names that always mean "this machine" or a cloud metadata service.
 _FORBIDDEN_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
 #: One label of an IDNA-encoded host name (underscores occur in real DNS names).
@@ -61,8 +63,9 @@ def _allowed(
     return any(ip in network for network in networks if ip.version == network.version)
 
 
-class UnsafeUrl(ValueError):
-    """A URL we refuse to fetch from or post to; the message says why, for the client."""
+class UnsafeUrl(InvalidRequest):
+    """A URL we refuse to fetch from or post to; the message says why, for the client
+    (422 if it reaches one)."""
 
 
 def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

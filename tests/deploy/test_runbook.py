@@ -124,7 +124,7 @@ async def _seed(url: str) -> str:
             attempts=1,
             completed_at=utcnow(),
         )
-        return str(job["id"])
+        return str(job.id)
     finally:
         await engine.dispose()
 

@@ -56,7 +56,7 @@ async def test_jfk_succeeds_and_the_signed_webhook_carries_the_reference_text(
             headers={"Authorization": f"Bearer {stack.api_key}"},
         )
         assert srt.status_code == 200 and srt.text.startswith("1\n00:00:0")
-        events = [e["to_status"] for e in await stack.events(job["id"])]
+        events = [e.to_status for e in await stack.events(job["id"])]
         assert events == ["QUEUED", "TRIGGERED", "PROCESSING", "SUCCEEDED"]
 
 
@@ -75,7 +75,7 @@ async def test_a_receiver_failing_three_times_gets_the_fourth_with_the_same_id(
         for delivery in deliveries:
             verified(stack.webhook_secret, delivery)
         assert stack.model.forwarded == 1  # transcribed once, delivered four times
-        statuses = [e["to_status"] for e in await stack.events(job["id"])]
+        statuses = [e.to_status for e in await stack.events(job["id"])]
         assert statuses.count("SEND_FAILED") == 3 and statuses[-1] == "SUCCEEDED"
 
 
@@ -112,12 +112,12 @@ async def test_retry_after_on_429_is_honoured(pg_url: str, model_server_url: str
         job = await stack.enqueue("jfk.flac")
         await stack.wait_status(job["id"], "SUCCEEDED")
         events = await stack.events(job["id"])
-        failed = next(e for e in events if e["to_status"] == "SEND_FAILED")
+        failed = next(e for e in events if e.to_status == "SEND_FAILED")
         retried = next(
-            e for e in events if e["to_status"] == "TRIGGERED" and e["from_status"] == "SEND_FAILED"
+            e for e in events if e.to_status == "TRIGGERED" and e.from_status == "SEND_FAILED"
         )
         # The schedule says 0.05 s; the receiver asked for 2 s.
-        assert (retried["created_at"] - failed["created_at"]).total_seconds() >= 2
+        assert (retried.created_at - failed.created_at).total_seconds() >= 2
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ class _HangingPipeline:
         self.attempts: list[int] = []
 
     async def transcribe(self, job: Any) -> dict[str, Any]:
-        self.attempts.append(job["attempts"])
+        self.attempts.append(job.attempts)
         await self.release.wait()
         return TRANSCRIPT
 
@@ -225,7 +225,7 @@ async def test_a_trigger_for_a_newer_attempt_of_a_running_job_is_not_dropped(
                 ),
             )
             (first,) = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=3)
-        assert worker.accept(job["id"], first.attempt)
+        assert worker.accept(job.id, first.attempt)
         deadline = time.monotonic() + 10
         while pipeline.attempts != [1]:
             assert time.monotonic() < deadline, "attempt 1 did not start"
@@ -235,7 +235,7 @@ async def test_a_trigger_for_a_newer_attempt_of_a_running_job_is_not_dropped(
         async with engine.begin() as conn:
             await conn.execute(
                 repo.jobs.update()
-                .where(repo.jobs.c.id == job["id"])
+                .where(repo.jobs.c.id == job.id)
                 .values(lease_expires_at=utcnow() - timedelta(seconds=1))
             )
             (lost,) = await repo.recover_expired_leases(
@@ -244,21 +244,21 @@ async def test_a_trigger_for_a_newer_attempt_of_a_running_job_is_not_dropped(
             assert lost.to_status == "FAILED"
             await conn.execute(
                 repo.jobs.update()
-                .where(repo.jobs.c.id == job["id"])
+                .where(repo.jobs.c.id == job.id)
                 .values(due_at=utcnow() - timedelta(seconds=1))
             )
             (second,) = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=3)
         assert second.attempt == 2
-        accepted = worker.accept(job["id"], second.attempt)
+        accepted = worker.accept(job.id, second.attempt)
 
         # Within less than a lease, attempt 2 must be PROCESSING here, or have been refused.
         status = None
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
             async with engine.connect() as conn:
-                row = await repo.get_job(conn, job["id"])
+                row = await repo.get_job(conn, job.id)
             assert row is not None
-            status = (row["status"], row["attempts"])
+            status = (row.status, row.attempts)
             if status[0] != "TRIGGERED":
                 break
             await asyncio.sleep(0.1)

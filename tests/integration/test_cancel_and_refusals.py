@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -15,9 +15,13 @@ from enqueue_service.app import create_app
 from enqueue_service.settings import EnqueueSettings
 from factories import make_job, make_tenant
 from testkit.asgi import serve_app
+from transcription_core import lifecycle
 from transcription_core import repository as repo
+from transcription_core.job import Change, Job
 from transcription_core.models import utcnow
-from transcription_core.status import JobStatus
+from transcription_core.repository import transitions
+from transcription_core.retry import RetryPolicy
+from transcription_core.status import FailureReason, JobStatus
 
 S = JobStatus
 
@@ -40,14 +44,14 @@ async def test_a_redelivered_job_is_finished_and_cannot_be_canceled(
 ) -> None:
     job = await make_job(engine, status=S.SUCCEEDED, attempts=1, completed_at=utcnow())
     async with engine.begin() as conn:
-        await repo.save_transcript(conn, job["id"], {"text": "hello", "segments": []})
-    redelivered = await client.post(f"/v1/jobs/{job['id']}/redeliver")
+        await repo.save_transcript(conn, job.id, {"text": "hello", "segments": []})
+    redelivered = await client.post(f"/v1/jobs/{job.id}/redeliver")
     assert redelivered.status_code == 202 and redelivered.json()["status"] == "SEND_FAILED"
     assert redelivered.json()["completed_at"] is not None
-    canceled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    canceled = await client.post(f"/v1/jobs/{job.id}/cancel")
     assert canceled.status_code == 409, canceled.text
     assert canceled.headers["content-type"].startswith("application/problem+json")
-    after = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    after = (await client.get(f"/v1/jobs/{job.id}")).json()
     assert after["status"] == "SEND_FAILED" and after["transcript"] == {
         "text": "hello",
         "segments": [],
@@ -61,32 +65,31 @@ async def test_cancel_wins_against_churn_and_never_answers_404(
     starting, failing, being retried): the cancel still cancels it, never answers "no
     such job"."""
     job = await make_job(engine, status=S.FAILED, attempts=1)
-    following = {S.FAILED: S.TRIGGERED, S.TRIGGERED: S.PROCESSING, S.PROCESSING: S.FAILED}
+    policy = RetryPolicy(max_attempts=9, backoff_seconds=0, delivery_schedule=())
+    following: dict[JobStatus, Callable[[Job], Change]] = {
+        S.FAILED: lambda job: lifecycle.claimed(job, 60, utcnow()),
+        S.TRIGGERED: lambda job: lifecycle.started(job, 60, utcnow()),
+        S.PROCESSING: lambda job: lifecycle.failed(
+            job, FailureReason.DOWNLOAD_FAILED, "HTTP 503", policy, utcnow()
+        ),
+    }
     moves: list[asyncio.Task[object]] = []
 
-    async def move_on(current: JobStatus) -> object:
+    async def move_on(current: Job) -> object:
         async with engine.begin() as conn:
-            return await repo.transition(
-                conn,
-                job["id"],
-                from_status=current,
-                to_status=following[current],
-                attempt=1,
-                actor="churn",
-                reason="DOWNLOAD_FAILED" if following[current] == S.FAILED else None,
-            )
+            return await repo.apply(conn, following[current.status](current), "churn")
 
     read = repo.get_job
 
     async def read_then_churn(*args: object, **kwargs: object) -> object:
         row = await read(*args, **kwargs)  # type: ignore[arg-type]
-        if row is not None and row["status"] in following:
-            moves.append(asyncio.create_task(move_on(JobStatus(row["status"]))))
+        if row is not None and row.status in following:
+            moves.append(asyncio.create_task(move_on(row)))
             await asyncio.sleep(0.05)  # the other writer commits now, if it can
         return row
 
-    monkeypatch.setattr(repo, "get_job", read_then_churn)
-    canceled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    monkeypatch.setattr(transitions, "get_job", read_then_churn)  # the cancel's read
+    canceled = await client.post(f"/v1/jobs/{job.id}/cancel")
     monkeypatch.undo()
     await asyncio.gather(*moves)
     assert canceled.status_code == 200, canceled.text
@@ -101,18 +104,18 @@ async def test_repeated_refusals_do_not_grow_the_history(engine: AsyncEngine) ->
     for _ in range(20):
         async with engine.begin() as conn:
             claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
-            assert [c.id for c in claimed] == [job["id"]]
+            assert [c.id for c in claimed] == [job.id]
             assert await repo.return_to_queue(conn, claimed[0], "the worker is full (HTTP 503)")
     async with engine.connect() as conn:
-        events = await repo.job_events(conn, job["id"])
-        current = await repo.get_job(conn, job["id"])
-    assert current is not None and current["status"] == S.QUEUED and current["attempts"] == 0
-    assert len(events) <= 3, [(e["from_status"], e["to_status"], e["detail"]) for e in events]
+        events = await repo.job_events(conn, job.id)
+        current = await repo.get_job(conn, job.id)
+    assert current is not None and current.status == S.QUEUED and current.attempts == 0
+    assert len(events) <= 3, [(e.from_status, e.to_status, e.detail) for e in events]
     # One chain of allowed moves that ends where the job is.
-    assert events[-1]["to_status"] == S.QUEUED
+    assert events[-1].to_status == S.QUEUED
     for before, after in itertools.pairwise(events):
-        assert after["from_status"] == before["to_status"]
-    assert "20" in (events[-1]["detail"] or ""), events[-1]["detail"]
+        assert after.from_status == before.to_status
+    assert "20" in (events[-1].detail or ""), events[-1].detail
 
 
 async def test_a_refused_retry_keeps_its_chain(engine: AsyncEngine) -> None:
@@ -124,6 +127,6 @@ async def test_a_refused_retry_keeps_its_chain(engine: AsyncEngine) -> None:
             claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
             assert await repo.return_to_queue(conn, claimed[0], "refused (HTTP 503)")
     async with engine.connect() as conn:
-        events = await repo.job_events(conn, job["id"])
-    moves = [(e["from_status"], e["to_status"]) for e in events]
+        events = await repo.job_events(conn, job.id)
+    moves = [(e.from_status, e.to_status) for e in events]
     assert moves == [(None, S.QUEUED), (S.FAILED, S.TRIGGERED), (S.TRIGGERED, S.QUEUED)]

@@ -35,16 +35,16 @@ async def seeded(
     await make_tenant(engine)
     now = utcnow()
     ids = {}
-    ids["old_queued"] = (await make_job(engine, created_at=now - timedelta(minutes=10)))["id"]
-    ids["queued"] = (await make_job(engine))["id"]
+    ids["old_queued"] = (await make_job(engine, created_at=now - timedelta(minutes=10))).id
+    ids["queued"] = (await make_job(engine)).id
     for status in (S.TRIGGERED, S.PROCESSING, S.SUCCEEDED, S.FAILED, S.SEND_FAILED, S.CANCELED):
-        ids[status] = (await make_job(engine, status=status, attempts=1))["id"]
+        ids[status] = (await make_job(engine, status=status, attempts=1)).id
     for reason in ("MODEL_ERROR", "WEBHOOK_FAILED", "DOWNLOAD_FORBIDDEN", "DOWNLOAD_NOT_FOUND"):
         ids[reason] = (
             await make_job(
                 engine, status=S.PERMAFAILED, attempts=3, failure_reason=reason, completed_at=now
             )
-        )["id"]
+        ).id
     ids["old_model_error"] = (
         await make_job(
             engine,
@@ -55,7 +55,7 @@ async def seeded(
             updated_at=now - timedelta(days=2),
             created_at=now - timedelta(days=2),
         )
-    )["id"]
+    ).id
     return ids
 
 
@@ -104,7 +104,7 @@ async def test_requeue_dry_run_then_for_real(
     assert {j["id"] for j in data["jobs"]} == {seeded["MODEL_ERROR"], seeded["WEBHOOK_FAILED"]}
     async with engine.connect() as conn:  # a dry run moves nothing
         job = await repo.get_job(conn, seeded["MODEL_ERROR"])
-    assert job is not None and job["status"] == S.PERMAFAILED
+    assert job is not None and job.status == S.PERMAFAILED
 
     code, out = await run_cli(
         ["requeue", "--since", "1h", "--reason", "model_error", "--actor", "bob"], capsys
@@ -114,10 +114,10 @@ async def test_requeue_dry_run_then_for_real(
         job = await repo.get_job(conn, seeded["MODEL_ERROR"])
         events = await repo.job_events(conn, seeded["MODEL_ERROR"])
         forbidden = await repo.get_job(conn, seeded["DOWNLOAD_FORBIDDEN"])
-    assert job is not None and (job["status"], job["attempts"]) == (S.QUEUED, 0)
-    assert job["failure_reason"] is None
-    assert (events[-1]["from_status"], events[-1]["actor"]) == (S.PERMAFAILED, "operator:bob")
-    assert forbidden is not None and forbidden["status"] == S.PERMAFAILED
+    assert job is not None and (job.status, job.attempts) == (S.QUEUED, 0)
+    assert job.failure_reason is None
+    assert (events[-1].from_status, events[-1].actor) == (S.PERMAFAILED, "operator:bob")
+    assert forbidden is not None and forbidden.status == S.PERMAFAILED
 
     code, out = await run_cli(
         ["requeue", "--since", "1h", "--include-download-errors", "--dry-run", "--json"], capsys
@@ -179,8 +179,8 @@ async def test_an_operator_can_redeliver_a_finished_job(
     async with engine.connect() as conn:
         job = await repo.get_job(conn, seeded["WEBHOOK_FAILED"])
         events = await repo.job_events(conn, seeded["WEBHOOK_FAILED"])
-    assert job is not None and job["status"] == S.SEND_FAILED and job["deliveries"] == 0
-    assert events[-1]["actor"].startswith("operator:")
+    assert job is not None and job.status == S.SEND_FAILED and job.deliveries == 0
+    assert events[-1].actor.startswith("operator:")
     code, _ = await run_cli(["jobs", "redeliver", seeded["queued"]], capsys)
     assert code == 1
 

@@ -386,11 +386,11 @@ async def test_a_deep_metadata_row_stored_before_the_limit_still_reads(
     listed = await api.http.get("/v1/jobs", headers=api.auth())
     assert listed.status_code == 200, listed.text
     [row] = listed.json()["jobs"]
-    assert row["id"] == job["id"] and row["metadata"] == nested(depth)
-    one = await api.http.get(f"/v1/jobs/{job['id']}", headers=api.auth())
+    assert row["id"] == job.id and row["metadata"] == nested(depth)
+    one = await api.http.get(f"/v1/jobs/{job.id}", headers=api.auth())
     assert one.status_code == 200, one.text
     assert one.json()["metadata"] == nested(depth)
-    canceled = await api.http.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth())
+    canceled = await api.http.post(f"/v1/jobs/{job.id}/cancel", headers=api.auth())
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "CANCELED"
     assert canceled.json()["metadata"] == nested(depth)

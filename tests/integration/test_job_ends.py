@@ -29,6 +29,7 @@ from transcriber_service.service import Worker
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.webhooks import WebhookSender
 from transcription_core import repository as repo
+from transcription_core.job import Job
 from transcription_core.models import utcnow
 from transcription_core.retry import trigger_limit
 from transcription_core.status import TERMINAL, FailureReason, JobStatus
@@ -105,20 +106,20 @@ async def run_to_rest(
     for _ in range(rounds):
         await orchestrator.run_round()
         async with engine.connect() as conn:
-            (row,) = (await conn.execute(repo.jobs.select())).mappings()
-        if row["status"] in TERMINAL:
+            (row,) = [Job.from_row(r) for r in (await conn.execute(repo.jobs.select())).mappings()]
+        if row.status in TERMINAL:
             break
     async with engine.connect() as conn:
-        events = await repo.job_events(conn, row["id"])
+        events = await repo.job_events(conn, row.id)
     return row, events
 
 
 def assert_rests(row: Any, events: list[Any], reason: str, *words: str) -> None:
-    assert row["status"] == S.PERMAFAILED, (row["status"], row["attempts"], row["failure_detail"])
-    assert row["failure_reason"] == reason
+    assert row.status == S.PERMAFAILED, (row.status, row.attempts, row.failure_detail)
+    assert row.failure_reason == reason
     for word in words:
-        assert word in row["failure_detail"], row["failure_detail"]
-    assert row["attempts"] <= LIMIT and len(events) <= MAX_EVENTS
+        assert word in row.failure_detail, row.failure_detail
+    assert row.attempts <= LIMIT and len(events) <= MAX_EVENTS
 
 
 WEBHOOKS_THAT_RAISE = [
@@ -163,10 +164,10 @@ async def test_a_webhook_url_that_raises_ends_the_job(
     row, events = await run_to_rest(pg_engine, pg_url, pipeline, http, allow_private=allow_private)
     assert_rests(row, events, reason)
     if message == "succeeded":
-        assert error in row["failure_detail"]
+        assert error in row.failure_detail
     else:  # the job keeps the failure the client was to hear about; the log says why not
-        assert row["failure_detail"] == "not media"
-        assert error in events[-1]["detail"]
+        assert row.failure_detail == "not media"
+        assert error in events[-1].detail
     assert pipeline.calls == 1
 
 
@@ -196,8 +197,8 @@ async def test_a_message_that_cannot_be_built_is_a_failed_delivery(
             reason = FailureReason.NO_AUDIO_FOUND
         row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
     assert_rests(row, events, reason)
-    assert (row["deliveries"], pipeline.calls, receiver.deliveries) == (4, 1, [])
-    assert "ValueError" in events[-1]["detail"]
+    assert (row.deliveries, pipeline.calls, receiver.deliveries) == (4, 1, [])
+    assert "ValueError" in events[-1].detail
 
 
 async def test_an_unexpected_exception_while_transcribing_is_a_recorded_failure(
@@ -267,16 +268,16 @@ async def test_a_job_at_its_trigger_limit_is_stopped_not_triggered(
     assert client.triggers == []
     assert stopped_so_far() == before + 1
     async with pg_engine.connect() as conn:
-        row = await repo.get_job(conn, job["id"])
-        events = await repo.job_events(conn, job["id"])
+        row = await repo.get_job(conn, job.id)
+        events = await repo.job_events(conn, job.id)
     assert row is not None
-    assert (row["status"], row["attempts"]) == (S.PERMAFAILED, LIMIT)
-    assert row["failure_reason"] == (reason or FailureReason.WORKER_LOST)
-    assert row["completed_at"] is not None and row["lease_expires_at"] is None
-    assert f"{LIMIT} triggers" in row["failure_detail"]
+    assert (row.status, row.attempts) == (S.PERMAFAILED, LIMIT)
+    assert row.failure_reason == (reason or FailureReason.WORKER_LOST)
+    assert row.completed_at is not None and row.lease_expires_at is None
+    assert f"{LIMIT} triggers" in row.failure_detail
     if reason is not None:
-        assert "what went wrong" in row["failure_detail"]
-    assert [(e["from_status"], e["to_status"]) for e in events][-1] == (status, S.PERMAFAILED)
+        assert "what went wrong" in row.failure_detail
+    assert [(e.from_status, e.to_status) for e in events][-1] == (status, S.PERMAFAILED)
 
 
 @pytest.mark.parametrize("finished", [S.SUCCEEDED, S.PERMAFAILED])
@@ -302,21 +303,21 @@ async def test_a_redelivery_or_a_requeue_starts_the_count_again(
         OrchestratorSettings(database_url=pg_url, **POLICY),
     )
     async with pg_engine.begin() as conn:
-        await repo.save_transcript(conn, job["id"], TRANSCRIPT)
+        await repo.save_transcript(conn, job.id, TRANSCRIPT)
         assert await repo.request_redelivery(conn, job, "client")
     await orchestrator.run_round()
-    assert client.triggers == [(job["id"], LIMIT + 1)]
+    assert client.triggers == [(job.id, LIMIT + 1)]
     if finished == S.PERMAFAILED:  # an operator's requeue: attempts start from 0
         async with pg_engine.begin() as conn:
             await conn.execute(
                 repo.jobs.update()
-                .where(repo.jobs.c.id == job["id"])
+                .where(repo.jobs.c.id == job.id)
                 .values(status=S.PERMAFAILED, attempts=2 * LIMIT)
             )
-            row = await repo.get_job(conn, job["id"])
+            row = await repo.get_job(conn, job.id)
             assert row is not None and await repo.requeue(conn, row, "operator")
         await orchestrator.run_round()
-        assert client.triggers[-1] == (job["id"], 1)
+        assert client.triggers[-1] == (job.id, 1)
 
 
 async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
@@ -330,11 +331,9 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
         async def transcribe(self, job: Any) -> dict[str, Any]:
             if self.calls:
                 async with pg_engine.connect() as conn:
-                    row = await repo.get_job(conn, job["id"])
+                    row = await repo.get_job(conn, job.id)
                 assert row is not None
-                seen_while_retrying.append(
-                    (row["status"], row["failure_reason"], row["failure_detail"])
-                )
+                seen_while_retrying.append((row.status, row.failure_reason, row.failure_detail))
             return await super().transcribe(job)
 
     async with WebhookReceiver() as receiver:
@@ -346,15 +345,15 @@ async def test_a_success_after_a_failed_attempt_carries_no_old_failure(
             TRANSCRIPT,
         )
         row, events = await run_to_rest(pg_engine, pg_url, pipeline, http)
-    assert [e["reason"] for e in events if e["to_status"] == S.FAILED] == ["DOWNLOAD_FAILED"]
+    assert [e.reason for e in events if e.to_status == S.FAILED] == ["DOWNLOAD_FAILED"]
     assert seen_while_retrying == [(S.PROCESSING, None, None)]
-    assert (row["status"], row["failure_reason"], row["failure_detail"]) == (
+    assert (row.status, row.failure_reason, row.failure_detail) == (
         S.SUCCEEDED,
         None,
         None,
     )
     (delivery,) = receiver.deliveries
-    for body in (delivery.body, row["webhook_payload"].encode()):
+    for body in (delivery.body, row.webhook_payload.encode()):
         data = json.loads(body)["data"]
         assert (data["status"], data["failure_reason"], data["failure_detail"]) == (
             "SUCCEEDED",
@@ -386,7 +385,7 @@ async def test_the_orchestrator_exports_the_most_triggers_of_an_unfinished_job(
         assert moved is not None
         await conn.execute(
             repo.jobs.update()
-            .where(repo.jobs.c.id == moved["id"])
+            .where(repo.jobs.c.id == moved.id)
             .values(attempts=LIMIT + 24, **later)
         )
     orchestrator = Orchestrator(

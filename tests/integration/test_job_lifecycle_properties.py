@@ -71,7 +71,7 @@ class Scripted:
     async def check_in_flight(self) -> None:
         async with self.engine.connect() as conn:
             row = await repo.get_job(conn, self.job_id)
-        assert row is not None and row["status"] == S.PROCESSING
+        assert row is not None and row.status == S.PROCESSING
         check_failure_fields(row)
 
     async def transcribe(self, job: Any) -> dict[str, Any]:
@@ -112,19 +112,19 @@ steps = st.one_of(
 
 
 def check_failure_fields(row: Any) -> None:
-    status, reason, detail = row["status"], row["failure_reason"], row["failure_detail"]
+    status, reason, detail = row.status, row.failure_reason, row.failure_detail
     assert (reason is None) == (detail is None), (status, reason, detail)
-    pending_failure_message = row["webhook_event"] == repo.FAILED_EVENT
+    pending_failure_message = row.webhook_event == repo.FAILED_EVENT
     if status in (S.FAILED, S.PERMAFAILED):
         assert reason is not None, status
     elif status == S.SEND_FAILED:
         # Only a redelivered transcript waits in SEND_FAILED with nothing failed yet.
-        redelivery = row["webhook_event"] == repo.SUCCEEDED_EVENT and row["deliveries"] == 0
-        assert reason is not None or redelivery, (status, row["webhook_event"])
+        redelivery = row.webhook_event == repo.SUCCEEDED_EVENT and row.deliveries == 0
+        assert reason is not None or redelivery, (status, row.webhook_event)
     elif status in (S.SUCCEEDED, S.CANCELED):
         assert reason is None, (status, reason)
     else:  # QUEUED, TRIGGERED, PROCESSING
-        assert reason is None or pending_failure_message, (status, reason, row["webhook_event"])
+        assert reason is None or pending_failure_message, (status, reason, row.webhook_event)
 
 
 class Driver:
@@ -177,9 +177,9 @@ class Driver:
                     moved = await repo.cancel(conn, self.job_id, actor="client")
                 except InvalidTransition:
                     moved = None
-            elif kind == "redeliver" and job["status"] in (S.SUCCEEDED, S.PERMAFAILED):
+            elif kind == "redeliver" and job.status in (S.SUCCEEDED, S.PERMAFAILED):
                 moved = await repo.request_redelivery(conn, job, "client")
-            elif kind == "requeue" and job["status"] == S.PERMAFAILED:
+            elif kind == "requeue" and job.status == S.PERMAFAILED:
                 moved = job if await repo.requeue(conn, job, "operator") else None
             else:
                 moved = None
@@ -189,15 +189,7 @@ class Driver:
         """The worker is gone; its lease runs out and the orchestrator recovers the job."""
         async with self.engine.begin() as conn:
             if started:
-                await repo.transition(
-                    conn,
-                    claimed.id,
-                    from_status=S.TRIGGERED,
-                    to_status=S.PROCESSING,
-                    attempt=claimed.attempt,
-                    actor="worker",
-                    lease_expires_at=utcnow(),
-                )
+                await repo.start(conn, claimed.id, claimed.attempt, 0, "worker")
             else:
                 await conn.execute(
                     repo.jobs.update()
@@ -212,9 +204,9 @@ class Driver:
     async def check(self) -> Any:
         row = await self.row()
         async with self.engine.connect() as conn:
-            triggers = (await repo.triggers_since_start(conn, [row]))[row["id"]]
+            triggers = (await repo.triggers_since_start(conn, [row]))[row.id]
             events = await repo.job_events(conn, self.job_id)
-        assert row["status"] not in (S.TRIGGERED, S.PROCESSING), "an attempt left in flight"
+        assert row.status not in (S.TRIGGERED, S.PROCESSING), "an attempt left in flight"
         assert triggers <= PLANNED, f"{triggers} triggers since the job last started"
         assert self.stopped == [], "the policy needed the hard stop"
         check_failure_fields(row)
@@ -257,23 +249,23 @@ async def test_every_job_ends_with_consistent_failure_fields(
         scripted,  # type: ignore[arg-type]
         TranscriberSettings(database_url=pg_url, **POLICY),
     )
-    driver = Driver(pg_engine, worker, scripted, job["id"])
-    scripted.job_id = job["id"]
+    driver = Driver(pg_engine, worker, scripted, job.id)
+    scripted.job_id = job.id
     for step in prefix:
-        before = len(await _events(pg_engine, job["id"]))
+        before = len(await _events(pg_engine, job.id))
         await driver.step(step)
         await driver.check()
         if step[0] == "run" and scripted.raised:  # a recorded failure naming the type
-            new = (await _events(pg_engine, job["id"]))[before:]
-            assert any("Boom" in (e["detail"] or "") for e in new), new
+            new = (await _events(pg_engine, job.id))[before:]
+            assert any("Boom" in (e.detail or "") for e in new), new
     # Then only attempts and lost workers: the job ends within the bound.
     for _ in range(LIMIT + 1):
         row = await driver.check()
-        if row["status"] in TERMINAL:
+        if row.status in TERMINAL:
             break
         await driver.step(data.draw(attempts))
     row = await driver.check()
-    assert row["status"] in TERMINAL, (row["status"], row["attempts"])
+    assert row.status in TERMINAL, (row.status, row.attempts)
 
 
 async def _events(engine: AsyncEngine, job_id: str) -> list[Any]:

@@ -112,7 +112,7 @@ async def test_the_lease_outlives_a_wait_longer_than_itself(pg_url: str) -> None
     ):
         job = await stack.enqueue("jfk.flac", language="en")
         done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED", "FAILED")
-        events = [e["to_status"] for e in await stack.events(job["id"])]
+        events = [e.to_status for e in await stack.events(job["id"])]
     assert (done["status"], done["attempts"]) == ("SUCCEEDED", 1), done
     assert events == ["QUEUED", "TRIGGERED", "PROCESSING", "SUCCEEDED"]
     assert len(seen) == 6

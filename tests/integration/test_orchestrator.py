@@ -96,8 +96,8 @@ async def test_a_refused_trigger_puts_the_job_back_uncounted(
     async with engine.connect() as conn:
         job = await repo.get_job(conn, job_id)
         events = await repo.job_events(conn, job_id)
-    assert job is not None and (job["status"], job["attempts"]) == ("QUEUED", 0)
-    assert events[-1]["from_status"] == "TRIGGERED" and "503" in events[-1]["detail"]
+    assert job is not None and (job.status, job.attempts) == ("QUEUED", 0)
+    assert events[-1].from_status == "TRIGGERED" and "503" in events[-1].detail
 
 
 async def test_an_unreachable_transcriber_puts_the_job_back(
@@ -135,7 +135,7 @@ async def test_a_lost_worker_is_retried_then_permafailed(
     assert recorder.triggers == [(job_id, n) for n in range(1, 6)]
     async with engine.connect() as conn:
         job = await repo.get_job(conn, job_id)
-    assert job is not None and job["failure_reason"] == "WORKER_LOST"
+    assert job is not None and job.failure_reason == "WORKER_LOST"
 
 
 async def test_the_limit_changes_at_run_time_without_a_restart(
@@ -177,7 +177,7 @@ async def test_the_service_wakes_on_notify_not_on_its_poll(
         job = await make_job(pg_engine)
         async with pg_engine.begin() as conn:
             await repo.notify_new_jobs(conn)  # what the enqueue service does after commit
-        await wait_for(lambda: (job["id"], 1) in recorder.triggers, timeout=10)
+        await wait_for(lambda: (job.id, 1) in recorder.triggers, timeout=10)
         metrics = (await http.get("/metrics")).text
     assert "transcription_queue_depth" in metrics
     assert 'transcription_triggers_total{outcome="accepted"}' in metrics
@@ -197,8 +197,8 @@ async def test_the_service_polls_on_sqlite(sqlite_url: str, recorder: Recorder) 
         settings = settings_for(sqlite_url, recorder, poll_interval_seconds=0.1)
         async with serve_app(create_app(settings)):
             job = await make_job(engine)
-            await wait_for(lambda: (job["id"], 1) in recorder.triggers, timeout=10)
-        assert await status_of(engine, job["id"]) == JobStatus.TRIGGERED
+            await wait_for(lambda: (job.id, 1) in recorder.triggers, timeout=10)
+        assert await status_of(engine, job.id) == JobStatus.TRIGGERED
     finally:
         await engine.dispose()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,53 +12,57 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from factories import make_job, make_jobs, make_tenant, status_of
+from transcription_core import lifecycle
 from transcription_core import repository as repo
 from transcription_core.db import create_engine
 from transcription_core.errors import DuplicateIdempotencyKey
+from transcription_core.job import Change, Job, Message, WebhookEvent
 from transcription_core.models import utcnow
 from transcription_core.status import InvalidTransition, JobStatus
 
 S = JobStatus
+SENT = Message(WebhookEvent.SUCCEEDED, "msg_1", "{}")
 
 
 async def test_insert_logs_the_first_event(engine: AsyncEngine) -> None:
     await make_tenant(engine)
     job = await make_job(engine)
-    assert job["status"] == S.QUEUED and job["attempts"] == 0
+    assert job.status == S.QUEUED and job.attempts == 0
     async with engine.connect() as conn:
-        events = await repo.job_events(conn, job["id"])
-    assert [(e["from_status"], e["to_status"]) for e in events] == [(None, S.QUEUED)]
+        events = await repo.job_events(conn, job.id)
+    assert [(e.from_status, e.to_status) for e in events] == [(None, S.QUEUED)]
 
 
-async def test_transition_is_compare_and_set(engine: AsyncEngine) -> None:
+async def test_a_change_applies_as_a_compare_and_set(engine: AsyncEngine) -> None:
     await make_tenant(engine)
     job = await make_job(engine, status=S.TRIGGERED, attempts=1)
+    now = utcnow()
     async with engine.begin() as conn:
-        moved = await repo.transition(
-            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=1, actor="w1"
-        )
-        assert moved is not None and moved["status"] == S.PROCESSING
-        # A second writer expecting the old status loses: no row, no overwrite.
-        again = await repo.transition(
-            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=1, actor="w2"
-        )
-        assert again is None
+        moved = await repo.apply(conn, lifecycle.started(job, 60, now), "w1")
+        # The store holds what the change says the job becomes.
+        assert moved == lifecycle.started(job, 60, now).after
+        assert moved.status == S.PROCESSING
+        # A second writer that decided on the old job loses: no row, no overwrite.
+        assert await repo.apply(conn, lifecycle.started(job, 60, now), "w2") is None
         # A worker of an older attempt cannot finish a job a newer attempt owns.
-        stale = await repo.transition(
-            conn, job["id"], from_status=S.PROCESSING, to_status=S.SUCCEEDED, attempt=0, actor="old"
-        )
-        assert stale is None
+        old = replace(moved, attempts=0)
+        assert await repo.apply(conn, lifecycle.delivered(old, SENT, now), "old") is None
+        # A move the status machine forbids (PROCESSING -> QUEUED) never reaches the row.
         with pytest.raises(InvalidTransition):
-            await repo.transition(
-                conn, job["id"], from_status=S.PROCESSING, to_status=S.QUEUED, attempt=1, actor="w1"
-            )
-        done = await repo.transition(
-            conn, job["id"], from_status=S.PROCESSING, to_status=S.SUCCEEDED, attempt=1, actor="w1"
-        )
-        assert done is not None and done["completed_at"] is not None
-        events = await repo.job_events(conn, job["id"])
-    assert [e["to_status"] for e in events] == [S.QUEUED, S.PROCESSING, S.SUCCEEDED]
-    assert events[-1]["actor"] == "w1" and events[-1]["attempt"] == 1
+            await repo.apply(conn, lifecycle.requeued(moved, now), "w1")
+        done = await repo.apply(conn, lifecycle.delivered(moved, SENT, now), "w1")
+        assert done == lifecycle.delivered(moved, SENT, now).after
+        assert done.completed_at is not None
+        events = await repo.job_events(conn, job.id)
+    assert [e.to_status for e in events] == [S.QUEUED, S.PROCESSING, S.SUCCEEDED]
+    assert events[-1].actor == "w1" and events[-1].attempt == 1
+
+
+DECIDE: dict[JobStatus, Callable[[Job], Change]] = {
+    S.CANCELED: lambda job: lifecycle.cancelled(job, utcnow()),
+    S.QUEUED: lambda job: lifecycle.requeued(job, utcnow()),
+    S.SUCCEEDED: lambda job: lifecycle.delivered(job, SENT, utcnow()),
+}
 
 
 @pytest.mark.parametrize(
@@ -77,15 +83,11 @@ async def test_refused_transitions_never_reach_the_row(
     job = await make_job(engine, status=src)
     async with engine.begin() as conn:
         if ok:
-            assert await repo.transition(
-                conn, job["id"], from_status=src, to_status=dst, attempt=0, actor="t"
-            )
+            assert await repo.apply(conn, DECIDE[dst](job), "t")
         else:
             with pytest.raises(InvalidTransition):
-                await repo.transition(
-                    conn, job["id"], from_status=src, to_status=dst, attempt=0, actor="t"
-                )
-    assert await status_of(engine, job["id"]) == (dst if ok else src)
+                await repo.apply(conn, DECIDE[dst](job), "t")
+    assert await status_of(engine, job.id) == (dst if ok else src)
 
 
 async def test_idempotency_key_is_unique_per_tenant(engine: AsyncEngine) -> None:
@@ -122,7 +124,7 @@ async def test_claim_counts_the_attempt_and_respects_the_limit(engine: AsyncEngi
         assert await repo.claim_due_jobs(conn, max_in_flight=3, lease_seconds=60) == []
         assert await repo.count_in_flight(conn) == 3
         row = await repo.get_job(conn, claimed[0].id)
-    assert row is not None and row["status"] == S.TRIGGERED and row["lease_expires_at"]
+    assert row is not None and row.status == S.TRIGGERED and row.lease_expires_at
 
 
 async def test_jobs_not_yet_due_are_not_claimed(engine: AsyncEngine) -> None:
@@ -131,7 +133,7 @@ async def test_jobs_not_yet_due_are_not_claimed(engine: AsyncEngine) -> None:
     due = await make_job(engine, status=S.FAILED, attempts=1, due_at=utcnow())
     async with engine.begin() as conn:
         claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
-    assert [(c.id, c.attempt, c.from_status) for c in claimed] == [(due["id"], 2, S.FAILED)]
+    assert [(c.id, c.attempt, c.from_status) for c in claimed] == [(due.id, 2, S.FAILED)]
 
 
 async def test_claims_are_fair_across_tenants(engine: AsyncEngine) -> None:
@@ -142,7 +144,7 @@ async def test_claims_are_fair_across_tenants(engine: AsyncEngine) -> None:
     small = await make_job(engine, tenant="org-small")
     async with engine.begin() as conn:
         claimed = await repo.claim_due_jobs(conn, max_in_flight=2, lease_seconds=60)
-    assert small["id"] in {c.id for c in claimed}
+    assert small.id in {c.id for c in claimed}
     assert {c.tenant for c in claimed} == {"org-flood", "org-small"}
 
 
@@ -153,7 +155,7 @@ async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) ->
         (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
         assert await repo.return_to_queue(conn, claimed, "transcriber answered 503")
         row = await repo.get_job(conn, job_id)
-    assert row is not None and row["status"] == S.QUEUED and row["attempts"] == 0
+    assert row is not None and row.status == S.QUEUED and row.attempts == 0
 
 
 async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) -> None:
@@ -172,25 +174,25 @@ async def test_expired_lease_is_retried_then_permafailed(engine: AsyncEngine) ->
         if attempt == 3:  # out of attempts: a transcription.failed message is pending
             async with engine.connect() as conn:
                 row = await repo.get_job(conn, job_id)
-            assert row is not None and row["webhook_event"] == repo.FAILED_EVENT
-            assert row["webhook_message_id"].startswith("msg_")
+            assert row is not None and row.webhook_event == repo.FAILED_EVENT
+            assert row.webhook_message_id.startswith("msg_")
     async with engine.connect() as conn:
         row = await repo.get_job(conn, job_id)
         events = await repo.job_events(conn, job_id)
     assert row is not None
-    assert (row["status"], row["failure_reason"], row["attempts"]) == (
+    assert (row.status, row.failure_reason, row.attempts) == (
         S.PERMAFAILED,
         "WORKER_LOST",
         5,
     )
-    assert [e["to_status"] for e in events] == [S.QUEUED] + [
+    assert [e.to_status for e in events] == [S.QUEUED] + [
         status for to_status in expected for status in (S.TRIGGERED, to_status)
     ]
 
 
-def failure(row: sa.RowMapping | None) -> tuple[str | None, str | None]:
+def failure(row: Job | None) -> tuple[str | None, str | None]:
     assert row is not None
-    return row["failure_reason"], row["failure_detail"]
+    return row.failure_reason, row.failure_detail
 
 
 async def test_a_retry_starts_without_the_failure_it_retries(engine: AsyncEngine) -> None:
@@ -206,10 +208,8 @@ async def test_a_retry_starts_without_the_failure_it_retries(engine: AsyncEngine
     )
     async with engine.begin() as conn:
         (_claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
-        assert failure(await repo.get_job(conn, job["id"])) == (None, None)
-        processing = await repo.transition(
-            conn, job["id"], from_status=S.TRIGGERED, to_status=S.PROCESSING, attempt=2, actor="w"
-        )
+        assert failure(await repo.get_job(conn, job.id)) == (None, None)
+        processing = await repo.start(conn, job.id, 2, 60, "w")
         assert failure(processing) == (None, None)
 
 
@@ -239,9 +239,9 @@ async def test_a_pending_failure_message_keeps_its_failure(
     expected = (reason, "why") if kept else (None, None)
     async with engine.begin() as conn:
         (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
-        assert failure(await repo.get_job(conn, job["id"])) == expected
+        assert failure(await repo.get_job(conn, job.id)) == expected
         assert await repo.return_to_queue(conn, claimed, "transcriber answered 503")
-        assert failure(await repo.get_job(conn, job["id"])) == expected
+        assert failure(await repo.get_job(conn, job.id)) == expected
 
 
 async def test_a_redelivered_failure_message_keeps_its_failure(engine: AsyncEngine) -> None:
@@ -266,7 +266,7 @@ async def test_a_canceled_job_shows_no_failure(engine: AsyncEngine) -> None:
         engine, status=S.FAILED, attempts=1, failure_reason="MODEL_ERROR", failure_detail="500"
     )
     async with engine.begin() as conn:
-        canceled = await repo.cancel(conn, job["id"], actor="c")
+        canceled = await repo.cancel(conn, job.id, actor="c")
     assert failure(canceled) == (None, None)
 
 
@@ -277,14 +277,7 @@ async def test_renew_lease_fails_once_the_lease_is_lost(engine: AsyncEngine) -> 
         (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
         assert await repo.renew_lease(conn, claimed.id, claimed.attempt, 60)
         assert not await repo.renew_lease(conn, claimed.id, claimed.attempt + 1, 60)
-        await repo.transition(
-            conn,
-            claimed.id,
-            from_status=S.TRIGGERED,
-            to_status=S.CANCELED,
-            attempt=claimed.attempt,
-            actor="client",
-        )
+        await repo.cancel(conn, claimed.id, actor="client")
         assert not await repo.renew_lease(conn, claimed.id, claimed.attempt, 60)
 
 
@@ -296,7 +289,7 @@ async def test_list_jobs_paginates_newest_first(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         while True:
             page, cursor = await repo.list_jobs(conn, "org-test", limit=3, cursor=cursor)
-            seen += [r["id"] for r in page]
+            seen += [r.id for r in page]
             if cursor is None:
                 break
     assert sorted(seen) == sorted(ids) and len(seen) == 7
@@ -324,24 +317,11 @@ async def test_concurrent_claimers_never_exceed_the_limit(pg_url: str) -> None:
                     peak = max(peak, await repo.count_in_flight(conn))
                 for job in claimed:
                     async with engine.begin() as conn:
-                        await repo.transition(
-                            conn,
-                            job.id,
-                            from_status=S.TRIGGERED,
-                            to_status=S.PROCESSING,
-                            attempt=job.attempt,
-                            actor="w",
-                        )
+                        started = await repo.start(conn, job.id, job.attempt, 60, "w")
+                    assert started is not None
                     await asyncio.sleep(0.001)
                     async with engine.begin() as conn:
-                        await repo.transition(
-                            conn,
-                            job.id,
-                            from_status=S.PROCESSING,
-                            to_status=S.SUCCEEDED,
-                            attempt=job.attempt,
-                            actor="w",
-                        )
+                        await repo.apply(conn, lifecycle.delivered(started, SENT, utcnow()), "w")
                     finished += 1
                 if not claimed:
                     await asyncio.sleep(0.002)
@@ -403,13 +383,11 @@ async def test_the_asyncpg_insert_writes_what_it_returns(
     finally:
         await conn.close()
     async with pg_engine.connect() as sa_conn:
-        stored = await repo.get_job(sa_conn, returned["id"])
-        events = await repo.job_events(sa_conn, returned["id"])
-    assert stored is not None and dict(stored) == returned
-    assert [(e["from_status"], e["to_status"], e["attempt"]) for e in events] == [
-        (None, S.QUEUED, 0)
-    ]
-    assert events[0]["created_at"] == returned["created_at"]
+        stored = await repo.get_job(sa_conn, returned.id)
+        events = await repo.job_events(sa_conn, returned.id)
+    assert stored == returned
+    assert [(e.from_status, e.to_status, e.attempt) for e in events] == [(None, S.QUEUED, 0)]
+    assert events[0].created_at == returned.created_at
 
 
 @pytest.mark.postgres

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from testkit.asgi import serve_app, wait_for
 from transcriber_service.app import create_app
 from transcriber_service.settings import TranscriberSettings
-from transcription_core import replicas
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository import replicas
+from transcription_core.repository.replicas import ReplicaState
 
 
 async def test_capacity_reports_the_slots_and_a_saturated_model_tier(pg_url: str) -> None:

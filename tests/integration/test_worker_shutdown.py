@@ -22,13 +22,13 @@ async def test_shutdown_hands_the_job_back_uncounted(pg_url: str) -> None:
     async def handed_back() -> bool:
         async with engine.connect() as conn:
             row = await repo.get_job(conn, job["id"])
-        return row is not None and row["status"] == "FAILED"
+        return row is not None and row.status == "FAILED"
 
     await wait_for(handed_back, timeout=10)
     async with engine.connect() as conn:
         row = await repo.get_job(conn, job["id"])
         events = await repo.job_events(conn, job["id"])
     assert row is not None
-    assert (row["failure_reason"], row["attempts"]) == ("WORKER_LOST", 0)
-    assert "shut down" in row["failure_detail"]
-    assert [e["to_status"] for e in events] == ["QUEUED", "TRIGGERED", "PROCESSING", "FAILED"]
+    assert (row.failure_reason, row.attempts) == ("WORKER_LOST", 0)
+    assert "shut down" in row.failure_detail
+    assert [e.to_status for e in events] == ["QUEUED", "TRIGGERED", "PROCESSING", "FAILED"]

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from orchestrator_service.dispatch import Fleet, claim_limits, free_slots
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository.replicas import ReplicaState
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
 

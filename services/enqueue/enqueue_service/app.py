@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
@@ -15,6 +14,7 @@ from enqueue_service.notifier import NewJobNotifier
 from enqueue_service.routes import router
 from enqueue_service.service import ApiKeyCache, JobWriter
 from enqueue_service.settings import EnqueueSettings, get_settings
+from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine, is_sqlite
 from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
 from transcription_core.repository import NOTIFY_SQL
@@ -56,7 +56,7 @@ def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
     async def ready() -> bool:
         try:
             async with app.state.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+                await repo.ping(conn)
         except Exception:
             return False
         return True

@@ -78,7 +78,7 @@ async def create_job(
     result = await service.enqueue(
         request.app.state.job_writer, settings, tenant, body, idempotency_key
     )
-    job = JobResource.from_row(result.job)
+    job = JobResource.from_job(result.job)
     return _job_json(job, 202 if result.created else 200, Location=f"/v1/jobs/{job.id}")
 
 
@@ -100,14 +100,14 @@ async def list_jobs(
             raise InvalidRequest(
                 str(exc), errors=[{"field": "cursor", "message": str(exc)}]
             ) from exc
-    page = JobPage(jobs=[JobResource.from_row(r) for r in rows], next_cursor=next_cursor)
+    page = JobPage(jobs=[JobResource.from_job(job) for job in rows], next_cursor=next_cursor)
     return Response(page.to_json(), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobResource, responses=ERRORS, summary="One job")
 async def get_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     job, transcript = await service.get_job(engine, tenant, job_id)
-    return _job_json(JobResource.from_row(job, transcript))
+    return _job_json(JobResource.from_job(job, transcript))
 
 
 @router.get(
@@ -131,7 +131,7 @@ async def get_transcript(
 ) -> Response:
     job, transcript = await service.get_job(engine, tenant, job_id)
     if transcript is None:
-        raise Conflict(f"the job is {job['status']} and has no transcript yet")
+        raise Conflict(f"the job is {job.status} and has no transcript yet")
     if format == "json":
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
@@ -145,7 +145,7 @@ async def get_transcript(
     summary="Cancel a job that has not finished",
 )
 async def cancel_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
-    return _job_json(JobResource.from_row(await service.cancel(engine, tenant, job_id)))
+    return _job_json(JobResource.from_job(await service.cancel(engine, tenant, job_id)))
 
 
 @router.post(
@@ -157,4 +157,4 @@ async def cancel_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
 )
 async def redeliver_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     job = await service.redeliver(engine, tenant, job_id)
-    return _job_json(JobResource.from_row(job), 202)
+    return _job_json(JobResource.from_job(job), 202)

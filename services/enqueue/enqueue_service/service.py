@@ -7,10 +7,8 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from enqueue_service.notifier import NewJobNotifier
@@ -24,9 +22,10 @@ from transcription_core.errors import (
     NotFound,
     Unauthorized,
 )
-from transcription_core.models import JobRow, utcnow
-from transcription_core.status import InvalidTransition, JobStatus
-from transcription_core.storable import json_problem, text_problem
+from transcription_core.job import Job, NewJob
+from transcription_core.models import utcnow
+from transcription_core.status import InvalidTransition
+from transcription_core.storable import JsonObject, json_problem, text_problem
 from transcription_core.urls import UnsafeUrl, check_url
 
 
@@ -99,7 +98,7 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
 
 @dataclass(frozen=True)
 class Enqueued:
-    job: JobRow
+    job: Job
     created: bool
 
 
@@ -117,8 +116,7 @@ class JobWriter:
     pool: asyncpg.Pool | None = None
     notifier: NewJobNotifier | None = None
 
-    async def insert(self, new: repo.NewJob) -> JobRow:
-        job: JobRow
+    async def insert(self, new: NewJob) -> Job:
         if self.pool is not None:
             async with self.pool.acquire() as conn:
                 try:
@@ -154,7 +152,7 @@ async def enqueue(
             f"Idempotency-Key {problem}", errors=[{"field": "Idempotency-Key", "message": problem}]
         )
     request_hash = hashlib.sha256(body.canonical_json().encode()).hexdigest()
-    new = repo.NewJob(
+    new = NewJob(
         tenant=tenant,
         media_url=body.media_url,
         webhook_url=body.webhook_url,
@@ -175,10 +173,10 @@ async def enqueue(
             existing = await repo.job_by_idempotency_key(conn, tenant, idempotency_key)
             if existing is None:
                 continue  # released in between: try the insert again
-            if existing["created_at"] < utcnow() - window:
-                await repo.release_idempotency_key(conn, existing["id"], idempotency_key)
+            if existing.created_at < utcnow() - window:
+                await repo.release_idempotency_key(conn, existing.id, idempotency_key)
                 continue
-            if existing["request_hash"] != request_hash:
+            if existing.request_hash != request_hash:
                 raise Conflict("this Idempotency-Key was used with a different request body")
             return Enqueued(existing, created=False)
     raise Conflict("this Idempotency-Key is being used by concurrent requests; retry")
@@ -186,7 +184,7 @@ async def enqueue(
 
 async def get_job(
     engine: AsyncEngine, tenant: str, job_id: str, with_transcript: bool = True
-) -> tuple[sa.RowMapping, dict[str, Any] | None]:
+) -> tuple[Job, JsonObject | None]:
     async with engine.connect() as conn:
         job = await repo.get_job(conn, job_id, tenant)
         if job is None:
@@ -195,7 +193,7 @@ async def get_job(
     return job, transcript
 
 
-async def cancel(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping:
+async def cancel(engine: AsyncEngine, tenant: str, job_id: str) -> Job:
     async with engine.begin() as conn:
         try:
             job = await repo.cancel(conn, job_id, actor=f"client:{tenant}", tenant=tenant)
@@ -206,7 +204,7 @@ async def cancel(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping
     return job
 
 
-async def redeliver(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapping:
+async def redeliver(engine: AsyncEngine, tenant: str, job_id: str) -> Job:
     """Send the last message again, with the ``webhook-id`` it had the first time.
 
     A SUCCEEDED or PERMAFAILED job goes back to the delivery queue, due now; the worker
@@ -216,9 +214,12 @@ async def redeliver(engine: AsyncEngine, tenant: str, job_id: str) -> sa.RowMapp
         job = await repo.get_job(conn, job_id, tenant)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        if job["status"] not in (JobStatus.SUCCEEDED, JobStatus.PERMAFAILED):
-            raise Conflict(f"the job is {job['status']}: only a finished job can be redelivered")
-        moved = await repo.request_redelivery(conn, job, actor=f"client:{tenant}")
+        try:
+            moved = await repo.request_redelivery(conn, job, actor=f"client:{tenant}")
+        except InvalidTransition as exc:
+            raise Conflict(
+                f"the job is {job.status}: only a finished job can be redelivered"
+            ) from exc
     if moved is None:
         raise Conflict("the job changed while the request ran; try again")
     return moved

@@ -17,6 +17,7 @@ from av.container import InputContainer
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
+from transcription_core.errors import TranscriptionError
 
 SAMPLE_RATE = 16_000
 PCM_CONTENT_TYPE = "audio/x-pcm-s16le"
@@ -98,7 +99,7 @@ def decode_media(
     return audio[: min(count, audio.shape[0])]
 
 
-class _OverLimit(Exception):
+class _OverLimit(TranscriptionError):
     """Over the limit: by the duration the file declares, or (``None``) by its samples."""
 
     def __init__(self, declared: float | None = None) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from transcription_core.replicas import ReplicaAnswer, ReplicaState
+from transcription_core.repository.replicas import ReplicaAnswer, ReplicaState
 from transcription_core.retry_after import parse_retry_after
 
 #: How long a refused or failed trigger's job waits before it is claimed again, when

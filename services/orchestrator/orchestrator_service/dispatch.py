@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository.replicas import ReplicaState
 
 
 def free_slots(replica: ReplicaState) -> int:

@@ -32,9 +32,9 @@ from orchestrator_service import metrics
 from orchestrator_service.clients import TranscriberClient, TriggerResult
 from orchestrator_service.dispatch import Fleet, claim_limits
 from orchestrator_service.settings import OrchestratorSettings
-from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
+from transcription_core.repository import replicas
 from transcription_core.retry import trigger_limit
 
 log = logging.getLogger(__name__)

@@ -88,7 +88,7 @@ QUEUE_FULL_TYPE = "/problems/queue-full"
 KNATIVE_QUEUE_FULL = "pending request queue full"
 
 
-class _Retryable(Exception):
+class _Retryable(TranscriptionError):
     """An answer worth trying again: the tier busy (``busy``), or failing."""
 
     def __init__(

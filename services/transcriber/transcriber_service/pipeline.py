@@ -27,7 +27,9 @@ from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
+from transcription_core.job import Job
 from transcription_core.status import FailureReason
+from transcription_core.storable import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,14 @@ class Pipeline:
         self.model = model
         self.settings = settings
 
-    async def transcribe(self, job: Mapping[str, Any]) -> dict[str, Any]:
+    async def transcribe(self, job: Job) -> dict[str, Any]:
         """The transcript of ``job``'s media; raises :class:`JobFailure`."""
         settings = self.settings
-        with attempt_dir(jobs_root(settings.work_dir), job["id"]) as tmp:
+        with attempt_dir(jobs_root(settings.work_dir), job.id) as tmp:
             media = tmp / "media"
             await download_to_file(
                 self.media_http,
-                job["media_url"],
+                job.media_url,
                 media,
                 max_bytes=settings.max_download_bytes,
                 allow_private=settings.allow_private_urls,
@@ -72,29 +74,29 @@ class Pipeline:
             media.unlink()
             chunks = await asyncio.to_thread(plan_chunks, pcm)
             results = await self._transcribe_chunks(job, pcm, chunks)
-        transcript = assemble(results, chunks, decoded.duration_s, job["language"])
+        transcript = assemble(results, chunks, decoded.duration_s, job.language)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
         return transcript
 
     async def _transcribe_chunks(
-        self, job: Mapping[str, Any], pcm: Path, chunks: list[Chunk]
+        self, job: Job, pcm: Path, chunks: list[Chunk]
     ) -> dict[int, dict[str, Any]]:
         async with self.engine.connect() as conn:
-            saved = {row["index"]: row for row in await repo.saved_chunks(conn, job["id"])}
+            saved = {row.index: row for row in await repo.saved_chunks(conn, job.id)}
         results: dict[int, dict[str, Any]] = {}
         todo = []
         for chunk in chunks:
             row = saved.get(chunk.index)
             if (
                 row is not None
-                and abs(row["start"] - chunk.start_s) < _SAME_BOUNDARY_S
-                and abs(row["end"] - chunk.end_s) < _SAME_BOUNDARY_S
+                and abs(row.start - chunk.start_s) < _SAME_BOUNDARY_S
+                and abs(row.end - chunk.end_s) < _SAME_BOUNDARY_S
             ):
-                results[chunk.index] = row["result"]
+                results[chunk.index] = row.result
                 metrics.CHUNKS.labels("saved").inc()
             else:
                 todo.append(chunk)
-        language = job["language"]
+        language = job.language
         if language is None and todo:
             # Detect once, on the first chunk to do (or take what a saved chunk found),
             # and hold the rest of the media to it.
@@ -102,13 +104,13 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job["id"], pcm, first, None)
+                results[first.index] = await self._one_chunk(job.id, pcm, first, None)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
         async def limited(chunk: Chunk) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job["id"], pcm, chunk, language)
+                results[chunk.index] = await self._one_chunk(job.id, pcm, chunk, language)
 
         await _gather_or_cancel(limited(chunk) for chunk in todo)
         return results
@@ -131,7 +133,7 @@ class Pipeline:
             ) from exc
         metrics.CHUNK_LATENCY.observe(time.perf_counter() - started)
         metrics.CHUNKS.labels("model").inc()
-        result = {
+        result: JsonObject = {
             "detected": language is None,
             "language": prediction.language,
             "language_probability": prediction.language_probability,

@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from transcriber_service.model_capacity import ModelCapacity
 from transcriber_service.service import Worker
-from transcription_core import replicas
 from transcription_core import repository as repo
 from transcription_core.models import utcnow
-from transcription_core.replicas import ReplicaState
+from transcription_core.repository import replicas
+from transcription_core.repository.replicas import ReplicaState
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from transcriber_service.model_capacity import ModelCapacity
 from transcriber_service.replica import ReplicaReporter
 from transcriber_service.service import Worker
-from transcription_core.replicas import ReplicaAnswer
+from transcription_core.repository.replicas import ReplicaAnswer
 
 router = APIRouter(prefix="/v1")
 
