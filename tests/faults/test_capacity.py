@@ -26,10 +26,10 @@ import pytest
 
 from faults import db
 from faults.checks import verify
-from faults.peers import HttpServer, Request, write_response
-from faults.procs import Service
 from faults.stack import InFlightSampler, Stack, plan_jobs
 from testkit.asgi import wait_for
+from testkit.procs import Service
+from testkit.rawhttp import HttpServer, Request, write_response
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
