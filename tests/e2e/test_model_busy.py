@@ -61,7 +61,7 @@ async def test_a_full_model_queue_slows_the_job_down_and_it_succeeds_on_its_firs
         done = await stack.wait_status(job_id, "SUCCEEDED", "PERMAFAILED", timeout=300)
         assert (done["status"], done["attempts"]) == ("SUCCEEDED", 1), done
         assert words(done["transcript"]["text"]).count("country") >= 16 * 2 - 2
-        statuses = [e["to_status"] for e in await stack.events(job_id)]
+        statuses = [e.to_status for e in await stack.events(job_id)]
         assert statuses == ["QUEUED", "TRIGGERED", "PROCESSING", "SUCCEEDED"]
     assert rejected(busy_model_server) > before  # the queue did overflow ...
     assert metrics.MODEL_BUSY_ANSWERS.labels("503")._value.get() > waited_before  # ... waited
