@@ -34,6 +34,7 @@ from transcription_core.models import (
     RuntimeSetting,
     Tenant,
     Transcript,
+    UTCDateTime,
     utcnow,
 )
 from transcription_core.retry import RetryDecision, decide_delivery_retry, decide_retry
@@ -46,6 +47,7 @@ from transcription_core.status import (
     InvalidTransition,
     JobStatus,
     check_transition,
+    sql_in,
 )
 from transcription_core.storable import text_problem
 
@@ -503,7 +505,7 @@ class ClaimedJob:
 async def count_in_flight(conn: AsyncConnection) -> int:
     return (
         await conn.scalar(
-            sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(IN_FLIGHT))
+            sa.select(sa.func.count()).select_from(jobs).where(sa.text(sql_in(IN_FLIGHT)))
         )
         or 0
     )
@@ -526,13 +528,14 @@ async def claim_due_jobs(
     max_triggers: int | None = None,
     stopped: list[StoppedJob] | None = None,
 ) -> list[ClaimedJob]:
-    """Claim the oldest due jobs, round-robin across tenants, up to the in-flight limit.
+    """Claim due jobs, round-robin across tenants, up to the in-flight limit.
 
     Each claimed job becomes TRIGGERED with its attempt counted and a lease. Concurrent
     claimers are serialised (an advisory transaction lock on PostgreSQL, the write lock
     of ``BEGIN IMMEDIATE`` on SQLite), so the in-flight count they act on is exact.
-    Fairness: jobs are ranked within their tenant by due time and taken rank by rank,
-    so a tenant's single job goes out in the first round whatever others have queued.
+    Fairness (:func:`_pick_fairly`): tenants with due work take turns, one job each,
+    oldest first within a tenant, from where the previous round stopped; a round reads
+    only the jobs it takes, whatever the backlog or the history.
 
     The hard bound: a due job already triggered ``max_triggers`` times since it last
     started (:func:`triggers_since_start`) is not claimed but stopped, PERMAFAILED with
@@ -545,23 +548,9 @@ async def claim_due_jobs(
     if room <= 0:
         return []
     now = utcnow()
-    ranked = (
-        sa.select(
-            jobs.c.id,
-            jobs.c.due_at,
-            sa.func.row_number()
-            .over(partition_by=jobs.c.tenant, order_by=(jobs.c.due_at, jobs.c.id))
-            .label("rank"),
-        )
-        .where(jobs.c.status.in_(CLAIMABLE), jobs.c.due_at <= now)
-        .subquery()
-    )
-    picked = (
-        sa.select(ranked.c.id)
-        .order_by(ranked.c.rank, ranked.c.due_at, ranked.c.id)
-        .limit(room)
-        .scalar_subquery()
-    )
+    picked = await _pick_fairly(conn, room, now, actor)
+    if not picked:
+        return []
     locked = sa.select(
         jobs.c.id,
         jobs.c.status,
@@ -573,7 +562,8 @@ async def claim_due_jobs(
     ).where(jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE))
     if conn.dialect.name == "postgresql":
         locked = locked.with_for_update(skip_locked=True)
-    candidates = list((await conn.execute(locked)).mappings())
+    order = {job_id: n for n, job_id in enumerate(picked)}
+    candidates = sorted((await conn.execute(locked)).mappings(), key=lambda c: order[c["id"]])
     if max_triggers is not None:
         spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor)
         candidates = [c for c in candidates if c["id"] not in {job.id for job in spent}]
@@ -603,6 +593,130 @@ async def claim_due_jobs(
         [_event(c.id, c.from_status, JobStatus.TRIGGERED, c.attempt, actor, now) for c in claimed],
     )
     return claimed
+
+
+#: The ``runtime_settings`` row that holds the claim's place in the round-robin: the
+#: tenant served last. Written by the claim rounds, under the claim lock.
+CLAIM_CURSOR_SETTING = "claim_cursor"
+
+_CLAIMABLE_J = sql_in(CLAIMABLE, "j.status")
+
+#: The next tenants with claimable jobs after ``:after`` (and up to ``:upto``, when the
+#: round wraps around), in name order, each with its oldest due job: a "loose index
+#: scan" of ``ix_jobs_claimable_tenant_due_at_id``, one probe per tenant visited, run
+#: only as far as the LIMIT needs (PostgreSQL and SQLite alike).
+_HEADS_SQL = f"""
+WITH RECURSIVE t(tenant) AS (
+    SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > :after
+  UNION ALL
+    SELECT (SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > t.tenant)
+    FROM t WHERE t.tenant IS NOT NULL {{upto_recursion}}
+)
+SELECT tenant, id FROM (
+    SELECT t.tenant AS tenant,
+           (SELECT j.id FROM jobs j
+            WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
+            ORDER BY j.due_at, j.id LIMIT 1) AS id
+    FROM t WHERE t.tenant IS NOT NULL {{upto}}
+) AS heads
+WHERE id IS NOT NULL
+LIMIT :n
+"""
+
+#: Each given tenant's next ``:k`` due jobs after its first ``:done`` (PostgreSQL).
+_NEXT_RANKS_PG_SQL = f"""
+SELECT t.tenant, j.id, j.due_at
+FROM unnest(CAST(:tenants AS varchar[])) AS t(tenant)
+CROSS JOIN LATERAL (
+    SELECT j.id, j.due_at FROM jobs j
+    WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
+    ORDER BY j.due_at, j.id LIMIT :k OFFSET :done
+) AS j
+ORDER BY t.tenant, j.due_at, j.id
+"""
+
+#: The same on SQLite, simply: every due job of those tenants ranked.
+_NEXT_RANKS_SQLITE_SQL = f"""
+SELECT tenant, id, due_at FROM (
+    SELECT j.tenant, j.id, j.due_at,
+           row_number() OVER (PARTITION BY j.tenant ORDER BY j.due_at, j.id) AS rank
+    FROM jobs j
+    WHERE j.tenant IN :tenants AND {_CLAIMABLE_J} AND j.due_at <= :now
+) AS ranked
+WHERE rank > :done AND rank <= :done + :k
+ORDER BY tenant, due_at, id
+"""
+
+
+async def _heads(
+    conn: AsyncConnection, *, after: str, upto: str | None, n: int, now: datetime
+) -> list[tuple[str, str]]:
+    """``(tenant, job id)`` of the first ``n`` tenants with a due job in
+    (``after``, ``upto``], each with its oldest due job."""
+    sql = _HEADS_SQL.format(
+        upto_recursion="" if upto is None else "AND t.tenant < :upto",
+        upto="" if upto is None else "AND t.tenant <= :upto",
+    )
+    params: dict[str, Any] = {"after": after, "n": n}
+    if upto is not None:
+        params["upto"] = upto
+    query = sa.text(sql).bindparams(sa.bindparam("now", now, type_=UTCDateTime()))
+    return [(row[0], row[1]) for row in await conn.execute(query, params)]
+
+
+async def _next_ranks(
+    conn: AsyncConnection, tenants: list[str], done: int, k: int, now: datetime
+) -> list[tuple[str, str, datetime]]:
+    """``(tenant, job id, due_at)`` of each tenant's due jobs ranked ``done + 1`` to
+    ``done + k``, by tenant and due time."""
+    if conn.dialect.name == "postgresql":
+        query = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
+            sa.bindparam("tenants", tenants, type_=sa.ARRAY(sa.String()))
+        )
+    else:
+        query = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(
+            sa.bindparam("tenants", tenants, expanding=True)
+        )
+    typed = query.bindparams(sa.bindparam("now", now, type_=UTCDateTime())).columns(
+        sa.column("tenant", sa.String()), sa.column("id", sa.String()), due_at=UTCDateTime()
+    )
+    result = await conn.execute(typed, {"done": done, "k": k})
+    return [(row[0], row[1], row[2]) for row in result]
+
+
+async def _pick_fairly(conn: AsyncConnection, room: int, now: datetime, actor: str) -> list[str]:
+    """The ids of up to ``room`` due jobs, in the round-robin's order.
+
+    The tenants with due work after the one served last (the cursor, wrapping around to
+    the first) give one job each, their oldest, until ``room`` is filled: a round reads
+    one index entry per tenant it visits and one job per tenant it serves. Only when
+    every tenant with due work has had one do they give more, rank by rank (each
+    tenant's second, then third...), oldest first within a rank. The cursor moves to the
+    last tenant served, so with one slot freed per round tenants still take turns.
+    """
+    cursor = await get_runtime_setting(conn, CLAIM_CURSOR_SETTING) or ""
+    heads = await _heads(conn, after=cursor, upto=None, n=room, now=now)
+    if len(heads) < room and cursor:
+        heads += await _heads(conn, after="", upto=cursor, n=room - len(heads), now=now)
+    if not heads:
+        return []
+    if heads[-1][0] != cursor:
+        await set_runtime_setting(conn, CLAIM_CURSOR_SETTING, heads[-1][0], actor)
+    picked = [job_id for _tenant, job_id in heads]
+    tenants = [tenant for tenant, _job_id in heads]
+    done = 1
+    while len(picked) < room and tenants:
+        k = -(-(room - len(picked)) // len(tenants))
+        rows = await _next_ranks(conn, tenants, done, k, now)
+        ranked: list[tuple[int, datetime, str]] = []
+        rank_in: dict[str, int] = {}
+        for tenant, job_id, due_at in rows:
+            rank_in[tenant] = rank_in.get(tenant, done) + 1
+            ranked.append((rank_in[tenant], due_at, job_id))
+        picked += [job_id for _rank, _due, job_id in sorted(ranked)[: room - len(picked)]]
+        tenants = [tenant for tenant in tenants if rank_in.get(tenant, done) == done + k]
+        done += k
+    return picked
 
 
 #: The ``job_events.reason`` of a trigger that never reached a worker.
