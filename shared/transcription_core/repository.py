@@ -544,26 +544,12 @@ async def claim_due_jobs(
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
-    room = min(max_in_flight - await count_in_flight(conn), batch_limit)
+    in_flight, cursor = (await conn.execute(_IN_FLIGHT_AND_CURSOR)).one()
+    room = min(max_in_flight - in_flight, batch_limit)
     if room <= 0:
         return []
     now = utcnow()
-    picked = await _pick_fairly(conn, room, now, actor)
-    if not picked:
-        return []
-    locked = sa.select(
-        jobs.c.id,
-        jobs.c.status,
-        jobs.c.attempts,
-        jobs.c.tenant,
-        jobs.c.failure_reason,
-        jobs.c.failure_detail,
-        jobs.c.webhook_event,
-    ).where(jobs.c.id.in_(picked), jobs.c.status.in_(CLAIMABLE))
-    if conn.dialect.name == "postgresql":
-        locked = locked.with_for_update(skip_locked=True)
-    order = {job_id: n for n, job_id in enumerate(picked)}
-    candidates = sorted((await conn.execute(locked)).mappings(), key=lambda c: order[c["id"]])
+    candidates = await _pick_fairly(conn, room, now, cursor or "", actor)
     if max_triggers is not None:
         spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor)
         candidates = [c for c in candidates if c["id"] not in {job.id for job in spent}]
@@ -599,20 +585,32 @@ async def claim_due_jobs(
 #: tenant served last. Written by the claim rounds, under the claim lock.
 CLAIM_CURSOR_SETTING = "claim_cursor"
 
+_IN_FLIGHT_AND_CURSOR = sa.select(
+    sa.select(sa.func.count())
+    .select_from(jobs)
+    .where(sa.text(sql_in(IN_FLIGHT, "jobs.status")))
+    .scalar_subquery(),
+    sa.select(runtime_settings.c.value)
+    .where(runtime_settings.c.name == CLAIM_CURSOR_SETTING)
+    .scalar_subquery(),
+)
+
 _CLAIMABLE_J = sql_in(CLAIMABLE, "j.status")
 
-#: The next tenants with claimable jobs after ``:after`` (and up to ``:upto``, when the
-#: round wraps around), in name order, each with its oldest due job: a "loose index
-#: scan" of ``ix_jobs_claimable_tenant_due_at_id``, one probe per tenant visited, run
-#: only as far as the LIMIT needs (PostgreSQL and SQLite alike).
+#: The tenants with claimable jobs after ``{after}`` (and up to ``{upto}``), in name
+#: order, each with its oldest due job: a "loose index scan" of
+#: ``ix_jobs_claimable_tenant_due_at_id``, one probe per tenant visited, and a second to
+#: find that tenant's job. Recursive queries run only as far as their reader needs (on
+#: PostgreSQL), so a LIMIT above this stops the scan.
 _HEADS_SQL = f"""
-WITH RECURSIVE t(tenant) AS (
-    SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > :after
-  UNION ALL
-    SELECT (SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > t.tenant)
-    FROM t WHERE t.tenant IS NOT NULL {{upto_recursion}}
-)
-SELECT tenant, id FROM (
+SELECT id FROM (
+    WITH RECURSIVE t(tenant) AS (
+        SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > {{after}}
+      UNION ALL
+        SELECT (SELECT min(j.tenant) FROM jobs j
+                WHERE {_CLAIMABLE_J} AND j.tenant > t.tenant)
+        FROM t WHERE t.tenant IS NOT NULL {{upto_recursion}}
+    )
     SELECT t.tenant AS tenant,
            (SELECT j.id FROM jobs j
             WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
@@ -620,101 +618,108 @@ SELECT tenant, id FROM (
     FROM t WHERE t.tenant IS NOT NULL {{upto}}
 ) AS heads
 WHERE id IS NOT NULL
+"""
+
+#: The first ``:n`` tenants with a due job from the cursor on, wrapping around.
+_ROUND_SQL = f"""
+SELECT id FROM ({_HEADS_SQL.format(after=":cursor", upto_recursion="", upto="")}) AS a
+UNION ALL
+SELECT id FROM ({
+    _HEADS_SQL.format(
+        after="''", upto_recursion="AND t.tenant < :cursor", upto="AND t.tenant <= :cursor"
+    )
+}) AS b
 LIMIT :n
 """
 
-#: Each given tenant's next ``:k`` due jobs after its first ``:done`` (PostgreSQL).
+#: Each given tenant's due jobs ranked ``:done + 1`` to ``:done + :k`` (PostgreSQL: the
+#: next ``:k`` of each, read from the index; SQLite, simply: all of them ranked).
 _NEXT_RANKS_PG_SQL = f"""
-SELECT t.tenant, j.id, j.due_at
-FROM unnest(CAST(:tenants AS varchar[])) AS t(tenant)
+SELECT n.id FROM unnest(CAST(:tenants AS varchar[])) AS t(tenant)
 CROSS JOIN LATERAL (
-    SELECT j.id, j.due_at FROM jobs j
+    SELECT j.id FROM jobs j
     WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
     ORDER BY j.due_at, j.id LIMIT :k OFFSET :done
-) AS j
-ORDER BY t.tenant, j.due_at, j.id
+) AS n
 """
-
-#: The same on SQLite, simply: every due job of those tenants ranked.
 _NEXT_RANKS_SQLITE_SQL = f"""
-SELECT tenant, id, due_at FROM (
-    SELECT j.tenant, j.id, j.due_at,
-           row_number() OVER (PARTITION BY j.tenant ORDER BY j.due_at, j.id) AS rank
+SELECT id FROM (
+    SELECT j.id, row_number() OVER (PARTITION BY j.tenant ORDER BY j.due_at, j.id) AS rank
     FROM jobs j
     WHERE j.tenant IN :tenants AND {_CLAIMABLE_J} AND j.due_at <= :now
 ) AS ranked
 WHERE rank > :done AND rank <= :done + :k
-ORDER BY tenant, due_at, id
 """
 
 
-async def _heads(
-    conn: AsyncConnection, *, after: str, upto: str | None, n: int, now: datetime
-) -> list[tuple[str, str]]:
-    """``(tenant, job id)`` of the first ``n`` tenants with a due job in
-    (``after``, ``upto``], each with its oldest due job."""
-    sql = _HEADS_SQL.format(
-        upto_recursion="" if upto is None else "AND t.tenant < :upto",
-        upto="" if upto is None else "AND t.tenant <= :upto",
+async def _lock_claimable(conn: AsyncConnection, ids_sql: sa.TextClause) -> list[sa.RowMapping]:
+    """The jobs whose ids ``ids_sql`` selects, still claimable, locked (PostgreSQL: the
+    rows another transaction holds are skipped)."""
+    query = sa.select(
+        jobs.c.id,
+        jobs.c.status,
+        jobs.c.attempts,
+        jobs.c.tenant,
+        jobs.c.due_at,
+        jobs.c.failure_reason,
+        jobs.c.failure_detail,
+        jobs.c.webhook_event,
+    ).where(
+        jobs.c.id.in_(ids_sql.columns(sa.column("id"))), sa.text(sql_in(CLAIMABLE, "jobs.status"))
     )
-    params: dict[str, Any] = {"after": after, "n": n}
-    if upto is not None:
-        params["upto"] = upto
-    query = sa.text(sql).bindparams(sa.bindparam("now", now, type_=UTCDateTime()))
-    return [(row[0], row[1]) for row in await conn.execute(query, params)]
-
-
-async def _next_ranks(
-    conn: AsyncConnection, tenants: list[str], done: int, k: int, now: datetime
-) -> list[tuple[str, str, datetime]]:
-    """``(tenant, job id, due_at)`` of each tenant's due jobs ranked ``done + 1`` to
-    ``done + k``, by tenant and due time."""
     if conn.dialect.name == "postgresql":
-        query = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
-            sa.bindparam("tenants", tenants, type_=sa.ARRAY(sa.String()))
-        )
-    else:
-        query = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(
-            sa.bindparam("tenants", tenants, expanding=True)
-        )
-    typed = query.bindparams(sa.bindparam("now", now, type_=UTCDateTime())).columns(
-        sa.column("tenant", sa.String()), sa.column("id", sa.String()), due_at=UTCDateTime()
-    )
-    result = await conn.execute(typed, {"done": done, "k": k})
-    return [(row[0], row[1], row[2]) for row in result]
+        query = query.with_for_update(skip_locked=True)
+    return list((await conn.execute(query)).mappings())
 
 
-async def _pick_fairly(conn: AsyncConnection, room: int, now: datetime, actor: str) -> list[str]:
-    """The ids of up to ``room`` due jobs, in the round-robin's order.
+async def _pick_fairly(
+    conn: AsyncConnection, room: int, now: datetime, cursor: str, actor: str
+) -> list[sa.RowMapping]:
+    """Up to ``room`` due jobs, locked, in the round-robin's order.
 
     The tenants with due work after the one served last (the cursor, wrapping around to
     the first) give one job each, their oldest, until ``room`` is filled: a round reads
-    one index entry per tenant it visits and one job per tenant it serves. Only when
-    every tenant with due work has had one do they give more, rank by rank (each
-    tenant's second, then third...), oldest first within a rank. The cursor moves to the
-    last tenant served, so with one slot freed per round tenants still take turns.
+    two index entries per tenant it visits. Only when every tenant with due work has had
+    one do they give more, rank by rank (each tenant's second, then third...), oldest
+    first within a rank. The cursor moves to the last tenant served, so with one slot
+    freed per round tenants still take turns.
     """
-    cursor = await get_runtime_setting(conn, CLAIM_CURSOR_SETTING) or ""
-    heads = await _heads(conn, after=cursor, upto=None, n=room, now=now)
-    if len(heads) < room and cursor:
-        heads += await _heads(conn, after="", upto=cursor, n=room - len(heads), now=now)
+    when = sa.bindparam("now", now, type_=UTCDateTime())
+    heads = await _lock_claimable(
+        conn,
+        sa.text(_ROUND_SQL).bindparams(when, cursor=cursor, n=room),
+    )
     if not heads:
         return []
-    if heads[-1][0] != cursor:
-        await set_runtime_setting(conn, CLAIM_CURSOR_SETTING, heads[-1][0], actor)
-    picked = [job_id for _tenant, job_id in heads]
-    tenants = [tenant for tenant, _job_id in heads]
+
+    def turn(tenant: str) -> tuple[bool, str]:  # the round-robin's order from the cursor
+        return tenant <= cursor, tenant
+
+    heads.sort(key=lambda job: turn(job["tenant"]))
+    last = heads[-1]["tenant"]
+    if last != cursor:
+        await set_runtime_setting(conn, CLAIM_CURSOR_SETTING, last, actor)
+    picked = heads
+    tenants = [job["tenant"] for job in heads]
     done = 1
     while len(picked) < room and tenants:
         k = -(-(room - len(picked)) // len(tenants))
-        rows = await _next_ranks(conn, tenants, done, k, now)
-        ranked: list[tuple[int, datetime, str]] = []
-        rank_in: dict[str, int] = {}
-        for tenant, job_id, due_at in rows:
-            rank_in[tenant] = rank_in.get(tenant, done) + 1
-            ranked.append((rank_in[tenant], due_at, job_id))
-        picked += [job_id for _rank, _due, job_id in sorted(ranked)[: room - len(picked)]]
-        tenants = [tenant for tenant in tenants if rank_in.get(tenant, done) == done + k]
+        if conn.dialect.name == "postgresql":
+            ranks = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
+                sa.bindparam("tenants", tenants, type_=sa.ARRAY(sa.String()))
+            )
+        else:
+            ranks = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(
+                sa.bindparam("tenants", tenants, expanding=True)
+            )
+        more = await _lock_claimable(conn, ranks.bindparams(when, done=done, k=k))
+        rank: dict[str, int] = {}
+        ranked = []
+        for job in sorted(more, key=lambda job: (job["tenant"], job["due_at"], job["id"])):
+            rank[job["tenant"]] = rank.get(job["tenant"], done) + 1
+            ranked.append((rank[job["tenant"]], job["due_at"], job["id"], job))
+        picked += [job for *_order, job in sorted(ranked)[: room - len(picked)]]
+        tenants = [tenant for tenant in tenants if rank.get(tenant) == done + k]
         done += k
     return picked
 
