@@ -37,3 +37,8 @@ STOPPED = Counter(
     "Jobs stopped (PERMAFAILED) at the trigger limit instead of being triggered once more: "
     "something retried them beyond the policy.",
 )
+PURGED = Counter(
+    "transcription_jobs_purged_total",
+    "Finished jobs deleted with their events, chunks and transcripts, RETENTION_DAYS after "
+    "they finished.",
+)
