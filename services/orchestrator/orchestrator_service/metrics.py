@@ -1,4 +1,5 @@
-"""The orchestrator's Prometheus metrics (queue gauges are refreshed every round)."""
+"""The orchestrator's Prometheus metrics (the queue gauges are refreshed every second, less
+often when counting them is slow: ``service.gauge_interval``)."""
 
 from prometheus_client import Counter, Gauge
 
