@@ -24,7 +24,12 @@ included):
 - **the gauges**: ``queue_depth``, ``most_triggers`` and ``next_due_at``, the queries
   the orchestrator's metrics refresh runs (median of 3);
 - **the former claim query** (the fair-share ranking of every due job, as the claim ran
-  it before; its SELECT only), for comparison, where the backlog is 100,000 or more.
+  it before; its SELECT only), for comparison, where the backlog is 100,000 or more;
+- the **rows read** per round (of the table and its indexes, from PostgreSQL's
+  per-transaction counters): the measure no other load on the machine changes.
+
+At the end, retention on the big table: ten transactions of ``retention.purge_batch``
+(500 jobs each) of the jobs finished more than 30 days ago, and the dry run's count.
 
 Between scenarios the backlog's rows are deleted and the table vacuumed. Results:
 ``<out>/backlog-<date>.json`` and ``.md``. ``--database NAME --keep`` reuses (and keeps)
@@ -35,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib
 
-from transcription_core import migrate
+from transcription_core import migrate, retention
 from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine
+from transcription_core.models import utcnow
 from transcription_core.retry import trigger_limit
 from transcription_core.settings import DEFAULT_WEBHOOK_RETRY_SCHEDULE, parse_schedule
 
@@ -296,6 +304,32 @@ async def gauges(engine: Any) -> dict[str, float]:
     return out
 
 
+async def retention_batches(url: str, batches: int = 10) -> dict[str, Any]:
+    """Retention on the big table: ``batches`` transactions of ``retention.purge_batch``
+    (500 jobs each, the default) of the jobs finished more than 30 days ago, timed, and
+    the dry run's count of them (``transcription purge --dry-run``)."""
+    engine = create_engine(url, "bench-backlog-retention", 1)
+    before = utcnow() - timedelta(days=30)
+    try:
+        async with engine.connect() as conn:
+            count_seconds, count = await timed(retention.count_finished_before(conn, before))
+        durations = []
+        deleted = 0
+        for _ in range(batches):
+            started = time.perf_counter()
+            async with engine.begin() as conn:
+                deleted += await retention.purge_batch(conn, before, 500)
+            durations.append(time.perf_counter() - started)
+    finally:
+        await engine.dispose()
+    return {
+        "finished_before_cutoff": count,
+        "dry_run_count_ms": round(count_seconds * 1000, 1),
+        "batch_of_500": benchlib.summarise_ms(durations),
+        "deleted": deleted,
+    }
+
+
 async def former_pick(admin: asyncpg.Connection) -> float:
     times = []
     for _ in range(3):
@@ -347,9 +381,9 @@ async def scenario(
         }
     finally:
         await engine.dispose()
-        await admin.execute(
+        await admin.execute(  # the backlog's jobs: external ids post-q1, post-q2...
             "DELETE FROM jobs WHERE tenant = ANY($1::varchar[]) "
-            "AND created_at > now() - interval '1 day'",
+            "AND external_id >= 'post-q' AND external_id < 'post-r'",
             [tenant(n) for n in range(tenants)],
         )
         await admin.execute("TRUNCATE job_events")
@@ -412,6 +446,16 @@ def markdown(data: dict[str, Any]) -> str:
         f"count, slowest / fastest ≥ 0.5): **{benchlib.met(target['drain_flat'])}** "
         f"({target['drain_ratio']:.2f}).",
     ]
+    purged = data["retention"]
+    batch = purged["batch_of_500"]
+    lines += [
+        "",
+        f"Retention on this table: {purged['finished_before_cutoff']:,} jobs finished more "
+        f"than 30 days ago (counted in {purged['dry_run_count_ms']:,} ms, what `transcription "
+        f"purge --dry-run` does); transactions of 500 deletions took p50 {batch['p50_ms']} ms, "
+        f"max {batch['max_ms']} ms ({batch['count']} of them, {purged['deleted']:,} jobs): "
+        "the rows of one batch are the only ones locked, and only that long.",
+    ]
     note = benchlib.shared_machine_note([r["cpu"] for r in data["scenarios"]])
     if note:
         lines += ["", note]
@@ -467,11 +511,17 @@ def main() -> int:
     if not args.database:
         asyncio.run(benchlib._admin(f'CREATE DATABASE "{name}"'))
     try:
+        # What the fill took is kept beside the results, for a later run on the same database.
+        fill_file = args.out / "tmp" / f"{name}-fill.json"
         if not args.database:
             migrate.upgrade(url)
             log(f"filling {name} with {args.finished:,} finished jobs")
             fill_info = asyncio.run(fill(asyncpg_dsn(url), args.finished))
             log(f"filled: {fill_info}")
+            fill_file.parent.mkdir(parents=True, exist_ok=True)
+            fill_file.write_text(json.dumps(fill_info))
+        elif fill_file.exists():
+            fill_info = json.loads(fill_file.read_text())
         dsn = asyncpg_dsn(url)
         machine = benchlib.machine_info(asyncio.run(benchlib.postgres_version(dsn)))
         finished = asyncio.run(jobs_count(dsn))
@@ -488,6 +538,9 @@ def main() -> int:
                     f"{result['former_pick_ms']} ms"
                 )
                 scenarios.append(result)
+        log("retention batches on the big table")
+        purged = asyncio.run(retention_batches(url))
+        log(f"  {purged}")
     finally:
         if not args.keep:
             asyncio.run(benchlib._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -500,6 +553,7 @@ def main() -> int:
         "fill": fill_info,
         "finished_in_table": finished,
         "scenarios": scenarios,
+        "retention": purged,
         "target": targets(scenarios),
     }
     for path in benchlib.write_results(args.out, args.name, data, markdown(data)):
