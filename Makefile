@@ -36,12 +36,17 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/pickup.py
+	$(BIN)/python bench/backlog.py
+	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/long_media.py
 	$(BIN)/python bench/long_media_designs.py
 	$(BIN)/python bench/memory.py --fresh
 	$(BIN)/python bench/model_server_memory.py
 	$(BIN)/python bench/sustained.py --rate sustainable
 	$(BIN)/python bench/update_readme.py
+
+bench-backlog: $(STAMP) ## claim rounds and drain rate with 10 M finished and up to 1 M queued jobs (~40 min)
+	$(BIN)/python bench/backlog.py
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
 	$(BIN)/python bench/model_server_memory.py
@@ -58,4 +63,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test lint format bench bench-model-memory faults migrate docs clean
+.PHONY: help install run test lint format bench bench-backlog bench-model-memory faults migrate docs clean
