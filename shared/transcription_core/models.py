@@ -1,8 +1,9 @@
 """The job store's tables, as SQLAlchemy 2 declarative models.
 
-The repository (``repository.py``) issues every statement about these tables; services
-never build SQL of their own. Times are stored in UTC; on SQLite, which has no time zone
-type, :class:`UTCDateTime` stores naive UTC and hands back aware datetimes.
+The repository (``repository.py``; ``retention.py`` for deleting finished jobs) issues
+every statement about these tables; services never build SQL of their own. Times are
+stored in UTC; on SQLite, which has no time zone type, :class:`UTCDateTime` stores naive
+UTC and hands back aware datetimes.
 """
 
 from __future__ import annotations
