@@ -54,6 +54,9 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 bench-smoke: $(STAMP) ## each benchmark's smallest run (~10 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
 	$(BIN)/python -m bench --smoke
 
+bench-backlog: $(STAMP) ## claim rounds and drain rate with 10 M finished and up to 1 M queued jobs (~40 min)
+	$(BIN)/python -m bench backlog
+
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
 	$(BIN)/python -m bench model-server-memory
 
@@ -69,4 +72,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test promtool lint format bench bench-smoke bench-model-memory faults migrate docs clean
+.PHONY: help install run test promtool lint format bench bench-smoke bench-backlog bench-model-memory faults migrate docs clean

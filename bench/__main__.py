@@ -35,6 +35,8 @@ SCENARIOS = {
     "webhook-memory": "the transcriber's peak RSS while a receiver answers 1 GiB",
     "sustained": "short clips at a fixed rate through the whole service",
     "model-busy": "the service at twice its model server's capacity",
+    "backlog": "claim rounds and drain rate with a deep backlog on a big table",
+    "retention": "retention under steady load: the tables stop growing",
 }
 #: What ``make bench`` runs, in this order.
 ALL = [

@@ -74,6 +74,35 @@ def table() -> str:
             f"{'met' if k['target_met'] else 'NOT met'} | {busy(r['cpu'])} | "
             f"{machine(k['machine'])} |"
         )
+    b = newest("backlog")
+    if b:
+        t = b["target"]
+        deepest = next(
+            r
+            for r in b["scenarios"]
+            if r["backlog"] == max(x["backlog"] for x in b["scenarios"])
+            and r["tenants"] == max(x["tenants"] for x in b["scenarios"])
+        )
+        other = max(r["cpu"]["cores_busy"].get("other", 0.0) for r in b["scenarios"])
+        rows.append(
+            f"| claim round, {deepest['backlog']:,} queued over {deepest['tenants']:,} tenants "
+            f"and {b['finished_in_table']:,} finished | round of 1: p50 "
+            f"{deepest['claim_one']['p50_ms']} ms, p99 {deepest['claim_one']['p99_ms']} ms; "
+            f"round of 20: p99 {deepest['claim_batch']['p99_ms']} ms; drain "
+            f"{deepest['drain']['jobs_per_second']:,.0f} jobs/s (slowest / fastest backlog "
+            f"{t['drain_ratio']:.2f}) | p99 ≤ 10 ms: {'met' if t['p99_met'] else 'NOT met'}; "
+            f"drain flat: {'met' if t['drain_flat'] else 'NOT met'} | up to {other:.2f} | "
+            f"{machine(b['machine'])} |"
+        )
+    r = newest("retention")
+    if r:
+        f = r["flat"]
+        rows.append(
+            f"| retention under steady load ({r['config']['rate']:g} jobs/s, "
+            f"{r['config']['window']:g} s window) | jobs flat at {f['min']:,} to {f['max']:,} "
+            f"after two windows | flat: {'met' if f['met'] else 'NOT met'} | | "
+            f"{machine(r['machine'])} |"
+        )
     rows += [
         "",
         "Details, with every number: the `.md` and `.json` files in `bench/results/`. The "

@@ -198,6 +198,7 @@ async def _tenant_isolation(stack: Stack, ids: dict[str, list[str]]) -> list[str
                     ("GET", f"/v1/jobs/{job_id}/transcript"),
                     ("POST", f"/v1/jobs/{job_id}/cancel"),
                     ("POST", f"/v1/jobs/{job_id}/redeliver"),
+                    ("DELETE", f"/v1/jobs/{job_id}"),
                 ):
                     response = await http.request(method, enqueue.url + path, headers=headers)
                     if response.status_code != 404:
@@ -211,7 +212,10 @@ async def fuzz_enqueue(d: Drill, stack: Stack) -> None:
     async with httpx.AsyncClient() as http:
         schema = (await http.get(enqueue.url + "/openapi.json")).json()
     operations = sum(
-        1 for item in schema["paths"].values() for m in item if m in ("get", "post", "put")
+        1
+        for item in schema["paths"].values()
+        for m in item
+        if m in ("get", "post", "put", "delete")
     )
     ids = await _seed_jobs(stack)
     wrong = await _tenant_isolation(stack, ids)

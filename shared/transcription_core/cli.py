@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic_settings import BaseSettings
@@ -27,6 +27,7 @@ from transcription_core import repository as repo
 from transcription_core.db import create_engine
 from transcription_core.errors import TenantExists
 from transcription_core.models import utcnow
+from transcription_core.repository import retention
 from transcription_core.settings import DatabaseSettings
 from transcription_core.status import FailureReason, InvalidTransition
 
@@ -41,6 +42,32 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration like 30m, 1h or 2d: {text!r}")
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def parse_before(text: str) -> datetime:
+    """``30d`` (that long ago), or an ISO 8601 date or time (UTC unless it says)."""
+    try:
+        return utcnow() - parse_duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date like 2026-10-01, a time like 2026-10-01T12:00Z or a duration like "
+            f"30d: {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return value
 
 
 def _reason(text: str) -> str:
@@ -224,6 +251,30 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         return 0
 
     return _with_db(work, write=not args.dry_run)
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete finished jobs (and their events, chunks, transcripts) finished before a time."""
+
+    async def main() -> int:
+        engine = create_engine(_database_url(), "transcription-cli", 1)
+        try:
+            if args.dry_run:
+                async with engine.connect() as conn:
+                    count = await retention.count_finished_before(conn, args.before)
+            else:
+                count = await retention.purge(engine, args.before, batch_size=args.batch_size)
+        finally:
+            await engine.dispose()
+        if args.json:
+            _print_json({"dry_run": args.dry_run, "before": args.before, "count": count})
+        else:
+            verb = "would delete" if args.dry_run else "deleted"
+            when = f"{args.before:%Y-%m-%d %H:%M:%S} UTC"
+            print(f"{verb} {count} finished job(s) (finished before {when})")
+        return 0
+
+    return asyncio.run(main())
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
@@ -525,6 +576,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser(
+        "purge",
+        help="delete finished jobs, with their events, chunks and transcripts, finished "
+        "before a time",
+    )
+    p.add_argument(
+        "--before",
+        type=parse_before,
+        required=True,
+        help="a date or time (2026-10-01, 2026-10-01T12:00Z; UTC unless it says) or a "
+        "duration ago (30d)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument(
+        "--batch-size", type=_positive, default=500, help="jobs per transaction (default 500)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_purge)
 
     jobs = sub.add_parser("jobs", help="inspect jobs")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

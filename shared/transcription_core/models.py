@@ -15,6 +15,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from transcription_core.status import CLAIMABLE, IN_FLIGHT, sql_in
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -75,8 +77,28 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key"),
-        sa.Index("ix_jobs_status_due_at", "status", "due_at"),
-        sa.Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        # Partial indexes hold only the few rows the hot queries read (jobs to claim, jobs
+        # in flight), never the history of finished jobs (migration 0004).
+        sa.Index(
+            "ix_jobs_claimable_tenant_due_at_id",
+            "tenant",
+            "due_at",
+            "id",
+            postgresql_where=sa.text(sql_in(CLAIMABLE)),
+            sqlite_where=sa.text(sql_in(CLAIMABLE)),
+        ),
+        sa.Index(
+            "ix_jobs_claimable_due_at",
+            "due_at",
+            postgresql_where=sa.text(sql_in(CLAIMABLE)),
+            sqlite_where=sa.text(sql_in(CLAIMABLE)),
+        ),
+        sa.Index(
+            "ix_jobs_in_flight_lease_expires_at",
+            "lease_expires_at",
+            postgresql_where=sa.text(sql_in(IN_FLIGHT)),
+            sqlite_where=sa.text(sql_in(IN_FLIGHT)),
+        ),
         sa.Index("ix_jobs_tenant_created_at_id", "tenant", "created_at", "id"),
         sa.Index("ix_jobs_tenant_external_id", "tenant", "external_id"),
         sa.Index("ix_jobs_status_completed_at", "status", "completed_at"),
@@ -162,7 +184,8 @@ class JobChunk(Base):
 
 
 class RuntimeSetting(Base):
-    """Settings an operator changes without a redeploy (read by services every round)."""
+    """Settings an operator changes without a redeploy (read by services every round), and
+    the claim's place in its round-robin over tenants (``repository.CLAIM_CURSOR_SETTING``)."""
 
     __tablename__ = "runtime_settings"
 

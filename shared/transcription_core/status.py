@@ -119,6 +119,14 @@ def check_transition(from_status: JobStatus, to_status: JobStatus) -> None:
         raise InvalidTransition(from_status, to_status)
 
 
+def sql_in(statuses: frozenset[JobStatus], column: str = "status") -> str:
+    """``status IN ('A', 'B')`` as SQL text, the values inline and sorted: a partial
+    index's predicate is written with it, and a query matches that index only when its
+    own condition says the same with constants (a parameter of a generic plan never
+    matches)."""
+    return f"{column} IN ({', '.join(repr(s.value) for s in sorted(statuses))})"
+
+
 def allowed_from(to_status: JobStatus) -> frozenset[JobStatus]:
     """Every status a job may be in for a move to ``to_status``: the CAS update's guard."""
     return frozenset(src for src, targets in TRANSITIONS.items() if to_status in targets)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from factories import make_job, make_jobs, make_tenant, status_of
 from transcription_core import lifecycle
@@ -146,6 +146,88 @@ async def test_claims_are_fair_across_tenants(engine: AsyncEngine) -> None:
         claimed = await repo.claim_due_jobs(conn, max_in_flight=2, lease_seconds=60)
     assert small.id in {c.id for c in claimed}
     assert {c.tenant for c in claimed} == {"org-flood", "org-small"}
+
+
+async def test_one_freed_slot_at_a_time_goes_round_robin(engine: AsyncEngine) -> None:
+    """Under load the orchestrator claims as slots free, often one per round: tenants
+    with work take turns, so a tenant's single job goes out within as many rounds as
+    there are tenants with work, however much older another tenant's backlog is."""
+    await make_tenant(engine, "org-flood")
+    await make_tenant(engine, "org-small")
+    await make_jobs(engine, 20, tenant="org-flood")
+    small = await make_job(engine, tenant="org-small")
+    claimed = []
+    for in_flight in range(2):
+        async with engine.begin() as conn:
+            claimed += await repo.claim_due_jobs(
+                conn, max_in_flight=in_flight + 1, lease_seconds=60
+            )
+    assert len(claimed) == 2
+    assert small.id in {c.id for c in claimed}
+
+
+async def test_tenants_take_turns_across_rounds(engine: AsyncEngine) -> None:
+    """Round after round, each tenant with work gets one job before any gets two, and
+    within a tenant the oldest goes first."""
+    for name in ("org-a", "org-b", "org-c"):
+        await make_tenant(engine, name)
+    jobs_of = {
+        name: await make_jobs(engine, 3, tenant=name) for name in ("org-a", "org-b", "org-c")
+    }
+    claimed = []
+    for in_flight in range(6):
+        async with engine.begin() as conn:
+            claimed += await repo.claim_due_jobs(
+                conn, max_in_flight=in_flight + 1, lease_seconds=60
+            )
+    tenants = [c.tenant for c in claimed]
+    assert sorted(tenants[:3]) == sorted(tenants[3:]) == ["org-a", "org-b", "org-c"]
+    for name, ids in jobs_of.items():
+        assert [c.id for c in claimed if c.tenant == name] == ids[:2]
+
+
+def _insert_jobs_sql(count: int, tenant: str, status: str) -> str:
+    """``count`` jobs of ``tenant`` in ``status`` in one statement, oldest first."""
+    return f"""
+        INSERT INTO jobs (id, tenant, status, attempts, deliveries, media_url, webhook_url,
+                          metadata, due_at, created_at, updated_at, completed_at)
+        SELECT gen_random_uuid()::text, '{tenant}', '{status}', 0, 0, 'https://m/a.mp3',
+               'https://h/t', '{{}}', now() - interval '1 hour' + i * interval '1 ms',
+               now() - interval '1 hour', now(),
+               CASE WHEN '{status}' = 'SUCCEEDED' THEN now() END
+        FROM generate_series(1, {count}) AS i
+    """
+
+
+async def _rows_read(conn: AsyncConnection) -> int:
+    """Rows of ``jobs`` and of its indexes this transaction has read so far."""
+    read = await conn.scalar(
+        sa.text(
+            "SELECT pg_stat_get_xact_tuples_returned('jobs'::regclass) + "
+            "coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0) "
+            "FROM pg_index WHERE indrelid = 'jobs'::regclass"
+        )
+    )
+    return int(read)
+
+
+@pytest.mark.postgres
+async def test_a_claim_round_reads_only_what_it_takes(pg_engine: AsyncEngine) -> None:
+    """The round's cost does not grow with the backlog or the history: with thousands of
+    jobs queued and finished it reads a few rows of the table and its indexes, not them all."""
+    await make_tenant(pg_engine, "org-flood")
+    await make_tenant(pg_engine, "org-small")
+    async with pg_engine.begin() as conn:
+        await conn.execute(sa.text(_insert_jobs_sql(3000, "org-flood", "QUEUED")))
+        await conn.execute(sa.text(_insert_jobs_sql(3000, "org-flood", "SUCCEEDED")))
+        await conn.execute(sa.text(_insert_jobs_sql(1, "org-small", "QUEUED")))
+        await conn.execute(sa.text("ANALYZE jobs"))
+    async with pg_engine.begin() as conn:
+        before = await _rows_read(conn)
+        claimed = await repo.claim_due_jobs(conn, max_in_flight=2, lease_seconds=60)
+        read = await _rows_read(conn) - before
+    assert {c.tenant for c in claimed} == {"org-flood", "org-small"}
+    assert read < 50
 
 
 async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) -> None:

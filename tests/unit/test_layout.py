@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "shared" / "transcription_core"
 #: A statement built or written by hand.
 SQL = re.compile(r"\bsa\.(select|text|insert|update|delete)\(|\.(insert|update|delete)\(\)")
-#: Where SQL may be: the repository, and the connection set-up (SQLite pragmas).
-SQL_HOMES = (CORE / "repository", CORE / "db.py")
+#: Where SQL may be: the repository, the connection set-up (SQLite pragmas), and the
+#: schema (the partial indexes' predicates).
+SQL_HOMES = (CORE / "repository", CORE / "db.py", CORE / "models.py")
 
 
 def sources() -> list[Path]:

@@ -158,3 +158,14 @@ async def cancel_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
 async def redeliver_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     job = await service.redeliver(engine, tenant, job_id)
     return _job_json(JobResource.from_job(job), 202)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    responses={409: PROBLEM, **ERRORS},
+    summary="Delete a finished job with its transcript, at once",
+)
+async def delete_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
+    await service.delete(engine, tenant, job_id)
+    return Response(status_code=204)

@@ -1,9 +1,10 @@
-"""The enqueue service's use cases: authenticate, enqueue, read, cancel, redeliver."""
+"""The enqueue service's use cases: authenticate, enqueue, read, cancel, redeliver, delete."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,9 +25,12 @@ from transcription_core.errors import (
 )
 from transcription_core.job import Job, NewJob
 from transcription_core.models import utcnow
+from transcription_core.repository import retention
 from transcription_core.status import InvalidTransition
 from transcription_core.storable import JsonObject, json_problem, text_problem
 from transcription_core.urls import UnsafeUrl, check_url
+
+log = logging.getLogger(__name__)
 
 
 class ApiKeyCache:
@@ -223,3 +227,13 @@ async def redeliver(engine: AsyncEngine, tenant: str, job_id: str) -> Job:
     if moved is None:
         raise Conflict("the job changed while the request ran; try again")
     return moved
+
+
+async def delete(engine: AsyncEngine, tenant: str, job_id: str) -> None:
+    """Delete a finished job with its transcript, chunks, events and webhook payload, at
+    once; a job not finished is a :class:`Conflict`, as is one being redelivered."""
+    async with engine.begin() as conn:
+        deleted = await retention.delete_finished_job(conn, job_id, tenant)
+    if not deleted:
+        raise NotFound(f"no job {job_id}")
+    log.info("job deleted by its client", extra={"job_id": job_id, "action": "delete"})

@@ -1,4 +1,4 @@
-"""The orchestrator service: the claim loop, with health and metrics over HTTP."""
+"""The orchestrator service: the claim loop and retention, with health and metrics over HTTP."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.listener import listen_forever
+from orchestrator_service.retention import retain_forever
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings, get_settings
 from transcription_core.db import create_engine, is_sqlite
@@ -32,7 +33,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         async with httpx.AsyncClient(timeout=timeout) as http:
             orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
             app.state.orchestrator = orchestrator
-            tasks = [asyncio.create_task(orchestrator.run_forever(), name="orchestrator")]
+            tasks = [
+                asyncio.create_task(orchestrator.run_forever(), name="orchestrator"),
+                asyncio.create_task(retain_forever(engine, settings), name="retention"),
+            ]
             if not is_sqlite(settings.database_url):
                 tasks.append(
                     asyncio.create_task(

@@ -1,4 +1,5 @@
-"""The orchestrator's Prometheus metrics (queue gauges are refreshed every round)."""
+"""The orchestrator's Prometheus metrics (the queue gauges are refreshed every second, less
+often when counting them is slow: ``service.gauge_interval``)."""
 
 from prometheus_client import Counter, Gauge
 
@@ -53,4 +54,9 @@ STOPPED = Counter(
     "transcription_jobs_stopped_total",
     "Jobs stopped (PERMAFAILED) at the trigger limit instead of being triggered once more: "
     "something retried them beyond the policy.",
+)
+PURGED = Counter(
+    "transcription_jobs_purged_total",
+    "Finished jobs deleted with their events, chunks and transcripts, RETENTION_DAYS after "
+    "they finished.",
 )

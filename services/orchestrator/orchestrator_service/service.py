@@ -39,11 +39,21 @@ from transcription_core.retry import trigger_limit
 
 log = logging.getLogger(__name__)
 
-#: The queue gauges (a few counting queries) are refreshed at most this often.
+#: The queue gauges (a few counting queries) are refreshed at most this often...
 GAUGE_REFRESH_SECONDS = 1.0
 #: A replica's row is deleted once it has not reported for this many leases (a replica
 #: that stops cleanly deletes its own; it stops counting after one lease).
 PRUNE_AFTER_LEASES = 10
+#: ... and, when counting takes long (a backlog of a million jobs: about a second), this
+#: many times as long as the last refresh took, so counting never takes more than a
+#: twentieth of the time; but never less often than every GAUGE_MAX_AGE_SECONDS.
+GAUGE_COST_FACTOR = 20.0
+GAUGE_MAX_AGE_SECONDS = 60.0
+
+
+def gauge_interval(took_seconds: float) -> float:
+    """Seconds until the next gauge refresh, after one that took ``took_seconds``."""
+    return min(max(GAUGE_REFRESH_SECONDS, GAUGE_COST_FACTOR * took_seconds), GAUGE_MAX_AGE_SECONDS)
 
 
 async def in_flight_limit(engine: AsyncEngine, configured: int) -> int:
@@ -76,6 +86,7 @@ class Orchestrator:
         self._next_due: datetime | None = None
         self._last_recovery = -math.inf
         self._last_gauges = -math.inf
+        self._gauge_every = GAUGE_REFRESH_SECONDS
         # Leases are checked a few times per lease, not every round (rounds run on
         # every notification): at most every 5 s with the default 120 s lease.
         self._recovery_every = min(settings.lease_seconds / 4, 5.0)
@@ -161,7 +172,7 @@ class Orchestrator:
         # in-flight slot (or the next batch): a freed slot notifies, so do not run again
         # at once for it. Only a job that fell due since is a reason to.
         self._next_due = next_due if next_due is None or next_due > started else None
-        if time.monotonic() - self._last_gauges >= GAUGE_REFRESH_SECONDS:
+        if time.monotonic() - self._last_gauges >= self._gauge_every:
             await self._refresh_gauges()
         metrics.ROUNDS.inc()
         self.last_round_at = time.monotonic()
@@ -196,10 +207,12 @@ class Orchestrator:
         metrics.MODEL_SATURATED_REPLICAS.set(fleet.saturated)
 
     async def _refresh_gauges(self) -> None:
+        started = time.monotonic()
         async with self.engine.connect() as conn:
             depth = await repo.queue_depth(conn)
             most = await repo.most_triggers(conn, self.max_triggers)
         self._last_gauges = time.monotonic()
+        self._gauge_every = gauge_interval(self._last_gauges - started)
         metrics.MOST_TRIGGERS.set(most)
         metrics.TRIGGER_LIMIT.set(self.max_triggers)
         metrics.QUEUE_DEPTH.set(depth.queued)

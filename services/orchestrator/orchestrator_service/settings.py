@@ -33,6 +33,27 @@ class OrchestratorSettings(DatabaseSettings, JobPolicySettings):
         5.0, gt=0, description="Timeout of one trigger request to the transcriber."
     )
     claim_batch_size: int = Field(100, ge=1, description="Most jobs claimed in one round.")
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Finished jobs (SUCCEEDED, PERMAFAILED, CANCELED) are deleted with their "
+        "events, chunks, transcript and webhook payload this many days after they finished "
+        "(0: kept forever). Clients delete one at once with `DELETE /v1/jobs/{id}`.",
+    )
+    retention_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the orchestrator deletes the jobs past retention."
+    )
+    retention_batch_size: int = Field(
+        500,
+        ge=1,
+        description="Jobs deleted per transaction by retention: small, so no lock is held long.",
+    )
+    retention_max_batches: int = Field(
+        100,
+        ge=1,
+        description="Most transactions of one retention run; what is left waits for the next "
+        "run (100 x 500 every 5 minutes: 10,000 jobs a minute at most).",
+    )
 
 
 @lru_cache

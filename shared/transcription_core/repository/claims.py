@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from transcription_core import lifecycle
 from transcription_core.job import Job
-from transcription_core.models import utcnow
+from transcription_core.models import UTCDateTime, utcnow
 from transcription_core.repository.history import coalesce_refusals, triggers_since_start
-from transcription_core.repository.tables import jobs
+from transcription_core.repository.runtime import set_runtime_setting
+from transcription_core.repository.tables import jobs, runtime_settings
 from transcription_core.repository.transitions import apply, apply_locked
 from transcription_core.retry import RetryPolicy
-from transcription_core.status import CLAIMABLE, IN_FLIGHT, JobStatus, allowed_from
+from transcription_core.status import CLAIMABLE, IN_FLIGHT, JobStatus, allowed_from, sql_in
 
 #: Serialises claim rounds of concurrent orchestrator replicas on PostgreSQL, so the
 #: in-flight count and the claim that depends on it cannot interleave.
@@ -44,7 +45,7 @@ class StoppedJob:
 async def count_in_flight(conn: AsyncConnection) -> int:
     return (
         await conn.scalar(
-            sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(IN_FLIGHT))
+            sa.select(sa.func.count()).select_from(jobs).where(sa.text(sql_in(IN_FLIGHT)))
         )
         or 0
     )
@@ -60,14 +61,15 @@ async def claim_due_jobs(
     max_triggers: int | None = None,
     stopped: list[StoppedJob] | None = None,
 ) -> list[ClaimedJob]:
-    """Claim the oldest due jobs, round-robin across tenants, up to the in-flight limit.
+    """Claim due jobs, round-robin across tenants, up to the in-flight limit.
 
     Each claimed job becomes TRIGGERED with its attempt counted and a lease
     (``lifecycle.claimed``). Concurrent claimers are serialised (an advisory transaction
     lock on PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), so the
-    in-flight count they act on is exact. Fairness: jobs are ranked within their tenant
-    by due time and taken rank by rank, so a tenant's single job goes out in the first
-    round whatever others have queued.
+    in-flight count they act on is exact. Fairness (:func:`_pick_fairly`): tenants with
+    due work take turns, one job each, oldest first within a tenant, from where the
+    previous round stopped; a round reads only the jobs it takes, whatever the backlog or
+    the history.
 
     The hard bound: a due job already triggered ``max_triggers`` times since it last
     started (:func:`triggers_since_start`) is not claimed but stopped
@@ -76,33 +78,12 @@ async def claim_due_jobs(
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
-    room = min(max_in_flight - await count_in_flight(conn), batch_limit)
+    in_flight, cursor = (await conn.execute(_IN_FLIGHT_AND_CURSOR)).one()
+    room = min(max_in_flight - in_flight, batch_limit)
     if room <= 0:
         return []
     now = utcnow()
-    ranked = (
-        sa.select(
-            jobs.c.id,
-            jobs.c.due_at,
-            sa.func.row_number()
-            .over(partition_by=jobs.c.tenant, order_by=(jobs.c.due_at, jobs.c.id))
-            .label("rank"),
-        )
-        .where(jobs.c.status.in_(CLAIMABLE), jobs.c.due_at <= now)
-        .subquery()
-    )
-    picked = (
-        sa.select(ranked.c.id)
-        .order_by(ranked.c.rank, ranked.c.due_at, ranked.c.id)
-        .limit(room)
-        .scalar_subquery()
-    )
-    locked = sa.select(jobs).where(
-        jobs.c.id.in_(picked), jobs.c.status.in_(allowed_from(JobStatus.TRIGGERED))
-    )
-    if conn.dialect.name == "postgresql":
-        locked = locked.with_for_update(skip_locked=True)
-    candidates = [Job.from_row(row) for row in (await conn.execute(locked)).mappings()]
+    candidates = await _pick_fairly(conn, room, now, cursor or "", actor)
     if max_triggers is not None:
         spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor, now)
         candidates = [c for c in candidates if c.id not in {job.id for job in spent}]
@@ -113,6 +94,144 @@ async def claim_due_jobs(
     return [
         ClaimedJob(c.job.id, c.after.attempts, c.job.status, c.job.tenant, c.after) for c in changes
     ]
+
+
+#: The ``runtime_settings`` row that holds the claim's place in the round-robin: the
+#: tenant served last. Written by the claim rounds, under the claim lock.
+CLAIM_CURSOR_SETTING = "claim_cursor"
+
+_IN_FLIGHT_AND_CURSOR = sa.select(
+    sa.select(sa.func.count())
+    .select_from(jobs)
+    .where(sa.text(sql_in(IN_FLIGHT, "jobs.status")))
+    .scalar_subquery(),
+    sa.select(runtime_settings.c.value)
+    .where(runtime_settings.c.name == CLAIM_CURSOR_SETTING)
+    .scalar_subquery(),
+)
+
+_CLAIMABLE_J = sql_in(CLAIMABLE, "j.status")
+
+#: The tenants with claimable jobs after ``{after}`` (and up to ``{upto}``), in name
+#: order, each with its oldest due job: a "loose index scan" of
+#: ``ix_jobs_claimable_tenant_due_at_id``, one probe per tenant visited, and a second to
+#: find that tenant's job. Recursive queries run only as far as their reader needs (on
+#: PostgreSQL), so a LIMIT above this stops the scan.
+_HEADS_SQL = f"""
+SELECT id FROM (
+    WITH RECURSIVE t(tenant) AS (
+        SELECT min(j.tenant) FROM jobs j WHERE {_CLAIMABLE_J} AND j.tenant > {{after}}
+      UNION ALL
+        SELECT (SELECT min(j.tenant) FROM jobs j
+                WHERE {_CLAIMABLE_J} AND j.tenant > t.tenant)
+        FROM t WHERE t.tenant IS NOT NULL {{upto_recursion}}
+    )
+    SELECT t.tenant AS tenant,
+           (SELECT j.id FROM jobs j
+            WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
+            ORDER BY j.due_at, j.id LIMIT 1) AS id
+    FROM t WHERE t.tenant IS NOT NULL {{upto}}
+) AS heads
+WHERE id IS NOT NULL
+"""
+
+#: The first ``:n`` tenants with a due job from the cursor on, wrapping around.
+_ROUND_SQL = f"""
+SELECT id FROM ({_HEADS_SQL.format(after=":cursor", upto_recursion="", upto="")}) AS a
+UNION ALL
+SELECT id FROM ({
+    _HEADS_SQL.format(
+        after="''", upto_recursion="AND t.tenant < :cursor", upto="AND t.tenant <= :cursor"
+    )
+}) AS b
+LIMIT :n
+"""
+
+#: Each given tenant's due jobs ranked ``:done + 1`` to ``:done + :k`` (PostgreSQL: the
+#: next ``:k`` of each, read from the index; SQLite, simply: all of them ranked).
+_NEXT_RANKS_PG_SQL = f"""
+SELECT n.id FROM unnest(CAST(:tenants AS varchar[])) AS t(tenant)
+CROSS JOIN LATERAL (
+    SELECT j.id FROM jobs j
+    WHERE j.tenant = t.tenant AND {_CLAIMABLE_J} AND j.due_at <= :now
+    ORDER BY j.due_at, j.id LIMIT :k OFFSET :done
+) AS n
+"""
+_NEXT_RANKS_SQLITE_SQL = f"""
+SELECT id FROM (
+    SELECT j.id, row_number() OVER (PARTITION BY j.tenant ORDER BY j.due_at, j.id) AS rank
+    FROM jobs j
+    WHERE j.tenant IN :tenants AND {_CLAIMABLE_J} AND j.due_at <= :now
+) AS ranked
+WHERE rank > :done AND rank <= :done + :k
+"""
+
+
+async def _lock_claimable(
+    conn: AsyncConnection, ids_sql: sa.TextClause, *order_by: sa.ColumnElement[object]
+) -> list[Job]:
+    """The jobs whose ids ``ids_sql`` selects, still claimable, locked (PostgreSQL: the
+    rows another transaction holds are skipped), in ``order_by``'s order."""
+    query = sa.select(jobs).where(
+        jobs.c.id.in_(ids_sql.columns(sa.column("id"))),
+        jobs.c.status.in_(allowed_from(JobStatus.TRIGGERED)),
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = (await conn.execute(query.order_by(*order_by))).mappings()
+    return [Job.from_row(row) for row in rows]
+
+
+async def _pick_fairly(
+    conn: AsyncConnection, room: int, now: datetime, cursor: str, actor: str
+) -> list[Job]:
+    """Up to ``room`` due jobs, locked, in the round-robin's order.
+
+    The tenants with due work after the one served last (the cursor, wrapping around to
+    the first) give one job each, their oldest, until ``room`` is filled: a round reads
+    two index entries per tenant it visits. Only when every tenant with due work has had
+    one do they give more, rank by rank (each tenant's second, then third...), oldest
+    first within a rank. The cursor moves to the last tenant served, so with one slot
+    freed per round tenants still take turns.
+    """
+    when = sa.bindparam("now", now, type_=UTCDateTime())
+    # The round-robin's order, from the cursor on and wrapping around, as the database
+    # orders names (its collation, which need not be Python's).
+    wrapped = sa.case((jobs.c.tenant <= sa.bindparam("turn", cursor), 1), else_=0)
+    heads = await _lock_claimable(
+        conn,
+        sa.text(_ROUND_SQL).bindparams(when, cursor=cursor, n=room),
+        wrapped,
+        jobs.c.tenant,
+    )
+    if not heads:
+        return []
+    last = heads[-1].tenant
+    if last != cursor:
+        await set_runtime_setting(conn, CLAIM_CURSOR_SETTING, last, actor)
+    picked = heads
+    tenants = [job.tenant for job in heads]
+    done = 1
+    while len(picked) < room and tenants:
+        k = -(-(room - len(picked)) // len(tenants))
+        if conn.dialect.name == "postgresql":
+            ranks = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
+                sa.bindparam("tenants", tenants, type_=sa.ARRAY(sa.String()))
+            )
+        else:
+            ranks = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(
+                sa.bindparam("tenants", tenants, expanding=True)
+            )
+        more = await _lock_claimable(conn, ranks.bindparams(when, done=done, k=k))
+        rank: dict[str, int] = {}
+        ranked = []
+        for job in sorted(more, key=lambda job: (job.tenant, job.due_at, job.id)):
+            rank[job.tenant] = rank.get(job.tenant, done) + 1
+            ranked.append((rank[job.tenant], job.due_at, job.id, job))
+        picked += [job for *_order, job in sorted(ranked)[: room - len(picked)]]
+        tenants = [tenant for tenant in tenants if rank.get(tenant) == done + k]
+        done += k
+    return picked
 
 
 async def _stop_spent_jobs(

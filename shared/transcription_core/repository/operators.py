@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from transcription_core.job import Job
 from transcription_core.repository.history import triggers_since_start_by_id
 from transcription_core.repository.tables import jobs
-from transcription_core.status import IN_FLIGHT, TERMINAL, FailureReason, JobStatus
+from transcription_core.status import (
+    CLAIMABLE,
+    IN_FLIGHT,
+    TERMINAL,
+    FailureReason,
+    JobStatus,
+    sql_in,
+)
 
 
 @dataclass(frozen=True)
@@ -25,24 +32,23 @@ class QueueDepth:
 
 
 async def queue_depth(conn: AsyncConnection) -> QueueDepth:
-    queued, oldest = (
-        await conn.execute(
-            sa.select(sa.func.count(), sa.func.min(jobs.c.created_at)).where(
-                jobs.c.status == JobStatus.QUEUED
-            )
-        )
-    ).one()
-    counts: dict[str, int] = dict(
-        (
-            await conn.execute(
-                sa.select(jobs.c.status, sa.func.count())
-                .where(jobs.c.status.in_(IN_FLIGHT | {JobStatus.FAILED, JobStatus.SEND_FAILED}))
-                .group_by(jobs.c.status)
-            )
-        ).all()
+    """Counts of the unfinished jobs, read from the partial indexes that hold only them
+    (never the history): still one row per job queued, so the orchestrator refreshes its
+    gauges less often when this is slow."""
+    claimable = await conn.execute(
+        sa.select(jobs.c.status, sa.func.count(), sa.func.min(jobs.c.created_at))
+        .where(sa.text(sql_in(CLAIMABLE, "jobs.status")))
+        .group_by(jobs.c.status)
     )
-    in_flight = sum(counts.get(s, 0) for s in IN_FLIGHT)
-    retry = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.SEND_FAILED, 0)
+    counts = {status: (count, oldest) for status, count, oldest in claimable}
+    queued, oldest = counts.get(JobStatus.QUEUED, (0, None))
+    retry = sum(counts.get(s, (0, None))[0] for s in (JobStatus.FAILED, JobStatus.SEND_FAILED))
+    in_flight = (
+        await conn.scalar(
+            sa.select(sa.func.count()).select_from(jobs).where(sa.text(sql_in(IN_FLIGHT)))
+        )
+        or 0
+    )
     return QueueDepth(queued, oldest, in_flight, retry)
 
 
