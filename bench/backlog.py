@@ -518,6 +518,14 @@ def targets(scenarios: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the project, as the results record it (no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--finished", type=int, default=10_000_000)
@@ -582,7 +590,7 @@ def main() -> int:
     data = {
         "benchmark": "backlog",
         "machine": machine,
-        "config": vars(args) | {"out": str(args.out)},
+        "config": vars(args) | {"out": _shown(args.out)},
         "fill": fill_info,
         "finished_in_table": finished,
         "scenarios": scenarios,

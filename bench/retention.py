@@ -211,6 +211,14 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the project, as the results record it (no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=20.0, help="jobs per second")
@@ -241,7 +249,7 @@ def main() -> int:
     data = {
         "benchmark": "retention",
         "machine": machine,
-        "config": vars(args) | {"out": str(args.out)},
+        "config": vars(args) | {"out": _shown(args.out)},
         "result": result,
         "flat": flat,
     }
