@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from enqueue_service.app import create_app
-from enqueue_service.settings import EnqueueSettings
 from factories import make_job, make_tenant
-from testkit.asgi import serve_app
 from transcription_core import lifecycle
 from transcription_core import repository as repo
 from transcription_core.job import Change, Job
@@ -26,32 +23,19 @@ from transcription_core.status import FailureReason, JobStatus
 S = JobStatus
 
 
-@pytest.fixture
-async def client(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    tenant = await make_tenant(engine)
-    settings = EnqueueSettings(database_url=database_url)
-    async with (
-        serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {tenant.api_key}"}
-        ) as http,
-    ):
-        yield http
-
-
 async def test_a_redelivered_job_is_finished_and_cannot_be_canceled(
-    engine: AsyncEngine, client: httpx.AsyncClient
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient
 ) -> None:
     job = await make_job(engine, status=S.SUCCEEDED, attempts=1, completed_at=utcnow())
     async with engine.begin() as conn:
         await repo.save_transcript(conn, job.id, {"text": "hello", "segments": []})
-    redelivered = await client.post(f"/v1/jobs/{job.id}/redeliver")
+    redelivered = await tenant_client.post(f"/v1/jobs/{job.id}/redeliver")
     assert redelivered.status_code == 202 and redelivered.json()["status"] == "SEND_FAILED"
     assert redelivered.json()["completed_at"] is not None
-    canceled = await client.post(f"/v1/jobs/{job.id}/cancel")
+    canceled = await tenant_client.post(f"/v1/jobs/{job.id}/cancel")
     assert canceled.status_code == 409, canceled.text
     assert canceled.headers["content-type"].startswith("application/problem+json")
-    after = (await client.get(f"/v1/jobs/{job.id}")).json()
+    after = (await tenant_client.get(f"/v1/jobs/{job.id}")).json()
     assert after["status"] == "SEND_FAILED" and after["transcript"] == {
         "text": "hello",
         "segments": [],
@@ -59,7 +43,7 @@ async def test_a_redelivered_job_is_finished_and_cannot_be_canceled(
 
 
 async def test_cancel_wins_against_churn_and_never_answers_404(
-    engine: AsyncEngine, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another writer moves the job right after every read the cancel makes (a worker
     starting, failing, being retried): the cancel still cancels it, never answers "no
@@ -89,7 +73,7 @@ async def test_cancel_wins_against_churn_and_never_answers_404(
         return row
 
     monkeypatch.setattr(transitions, "get_job", read_then_churn)  # the cancel's read
-    canceled = await client.post(f"/v1/jobs/{job.id}/cancel")
+    canceled = await tenant_client.post(f"/v1/jobs/{job.id}/cancel")
     monkeypatch.undo()
     await asyncio.gather(*moves)
     assert canceled.status_code == 200, canceled.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -13,12 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from enqueue_service.app import create_app
-from enqueue_service.settings import EnqueueSettings
 from factories import make_job, make_tenant
 from orchestrator_service.retention import retain_once
 from orchestrator_service.settings import OrchestratorSettings
-from testkit.asgi import serve_app
 from transcription_core import repository as repo
 from transcription_core.cli import main as cli
 from transcription_core.models import utcnow
@@ -72,77 +68,64 @@ async def job_count(engine: AsyncEngine) -> int:
 # --- the client's delete -------------------------------------------------------------
 
 
-@pytest.fixture
-async def client(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    tenant = await make_tenant(engine)
-    settings = EnqueueSettings(database_url=database_url)
-    async with (
-        serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {tenant.api_key}"}
-        ) as http,
-    ):
-        yield http
-
-
 async def test_a_deleted_job_is_gone_with_its_transcript_chunks_and_events(
-    engine: AsyncEngine, client: httpx.AsyncClient
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient
 ) -> None:
     job_id = await finished_job(engine, utcnow())
     assert (await rows_of(engine, job_id))["transcripts"] == 1
-    deleted = await client.delete(f"/v1/jobs/{job_id}")
+    deleted = await tenant_client.delete(f"/v1/jobs/{job_id}")
     assert deleted.status_code == 204, deleted.text
     assert deleted.content == b""
     assert await rows_of(engine, job_id) == GONE
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/transcript"):
-        gone = await client.get(path)
+        gone = await tenant_client.get(path)
         assert gone.status_code == 404, gone.text
         assert gone.headers["content-type"].startswith("application/problem+json")
-    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 404
-    assert job_id not in {j["id"] for j in (await client.get("/v1/jobs")).json()["jobs"]}
+    assert (await tenant_client.delete(f"/v1/jobs/{job_id}")).status_code == 404
+    assert job_id not in {j["id"] for j in (await tenant_client.get("/v1/jobs")).json()["jobs"]}
 
 
 @pytest.mark.parametrize("status", [S.SUCCEEDED, S.PERMAFAILED, S.CANCELED])
 async def test_every_finished_status_can_be_deleted(
-    engine: AsyncEngine, client: httpx.AsyncClient, status: JobStatus
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient, status: JobStatus
 ) -> None:
     job_id = await finished_job(engine, utcnow(), status)
-    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 204
+    assert (await tenant_client.delete(f"/v1/jobs/{job_id}")).status_code == 204
     assert await rows_of(engine, job_id) == GONE
 
 
 @pytest.mark.parametrize("status", [S.QUEUED, S.TRIGGERED, S.PROCESSING, S.FAILED, S.SEND_FAILED])
 async def test_a_job_not_finished_cannot_be_deleted(
-    engine: AsyncEngine, client: httpx.AsyncClient, status: JobStatus
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient, status: JobStatus
 ) -> None:
     job = await make_job(engine, status=status, attempts=1)
-    answer = await client.delete(f"/v1/jobs/{job.id}")
+    answer = await tenant_client.delete(f"/v1/jobs/{job.id}")
     assert answer.status_code == 409, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert status in answer.json()["detail"]
     assert (await rows_of(engine, job.id))["jobs"] == 1
-    assert (await client.get(f"/v1/jobs/{job.id}")).json()["status"] == status
+    assert (await tenant_client.get(f"/v1/jobs/{job.id}")).json()["status"] == status
 
 
 async def test_a_job_being_redelivered_cannot_be_deleted(
-    engine: AsyncEngine, client: httpx.AsyncClient
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient
 ) -> None:
     """A redelivery puts a finished job back in SEND_FAILED: a worker may be sending its
     transcript right now, so it is not deleted under it."""
     job_id = await finished_job(engine, utcnow())
-    assert (await client.post(f"/v1/jobs/{job_id}/redeliver")).status_code == 202
-    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 409
+    assert (await tenant_client.post(f"/v1/jobs/{job_id}/redeliver")).status_code == 202
+    assert (await tenant_client.delete(f"/v1/jobs/{job_id}")).status_code == 409
     assert (await rows_of(engine, job_id))["transcripts"] == 1
 
 
 async def test_another_tenants_job_is_404_and_stays(
-    engine: AsyncEngine, client: httpx.AsyncClient
+    engine: AsyncEngine, tenant_client: httpx.AsyncClient
 ) -> None:
     await make_tenant(engine, "org-other")
     job = await make_job(
         engine, tenant="org-other", status=S.SUCCEEDED, attempts=1, completed_at=utcnow()
     )
-    assert (await client.delete(f"/v1/jobs/{job.id}")).status_code == 404
+    assert (await tenant_client.delete(f"/v1/jobs/{job.id}")).status_code == 404
     assert (await rows_of(engine, job.id))["jobs"] == 1
 
 
