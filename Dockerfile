@@ -29,11 +29,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY shared ./shared
+COPY cli ./cli
 COPY services ./services
 COPY migrations ./migrations
 RUN pip install --upgrade pip setuptools \
     && pip install -e . \
-    && python -m compileall -q /app/shared /app/services /app/migrations
+    && python -m compileall -q /app/shared /app/cli /app/services /app/migrations
 
 # --- runtime ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -58,7 +58,7 @@ class Service:
         cmd = [
             sys.executable,
             "-m",
-            "transcription_core.cli",
+            "transcription_cli",
             "serve",
             self.service,
             "--host",

@@ -63,7 +63,7 @@ def model_server_process(**env: str) -> Any:
         [
             sys.executable,
             "-m",
-            "transcription_core.cli",
+            "transcription_cli",
             "serve",
             "model-server",
             "--host",

@@ -11,8 +11,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from stack import JFK_REFERENCE, model_server_process, running_stack, words
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -74,7 +74,7 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
     base = free_port_block()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "transcription_core.cli", "run", "--port-base", str(base)],
+        [sys.executable, "-m", "transcription_cli", "run", "--port-base", str(base)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

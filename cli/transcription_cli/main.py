@@ -408,7 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd = [
             sys.executable,
             "-m",
-            "transcription_core.cli",
+            "transcription_cli",
             "serve",
             name,
             "--host",
