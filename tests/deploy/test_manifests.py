@@ -45,7 +45,7 @@ from enqueue_service.settings import EnqueueSettings
 from model_server.settings import ModelServerSettings
 from orchestrator_service.settings import OrchestratorSettings
 from transcriber_service.settings import TranscriberSettings
-from transcription_cli.main import SERVICES
+from transcription_cli.services import SERVICES
 
 SETTINGS: dict[str, type[BaseModel]] = {
     "enqueue": EnqueueSettings,
