@@ -23,18 +23,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# The project is installed in editable mode from /app: `transcription migrate` finds the
-# alembic scripts at <source>/migrations (transcription_core/migrate.py), which a plain
-# wheel install does not carry. /app is copied into the final image with the venv.
+# The project is installed in editable mode from /app, which is copied into the final
+# image with the venv.
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY cli ./cli
 COPY services ./services
-COPY migrations ./migrations
 RUN pip install --upgrade pip setuptools \
     && pip install -e . \
-    && python -m compileall -q /app/shared /app/cli /app/services /app/migrations
+    && python -m compileall -q /app/shared /app/cli /app/services
 
 # --- runtime ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

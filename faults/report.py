@@ -70,11 +70,11 @@ def machine() -> dict[str, Any]:
     try:
         commit = commit or _run([*git, "rev-parse", "--short", "HEAD"])
         # The drills run the working tree: say so when its service code is not the commit's.
-        changes = _run([*git, "status", "--porcelain", "--", "services", "shared", "migrations"])
+        changes = _run([*git, "status", "--porcelain", "--", "services", "shared", "cli"])
     except OSError:
         pass
     if changes:
-        commit += " + uncommitted changes in services/shared/migrations"
+        commit += " + uncommitted changes in services/shared/cli"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": os.cpu_count(),
