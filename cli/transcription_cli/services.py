@@ -6,6 +6,7 @@ imports the service packages, each only when a command needs it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -74,25 +75,32 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.service == "enqueue":
-        from enqueue_service.app import serve as serve_enqueue
-
-        serve_enqueue(args.host, args.port, workers=args.workers)
-        return 0
-    if args.workers != 1:
+    if args.service != "enqueue" and args.workers != 1:
         print(
             f"--workers is for the enqueue API only: run more {args.service} replicas "
             "instead (each holds its own jobs, model or claim loop)",
             file=sys.stderr,
         )
         return 2
-    serve = _serve_function(args.service)
+    try:
+        serve = _serve_function(args.service, args.workers)
+    except ModuleNotFoundError as exc:  # an image built without this service's extra
+        print(
+            f"error: {args.service} needs {exc.name}, which is not installed here: "
+            f"install transcription-service[{args.service}]",
+            file=sys.stderr,
+        )
+        return 2
     serve(args.host, args.port)
     return 0
 
 
-def _serve_function(service: str) -> Callable[[str, int], None]:
-    """The ``serve`` of a service that runs as one process (all but the enqueue API)."""
+def _serve_function(service: str, workers: int = 1) -> Callable[[str, int], None]:
+    """The ``serve`` of a service; only the enqueue API runs several worker processes."""
+    if service == "enqueue":
+        from enqueue_service.app import serve as serve_enqueue
+
+        return functools.partial(serve_enqueue, workers=workers)
     if service == "orchestrator":
         from orchestrator_service.app import serve as serve_orchestrator
 

@@ -195,6 +195,26 @@ def test_workers_is_for_the_enqueue_api_only() -> None:
     assert result.returncode == 2 and "enqueue API only" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("service", "lacking"), [("transcriber", "av"), ("model-server", "ctranslate2")]
+)
+def test_serve_names_the_extra_an_image_without_the_service_lacks(
+    service: str, lacking: str
+) -> None:
+    """The control image has neither the transcriber's nor the model server's extra."""
+    hide = f"import sys; sys.modules[{lacking!r}] = None; "
+    run = "from transcription_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", hide + run, "serve", service, "--port", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"transcription-service[{service}]" in result.stderr
+    assert lacking in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.postgres
 async def test_the_enqueue_api_serves_from_several_workers(
     pg_engine: AsyncEngine, pg_url: str
