@@ -103,7 +103,7 @@ class ModelServerClient:
         self.max_retry_after = max_retry_after
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
-            initial=initial_backoff, max=max_backoff, jitter=initial_backoff
+            multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
         )
 
     async def predict(
