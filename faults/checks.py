@@ -141,7 +141,7 @@ async def verify(stack: Stack, *, quality: bool = True) -> Verdict:
     }
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in await stack.query(
-        "SELECT job_id, from_status, to_status, reason, attempt FROM job_events ORDER BY id"
+        "SELECT job_id, from_status, to_status, reason, detail, attempt FROM job_events ORDER BY id"
     ):
         events[r["job_id"]].append(dict(r))
 
