@@ -19,8 +19,8 @@ from factories import make_job, make_tenant
 from orchestrator_service.retention import retain_once
 from orchestrator_service.settings import OrchestratorSettings
 from testkit.asgi import serve_app
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 from transcription_core.models import utcnow
 from transcription_core.repository import retention
 from transcription_core.status import JobStatus
