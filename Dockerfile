@@ -1,55 +1,58 @@
 # syntax=docker/dockerfile:1
 #
-# Image: registry.example.com/transcription
+# The CPU images, one per target, each installing the package with the extras of the
+# services it runs (pyproject.toml's [project.optional-dependencies]):
 #
-# The CPU image: the enqueue service, the orchestrator, the transcriber, the operator's
-# `transcription` command (the migration Job and the admin pod run it too), and, for a
-# machine without a GPU, the model server on the CPU. deploy/knative/ and
-# docker-compose.yml use the name above; replace the registry with yours in both (the
-# `images:` block of deploy/knative/kustomization.yaml).
+# Image: registry.example.com/transcription (target control)
+#   the enqueue API and the orchestrator, and the operator's `transcription` command (the
+#   migration Job and the admin pod run it too): no PyAV, faster-whisper or CTranslate2.
+# Image: registry.example.com/transcription-worker (target worker)
+#   the transcriber (PyAV, faster-whisper's VAD) and, for a machine without a GPU, the
+#   model server on the CPU with the bundled tiny.en.
 #
-#   docker build -t registry.example.com/transcription:0.1.0 .
+# deploy/knative/ and docker-compose.yml use the names above; replace the registry with
+# yours in both (the `images:` block of deploy/knative/kustomization.yaml).
 #
-# The tag is the project's version (pyproject.toml); tests/deploy checks that they agree.
+#   docker build --target control -t registry.example.com/transcription:0.1.0 .
+#   docker build --target worker -t registry.example.com/transcription-worker:0.1.0 .
+#
+# The tag is the project's version (pyproject.toml); tests/deploy checks that they agree,
+# and that the control image's extras pull in no model stack.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: a virtual environment with the project and its dependencies ---------------
-FROM ${PYTHON_IMAGE} AS build
+# --- source: the project, and a virtual environment to install it into -----------------
+FROM ${PYTHON_IMAGE} AS source
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN python -m venv /opt/venv
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip
 ENV PATH=/opt/venv/bin:$PATH
 
-# The project is installed in editable mode from /app: `transcription migrate` finds the
-# alembic scripts at <source>/migrations (transcription_core/migrate.py), which a plain
-# wheel install does not carry. /app is copied into the final image with the venv.
-WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY shared ./shared
+COPY cli ./cli
 COPY services ./services
-COPY migrations ./migrations
-RUN pip install --upgrade pip setuptools \
-    && pip install -e . \
-    && python -m compileall -q /app/shared /app/services /app/migrations
 
-# --- runtime ---------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+# --- the environments: the package (not an editable checkout) with each image's extras ---
+FROM source AS control-venv
+RUN pip install ".[enqueue,orchestrator]"
 
-LABEL org.opencontainers.image.title="transcription" \
-      org.opencontainers.image.description="Self-hostable media transcription service (CPU services and operator CLI)" \
-      org.opencontainers.image.licenses="MIT"
+FROM source AS worker-venv
+RUN pip install ".[transcriber,model-server]"
+
+# --- runtime: what every image shares ------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.licenses="MIT"
 
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
     && mkdir -p /var/lib/transcription/work \
     && chown -R app:app /var/lib/transcription
-
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -66,4 +69,17 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"]
 
 ENTRYPOINT ["transcription"]
+
+# --- worker: the transcriber, or the model server on the CPU ---------------------------------
+FROM runtime AS worker
+LABEL org.opencontainers.image.title="transcription-worker" \
+      org.opencontainers.image.description="Self-hostable media transcription service (transcriber; model server on the CPU)"
+COPY --from=worker-venv /opt/venv /opt/venv
+CMD ["serve", "transcriber", "--port", "8080"]
+
+# --- control: the enqueue API, the orchestrator, the operator CLI (the default target) -----
+FROM runtime AS control
+LABEL org.opencontainers.image.title="transcription" \
+      org.opencontainers.image.description="Self-hostable media transcription service (enqueue API, orchestrator, operator CLI)"
+COPY --from=control-venv /opt/venv /opt/venv
 CMD ["serve", "enqueue", "--port", "8080"]

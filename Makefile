@@ -1,4 +1,5 @@
-# The one entry point: `make help` lists the targets. CI runs `make test` (see .ci/run).
+# The one entry point: `make help` lists the targets. CI runs `make lint`, then `make test`
+# (see .ci/run).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.media_server import MediaServer
 from testkit.ports import free_port
-from testkit.procs import Processes, Service, transcription_command
+from testkit.procs import Processes, Service, transcription_argv
 from testkit.rawhttp import InThread
 from testkit.webhook_receiver import Delivery, WebhookReceiver
 from transcription_core.db import asyncpg_dsn
@@ -95,7 +95,7 @@ def base_env(database_url: str) -> dict[str, str]:
 def create_tenant(database_url: str, tenant: str) -> dict[str, str]:
     """``transcription tenants create TENANT --json``: its API key and webhook secret."""
     created = subprocess.run(
-        [transcription_command(), "tenants", "create", tenant, "--json"],
+        [*transcription_argv(), "tenants", "create", tenant, "--json"],
         env={**os.environ, **base_env(database_url)},
         capture_output=True,
         text=True,

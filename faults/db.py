@@ -54,7 +54,7 @@ async def admin(sql: str, url: str | None = None) -> None:
 
 def _cli(args: list[str], database_url: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "transcription_core.cli", *args],
+        [sys.executable, "-m", "transcription_cli", *args],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from transcription_core.cli import settings_table
+from transcription_cli.services import settings_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"(<!-- settings-table:start -->\n).*?(<!-- settings-table:end -->)", re.S)

@@ -71,8 +71,8 @@ def git_commit() -> str | None:
     commit = _git("rev-parse", "--short", "HEAD")
     if not commit:
         return None
-    if _git("status", "--porcelain", "--", "services", "shared", "migrations"):
-        commit += " + uncommitted changes in services/shared/migrations"
+    if _git("status", "--porcelain", "--", "services", "shared", "cli"):
+        commit += " + uncommitted changes in services/shared/cli"
     return commit
 
 

@@ -1,6 +1,6 @@
 """Service processes, each in a process group of its own, that die with their parent.
 
-A :class:`Service` is one ``transcription serve NAME`` process on 127.0.0.1 (or any
+A :class:`Service` is one ``python -m transcription_cli serve NAME`` process on 127.0.0.1 (or any
 command given as ``argv``), started with ``start_new_session`` (its own process group, so
 a SIGKILL reaches anything it spawned: uvicorn's workers) and with ``PR_SET_PDEATHSIG``
 set to SIGKILL, so it dies with the test, drill or benchmark even if that is killed. Its
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 _PR_SET_PDEATHSIG = 1
 
 
-def transcription_command() -> str:
-    """The ``transcription`` command of this environment (beside its Python)."""
-    beside = Path(sys.executable).parent / "transcription"
-    return str(beside) if beside.is_file() else shutil.which("transcription") or "transcription"
+def transcription_argv() -> list[str]:
+    """The ``transcription`` command of this environment: ``python -m transcription_cli``
+    with this Python, so no console script need be on the PATH."""
+    return [sys.executable, "-m", "transcription_cli"]
 
 
 def serve_argv(service: str, port: int) -> list[str]:
-    return [transcription_command(), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
+    return [*transcription_argv(), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def _die_with_parent() -> None:  # runs in the child, between fork and exec

@@ -2,10 +2,11 @@
 request metrics, and the ``/healthz`` and ``/metrics`` routes.
 
 Every error is answered as RFC 9457 problem+json: a :class:`ProblemError` as itself, a
-validation error as 422, a body that cannot be parsed as 400, the job store out of reach
-as 503 with ``Retry-After``, a value the store refuses (SQLSTATE class 22) as 422, and
-anything unexpected as 500 ``/problems/internal``, logged with its traceback and never
-showing it to the client.
+validation error as 422, a body that cannot be parsed as 400, and anything unexpected as
+500 ``/problems/internal``, logged with its traceback and never showing it to the client
+(:func:`install_problem_handlers`, every service). A service with a job store adds
+:func:`install_store_problem_handlers`: the store out of reach as 503 with
+``Retry-After``, a value the store refuses (SQLSTATE class 22) as 422.
 """
 
 from __future__ import annotations
@@ -87,22 +88,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             }
         )
 
-    @app.exception_handler(DBAPIError)
-    @app.exception_handler(asyncpg.PostgresError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    # asyncpg's answer when a pooled connection the server just terminated is used
-    # before its close is processed ("cannot switch to state ...").
-    @app.exception_handler(asyncpg.InternalClientError)
-    @app.exception_handler(OSError)
-    async def _store_error(_request: Request, exc: Exception) -> Response:
-        if _refused_value(exc):
-            log.warning("the job store refused a value: %s", exc, extra={"action": "bad_value"})
-            problem = InvalidRequest(f"the request holds a value that cannot be stored: {exc}")
-            return problem_response(problem.problem())
-        log.error("job store unavailable: %s", exc)
-        down = ServiceUnavailable("the job store is unavailable; retry shortly")
-        return problem_response(down.problem(), {"Retry-After": "5"})
-
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         detail = str(exc.detail)
@@ -121,6 +106,27 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     app.add_middleware(InternalErrors)
+
+
+def install_store_problem_handlers(app: FastAPI) -> None:
+    """The job store's errors as problems: out of reach (a driver or connection error) is
+    503 with ``Retry-After``, a value it refuses is 422. Only for a service with a store."""
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    # asyncpg's answer when a pooled connection the server just terminated is used
+    # before its close is processed ("cannot switch to state ...").
+    @app.exception_handler(asyncpg.InternalClientError)
+    @app.exception_handler(OSError)
+    async def _store_error(_request: Request, exc: Exception) -> Response:
+        if _refused_value(exc):
+            log.warning("the job store refused a value: %s", exc, extra={"action": "bad_value"})
+            problem = InvalidRequest(f"the request holds a value that cannot be stored: {exc}")
+            return problem_response(problem.problem())
+        log.error("job store unavailable: %s", exc)
+        down = ServiceUnavailable("the job store is unavailable; retry shortly")
+        return problem_response(down.problem(), {"Retry-After": "5"})
 
 
 #: Problem types of the errors Starlette and FastAPI raise themselves.

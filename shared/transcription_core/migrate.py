@@ -1,4 +1,5 @@
-"""Bring a database to the current schema with the project's alembic migrations."""
+"""Bring a database to the current schema with the project's alembic migrations, which
+ship inside this package (``transcription_core/migrations``, package data)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -179,11 +180,80 @@ def scale_annotations(name: str) -> dict[str, str]:
     return knative_services()[name]["spec"]["template"]["metadata"].get("annotations", {})
 
 
-def dockerfile_image(kind: str) -> str:
-    """The image name a Dockerfile documents in its header (``# Image: NAME``)."""
-    match = re.search(r"^# Image: (\S+)$", DOCKERFILES[kind].read_text(), re.M)
-    assert match, f"{DOCKERFILES[kind].name} documents no '# Image: NAME'"
-    return match[1]
+def dockerfile_images(kind: str) -> dict[str, str | None]:
+    """The images a Dockerfile documents in its header, each with the target that builds
+    it: ``# Image: NAME (target TARGET)``, or ``# Image: NAME`` for any target (None)."""
+    found = re.findall(
+        r"^# Image: (\S+)(?: \(target ([a-z-]+)\))?$", DOCKERFILES[kind].read_text(), re.M
+    )
+    assert found, f"{DOCKERFILES[kind].name} documents no '# Image: NAME'"
+    return {name: target or None for name, target in found}
+
+
+def image_source(image: str) -> tuple[str, str | None]:
+    """Which Dockerfile (its kind) and target build an image, by the headers."""
+    for kind in DOCKERFILES:
+        images = dockerfile_images(kind)
+        if image in images:
+            return kind, images[image]
+    raise KeyError(f"no Dockerfile documents the image {image}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``FROM`` of a Dockerfile and its instructions (continuation lines joined)."""
+
+    name: str
+    base: str
+    instructions: tuple[str, ...]
+
+
+def dockerfile_stages(kind: str) -> dict[str, Stage]:
+    """The stages of a Dockerfile in order, by name (an unnamed one by its index)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILES[kind].read_text())
+    stages: list[tuple[str, str, list[str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM (\S+)(?: AS (\S+))?$", line, re.I)
+        if match:
+            stages.append((match[2] or str(len(stages)), match[1], []))
+        elif stages:
+            stages[-1][2].append(line)
+    return {name: Stage(name, base, tuple(lines)) for name, base, lines in stages}
+
+
+def default_target(kind: str) -> str:
+    """The stage ``docker build`` builds without ``--target``: the last."""
+    return list(dockerfile_stages(kind))[-1]
+
+
+def installed_extras(kind: str, target: str) -> set[str]:
+    """The extras of the project that a target's image has installed: those of each
+    ``pip install ".[...]"`` in the stage, the stages it is built ``FROM``, and the stages
+    it copies from. The project installed without extras is the empty set; an image
+    without the project is an error."""
+    stages = dockerfile_stages(kind)
+    extras: set[str] = set()
+    installs = 0
+    todo, seen = [target], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in stages:
+            continue
+        seen.add(name)
+        stage = stages[name]
+        todo.append(stage.base)
+        for instruction in stage.instructions:
+            copied = re.match(r"COPY --from=(\S+)", instruction)
+            if copied:
+                todo.append(copied[1])
+            for match in re.finditer(r"pip install [^&;]*?\"\.(?:\[([a-z,-]+)\])?\"", instruction):
+                installs += 1
+                extras |= set(filter(None, (match[1] or "").split(",")))
+    assert installs, f"{DOCKERFILES[kind].name} target {target} does not install the project"
+    return extras
 
 
 def split_image(ref: str) -> tuple[str, str]:
@@ -192,9 +262,14 @@ def split_image(ref: str) -> tuple[str, str]:
     return name, tag
 
 
-def project_version() -> str:
+@cache
+def pyproject() -> Obj:
     with (ROOT / "pyproject.toml").open("rb") as f:
-        return tomllib.load(f)["project"]["version"]
+        return tomllib.load(f)
+
+
+def project_version() -> str:
+    return pyproject()["project"]["version"]
 
 
 @cache

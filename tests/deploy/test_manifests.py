@@ -28,8 +28,9 @@ from deployfiles import (
     configmap_data,
     container_env,
     container_of,
-    dockerfile_image,
+    default_target,
     find,
+    image_source,
     keda_objects,
     knative_services,
     ksvc_container,
@@ -48,7 +49,7 @@ from enqueue_service.settings import EnqueueSettings
 from model_server.settings import ModelServerSettings
 from orchestrator_service.settings import OrchestratorSettings
 from transcriber_service.settings import TranscriberSettings
-from transcription_core.cli import SERVICES
+from transcription_cli.services import SERVICES
 
 SETTINGS: dict[str, type[BaseModel]] = {
     "enqueue": EnqueueSettings,
@@ -435,26 +436,28 @@ def pod_specs() -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_images_are_the_ones_the_dockerfiles_build() -> None:
-    cpu, gpu = dockerfile_image("cpu"), dockerfile_image("gpu")
     version = project_version()
+    pinned = {item["name"]: item for item in kustomization()["images"]}
+    used = set()
     for name, spec in pod_specs():
         for container in spec["containers"]:
             image, tag = split_image(container["image"])
-            if name == "model-server":
-                assert image == gpu
+            kind, _target = image_source(image)  # a Dockerfile's header names it
+            used.add(image)
+            assert (kind == "gpu") == (name == "model-server"), name
+            if kind == "gpu":
                 assert tag.startswith(version + "-")
             else:
-                assert image == cpu
                 assert tag == version
-    pinned = {item["name"]: item for item in kustomization()["images"]}
-    assert set(pinned) == {cpu, gpu}
-    assert pinned[cpu]["newTag"] == version
-    assert pinned[gpu]["newTag"] == split_image(ksvc_container("model-server")["image"])[1]
+            assert pinned[image]["newTag"] == tag
+    assert set(pinned) == used
     for service in compose()["services"].values():
         if "build" in service:
             image, tag = split_image(service["image"])
-            dockerfile = ROOT / service["build"]["dockerfile"]
-            assert image == dockerfile_image("cpu" if dockerfile.name == "Dockerfile" else "gpu")
+            kind, target = image_source(image)
+            assert ROOT / service["build"]["dockerfile"] == DOCKERFILES[kind]
+            built = service["build"].get("target", default_target(kind))
+            assert target is None or built == target, f"{image} is built by target {target}"
             assert tag == version
 
 

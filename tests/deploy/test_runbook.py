@@ -99,7 +99,7 @@ def cli() -> list[str]:
     script = Path(sys.executable).parent / "transcription"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "transcription_core.cli"]
+    return [sys.executable, "-m", "transcription_cli"]
 
 
 async def _seed(url: str) -> str:
@@ -133,7 +133,7 @@ async def _seed(url: str) -> str:
 #: own database file, and prints their exit codes and output as JSON.
 DRIVER = r"""
 import contextlib, io, json, os, sys
-from transcription_core.cli import main
+from transcription_cli.main import main
 
 results = []
 for db, argv in json.load(sys.stdin):

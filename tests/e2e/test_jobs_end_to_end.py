@@ -14,8 +14,8 @@ from stack import running_stack
 from testkit.data import JFK_TEXT
 from testkit.procs import model_server
 from testkit.text import words
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -32,7 +32,7 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "transcription_core.cli",
+            "transcription_cli",
             "run",
             "--port-base",
             str(base),
@@ -46,10 +46,11 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
         text=True,
     )
     output: list[str] = []
-    threading.Thread(
+    reader = threading.Thread(
         target=lambda: output.extend(iter(process.stdout.readline, "")),
         daemon=True,  # type: ignore[union-attr]
-    ).start()
+    )
+    reader.start()
     api = f"http://127.0.0.1:{base}"
     try:
         deadline = time.monotonic() + 120
@@ -93,6 +94,9 @@ def test_transcription_run_transcribes_jfk(tmp_path: Path) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        reader.join(timeout=10)  # to the end of the output, then close the pipe
+        process.stdout.close()  # type: ignore[union-attr]
     assert process.returncode == 0, "".join(output)
 
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from factories import make_job, make_tenant
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 from transcription_core.models import utcnow
 from transcription_core.status import JobStatus
 
@@ -153,7 +153,7 @@ def test_every_command_has_help() -> None:
         ["serve", "--help"],
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "transcription_core.cli", *args],
+            [sys.executable, "-m", "transcription_cli", *args],
             capture_output=True,
             text=True,
             check=False,
@@ -163,7 +163,7 @@ def test_every_command_has_help() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "transcription_core.cli", "requeue", "--since", "soon"],
+        [sys.executable, "-m", "transcription_cli", "requeue", "--since", "soon"],
         capture_output=True,
         text=True,
         check=False,
@@ -187,12 +187,32 @@ async def test_an_operator_can_redeliver_a_finished_job(
 
 def test_workers_is_for_the_enqueue_api_only() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "transcription_core.cli", "serve", "orchestrator", "--workers", "2"],
+        [sys.executable, "-m", "transcription_cli", "serve", "orchestrator", "--workers", "2"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 2 and "enqueue API only" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("service", "lacking"), [("transcriber", "av"), ("model-server", "ctranslate2")]
+)
+def test_serve_names_the_extra_an_image_without_the_service_lacks(
+    service: str, lacking: str
+) -> None:
+    """The control image has neither the transcriber's nor the model server's extra."""
+    hide = f"import sys; sys.modules[{lacking!r}] = None; "
+    run = "from transcription_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", hide + run, "serve", service, "--port", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"transcription-service[{service}]" in result.stderr
+    assert lacking in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.postgres
@@ -211,7 +231,7 @@ async def test_the_enqueue_api_serves_from_several_workers(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "transcription_core.cli", "serve", "enqueue", "--host",
+        sys.executable, "-m", "transcription_cli", "serve", "enqueue", "--host",
         "127.0.0.1", "--port", str(port), "--workers", "2",
         env={**os.environ, "DATABASE_URL": pg_url},
         stdout=subprocess.DEVNULL,

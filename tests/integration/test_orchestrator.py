@@ -18,8 +18,8 @@ from orchestrator_service.clients import TranscriberClient
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings
 from testkit.asgi import serve_app, wait_for
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 from transcription_core.status import JobStatus
 
 

@@ -18,7 +18,7 @@ from orchestrator_service.app import create_app as create_orchestrator
 from testkit.asgi import serve_app
 from transcriber_service.app import create_app as create_transcriber
 from transcription_core.db import asyncpg_dsn, create_engine
-from transcription_core.http import install_problem_handlers
+from transcription_core.http import install_problem_handlers, install_store_problem_handlers
 
 SERVICES: dict[str, Callable[[], FastAPI]] = {
     "enqueue": create_enqueue,
@@ -53,6 +53,37 @@ async def test_an_unexpected_exception_is_a_problem_500_logged_with_its_tracebac
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
+#: Whether the service has a job store (the model server has none).
+HAS_STORE = {"enqueue": True, "orchestrator": True, "transcriber": True, "model-server": False}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_only_a_service_with_a_store_says_the_store_is_unavailable(service: str) -> None:
+    """A connection error is "the job store is unavailable" (503, Retry-After) in the
+    services that have one; in the model server it is an unexpected error like any other."""
+    app = SERVICES[service]()
+
+    @app.get("/unreachable")
+    async def unreachable() -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    async with (
+        serve_app(app, lifespan="off") as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        response = await http.get("/unreachable")
+    assert response.headers["content-type"].startswith("application/problem+json")
+    if HAS_STORE[service]:
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert "job store" in response.json()["detail"]
+    else:
+        assert response.status_code == 500
+        assert response.json()["type"] == "/problems/internal"
+        assert "retry-after" not in response.headers
+        assert "store" not in response.text
+
+
 @pytest.mark.postgres
 async def test_a_value_the_store_refuses_is_a_client_error_not_an_outage(pg_url: str) -> None:
     """SQLSTATE class 22 (data exception) and arguments the driver cannot encode are about
@@ -60,6 +91,7 @@ async def test_a_value_the_store_refuses_is_a_client_error_not_an_outage(pg_url:
     engine = create_engine(pg_url, "transcription-tests")
     app = FastAPI()
     install_problem_handlers(app)
+    install_store_problem_handlers(app)
 
     @app.get("/jsonb")
     async def jsonb() -> None:  # through SQLAlchemy: a DBAPIError

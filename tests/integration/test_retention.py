@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from factories import make_job, make_tenant
 from orchestrator_service.retention import retain_once
 from orchestrator_service.settings import OrchestratorSettings
+from transcription_cli.main import main as cli
 from transcription_core import repository as repo
-from transcription_core.cli import main as cli
 from transcription_core.models import utcnow
 from transcription_core.repository import retention
 from transcription_core.status import JobStatus

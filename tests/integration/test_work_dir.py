@@ -31,15 +31,14 @@ with attempt_dir(jobs_root(sys.argv[1]), "0123456789abcdef") as path:
 
 @contextmanager
 def attempt_in_another_process(work_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _ATTEMPT, str(work_dir)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert child.stdout is not None
-        yield child, Path(child.stdout.readline().strip())
-    finally:
-        child.kill()
-        child.wait()
+    ) as child:  # closes its stdout when done
+        try:
+            assert child.stdout is not None
+            yield child, Path(child.stdout.readline().strip())
+        finally:
+            child.kill()
 
 
 def settings(pg_url: str, work_dir: Path) -> TranscriberSettings:

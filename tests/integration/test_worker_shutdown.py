@@ -19,15 +19,20 @@ async def test_shutdown_hands_the_job_back_uncounted(pg_url: str) -> None:
         engine = stack.engine
 
     # Leaving the stack shut the services down: the worker drained, then handed back.
+    # (The stack disposed of its engine on the way out; what is opened again here is
+    # disposed of too, or its connection outlives the test.)
     async def handed_back() -> bool:
         async with engine.connect() as conn:
             row = await repo.get_job(conn, job["id"])
         return row is not None and row.status == "FAILED"
 
-    await wait_for(handed_back, timeout=10)
-    async with engine.connect() as conn:
-        row = await repo.get_job(conn, job["id"])
-        events = await repo.job_events(conn, job["id"])
+    try:
+        await wait_for(handed_back, timeout=10)
+        async with engine.connect() as conn:
+            row = await repo.get_job(conn, job["id"])
+            events = await repo.job_events(conn, job["id"])
+    finally:
+        await engine.dispose()
     assert row is not None
     assert (row.failure_reason, row.attempts) == ("WORKER_LOST", 0)
     assert "shut down" in row.failure_detail

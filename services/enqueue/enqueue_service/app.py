@@ -16,7 +16,12 @@ from enqueue_service.service import ApiKeyCache, JobWriter
 from enqueue_service.settings import EnqueueSettings, get_settings
 from transcription_core import repository as repo
 from transcription_core.db import asyncpg_dsn, create_engine, is_sqlite
-from transcription_core.http import BodySizeLimit, install_common_routes, install_problem_handlers
+from transcription_core.http import (
+    BodySizeLimit,
+    install_common_routes,
+    install_problem_handlers,
+    install_store_problem_handlers,
+)
 from transcription_core.repository import NOTIFY_SQL
 from transcription_core.server import BoundedHttpTools
 
@@ -62,6 +67,7 @@ def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
         return True
 
     install_problem_handlers(app)
+    install_store_problem_handlers(app)
     install_common_routes(app, "enqueue", ready)
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

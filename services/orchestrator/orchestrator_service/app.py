@@ -18,7 +18,11 @@ from orchestrator_service.retention import retain_forever
 from orchestrator_service.service import Orchestrator
 from orchestrator_service.settings import OrchestratorSettings, get_settings
 from transcription_core.db import create_engine, is_sqlite
-from transcription_core.http import install_common_routes, install_problem_handlers
+from transcription_core.http import (
+    install_common_routes,
+    install_problem_handlers,
+    install_store_problem_handlers,
+)
 
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
@@ -63,6 +67,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         return last is not None and time.monotonic() - last < stale_after
 
     install_problem_handlers(app)
+    install_store_problem_handlers(app)
     install_common_routes(app, "orchestrator", ready)
     return app
 

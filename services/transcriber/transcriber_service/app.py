@@ -23,7 +23,11 @@ from transcriber_service.settings import TranscriberSettings, get_settings
 from transcriber_service.webhooks import WebhookSender
 from transcriber_service.workdir import jobs_root, remove_stale
 from transcription_core.db import create_engine
-from transcription_core.http import install_common_routes, install_problem_handlers
+from transcription_core.http import (
+    install_common_routes,
+    install_problem_handlers,
+    install_store_problem_handlers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Transcription worker", lifespan=lifespan)
     install_problem_handlers(app)
+    install_store_problem_handlers(app)
     install_common_routes(app, "transcriber")
     app.include_router(router)
     return app

@@ -247,7 +247,7 @@ class Worker:
 
     @retry(
         retry=retry_if_exception_type((DBAPIError, OSError)),
-        wait=wait_exponential_jitter(initial=0.5, max=10),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10),
         stop=stop_after_delay(FINAL_WRITE_PATIENCE_SECONDS),
         reraise=True,
     )
