@@ -896,7 +896,7 @@ async def _stored_before_the_guard(stack: Stack, like: JobSpec) -> None:
             )
     finally:
         await engine.dispose()
-    stack.submissions.append(Submission(spec, job_id=job["id"], answers=["stored"]))
+    stack.submissions.append(Submission(spec, job_id=job.id, answers=["stored"]))
 
 
 async def _hostile_requests(stack: Stack, spec: JobSpec) -> list[tuple[str, bool]]:

@@ -45,12 +45,14 @@ async def _refusals(stack: Stack) -> int:
 
 
 @pytest.mark.model
-def test_a_refused_trigger_is_not_sent_again_at_once(fault_run: RunContext) -> None:
+def test_a_full_replica_is_not_sent_triggers_again_and_again(fault_run: RunContext) -> None:
     """One replica with room for one job, a limit of three: while the first job holds the
-    slot (the model server is down, so its chunk is being retried), the other two are
-    refused. Honouring Retry-After: 1 means about one refusal a second for each."""
+    slot (the model server is down, so its chunk is being retried), the other two wait.
+    Before, each was triggered and refused about once a second (a claim/refuse loop, then
+    bounded by Retry-After); with dispatch that knows the replicas' free slots they are not
+    triggered at all while the replica is full."""
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, int]:
         url = await fault_run.template.fresh("busy_loop")
         stack = Stack(
             name="busy-loop",
@@ -69,15 +71,14 @@ def test_a_refused_trigger_is_not_sent_again_at_once(fault_run: RunContext) -> N
                 await asyncio.sleep(1.0)
                 before = await _refusals(stack)
                 await asyncio.sleep(5.0)
-                return await _refusals(stack) - before
+                rows = await stack.query("SELECT count(*) AS n FROM jobs WHERE status = 'QUEUED'")
+                return await _refusals(stack) - before, int(rows[0]["n"])
         finally:
             await drop(url)
 
-    requeues = asyncio.run(scenario())
-    # Two jobs waiting 5 s, refused with Retry-After: 1: about 10; 20 leaves room. At least
-    # one: without a refusal in the window the scenario did not happen, and the bound
-    # above would hold for nothing.
-    assert 1 <= requeues <= 20, f"{requeues} refused triggers in 5 s for 2 waiting jobs"
+    requeues, waiting = asyncio.run(scenario())
+    assert waiting == 2, f"{waiting} jobs waiting: the scenario needs two behind a full replica"
+    assert requeues == 0, f"{requeues} refused triggers in 5 s for 2 waiting jobs"
 
 
 @pytest.mark.model
