@@ -5,7 +5,6 @@ the source; the dependency tree from the installed distributions. No Docker need
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 import shutil
@@ -36,6 +35,7 @@ from deployfiles import (
     pyproject,
     split_image,
 )
+from testkit import imports
 
 PROJECT = canonicalize_name(pyproject()["project"]["name"])
 EXTRAS: dict[str, list[str]] = pyproject()["project"]["optional-dependencies"]
@@ -107,21 +107,13 @@ def imported_distributions(package: Path) -> dict[str, set[str]]:
     aside), with the importing files."""
     by_module = metadata.packages_distributions()
     found: dict[str, set[str]] = {}
-    for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
-                    continue
-                assert top in by_module, f"{path.name} imports {top}, which nothing installs"
-                for dist in by_module[top]:
-                    found.setdefault(canonicalize_name(dist), set()).add(path.name)
+    for top, paths in imports.imported_packages(package).items():
+        if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
+            continue
+        names = sorted(path.name for path in paths)
+        assert top in by_module, f"{names[0]} imports {top}, which nothing installs"
+        for dist in by_module[top]:
+            found.setdefault(canonicalize_name(dist), set()).update(names)
     return found
 
 

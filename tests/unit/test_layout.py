@@ -10,13 +10,13 @@ The job core: SQL only in the repository, small modules, the tables reachable as
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from testkit import imports
 from transcription_core import repository as repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,18 +40,10 @@ SQL_HOMES = (CORE / "repository", CORE / "db.py", CORE / "models.py", CORE / "mi
 
 def imported_packages(package: Path) -> dict[str, set[str]]:
     """Each top-level package the modules under ``package`` import, with the modules."""
-    found: dict[str, set[str]] = {}
-    for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
-    return found
+    return {
+        name: {str(path.relative_to(ROOT)) for path in paths}
+        for name, paths in imports.imported_packages(package).items()
+    }
 
 
 def test_the_packages_are_where_the_test_looks() -> None:
