@@ -10,12 +10,20 @@ import contextlib
 import random
 import socket
 
+#: Every port handed out by this process: the kernel may offer a released port again, and
+#: two services given one port would race for it.
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that no one listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that no one listens on now, never one given before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def free_port_block(size: int) -> int:

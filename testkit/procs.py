@@ -110,9 +110,10 @@ class Service:
                 preexec_fn=_die_with_parent,
             )
 
-    def _ready(self, answered: int | None) -> bool:
+    def _ready(self, answered: httpx.Response | None) -> bool:
         """Whether the answer says ready; raises if the process died (restarting it on
-        another port when its port was taken meanwhile)."""
+        another port when its port was taken meanwhile). An answer from another service
+        (one that took the port first) is not ready: this process will fail to bind."""
         if not self.alive:
             tail = self.log_tail()
             if "address already in use" in tail and self.port_retries < 3:
@@ -122,7 +123,13 @@ class Service:
                 self.start()
                 return False
             raise RuntimeError(f"{self.name} exited during start-up; see {self.log}:\n{tail}")
-        return answered == 200
+        if answered is None or answered.status_code != 200:
+            return False
+        with contextlib.suppress(ValueError, AttributeError):
+            named = answered.json().get("service")
+            if named is not None and named != self.service:
+                return False
+        return True
 
     async def wait_ready(self, timeout: float = 90.0, path: str = "/healthz") -> None:
         """Until ``GET path`` answers 200 (``/readyz``: the model is loaded)."""
@@ -131,7 +138,7 @@ class Service:
             while True:
                 answered = None
                 with contextlib.suppress(httpx.HTTPError):
-                    answered = (await http.get(self.url + path)).status_code
+                    answered = await http.get(self.url + path)
                 if self._ready(answered):
                     return
                 if time.monotonic() > deadline:
@@ -144,7 +151,7 @@ class Service:
         while True:
             answered = None
             with contextlib.suppress(httpx.HTTPError):
-                answered = httpx.get(self.url + path, timeout=2).status_code
+                answered = httpx.get(self.url + path, timeout=2)
             if self._ready(answered):
                 return
             if time.monotonic() > deadline:

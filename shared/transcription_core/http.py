@@ -317,13 +317,14 @@ def install_common_routes(
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        # Naming the service lets a caller tell this server from another on the port.
+        return {"status": "ok", "service": service}
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         if ready is None or await ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+            return JSONResponse({"status": "ready", "service": service})
+        return JSONResponse({"status": "not ready", "service": service}, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
