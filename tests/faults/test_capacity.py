@@ -275,7 +275,9 @@ async def stop_scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
             await stack.stream(plan_jobs(12, template.tenants, jfk_every=0), over_seconds=0.5)
             await wait_for(lambda: _in_flight_is(stack, 6), timeout=60)
 
-            # One told to stop with time to finish: it takes nothing more, finishes.
+            # One told to stop with time to finish: it takes nothing more, finishes. (Its
+            # row may lag its second start on a busy machine: wait for it to say two.)
+            await wait_for(lambda: _running_is(stack, finishes, 2), timeout=60)
             out["finishes_running"] = await _running(stack, finishes)
             stopping = asyncio.create_task(asyncio.to_thread(finishes.stop, 90))
             await wait_for(lambda: _accepting_is(stack, finishes, False), timeout=30)

@@ -239,7 +239,8 @@ async def test_the_enqueue_api_serves_from_several_workers(
     )  # fmt: skip
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for _ in range(300):
+            # Two workers import the app on a machine that may be busy: wait long.
+            for _ in range(1800):
                 try:
                     if (await http.get("/readyz")).status_code == 200:
                         break
@@ -247,6 +248,8 @@ async def test_the_enqueue_api_serves_from_several_workers(
                     pass
                 assert server.returncode is None, "the server exited during start-up"
                 await asyncio.sleep(0.1)
+            else:
+                pytest.fail("enqueue --workers 2 not ready within 180 s")
             headers = {"Authorization": f"Bearer {tenant.api_key}"}
             body = {
                 "media_url": "https://m.example.com/a.mp3",

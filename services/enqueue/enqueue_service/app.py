@@ -115,6 +115,7 @@ def serve(host: str, port: int, workers: int = 1) -> None:
         http=EnqueueHttp,
         timeout_keep_alive=settings.http_keep_alive_seconds,
         limit_concurrency=settings.http_limit_concurrency or None,
+        timeout_worker_healthcheck=settings.http_worker_healthcheck_seconds,
         access_log=False,
         log_level=settings.log_level.lower(),
     )

@@ -48,6 +48,13 @@ class EnqueueSettings(DatabaseSettings, UrlPolicySettings):
         description="Connections plus requests in flight per process beyond which new "
         "requests are answered 503 (uvicorn's `limit_concurrency`; 0: no limit).",
     )
+    http_worker_healthcheck_seconds: int = Field(
+        60,
+        ge=1,
+        description="With `--workers` above 1: a worker process that does not answer "
+        "uvicorn's health check within this many seconds is replaced (uvicorn's "
+        "`timeout_worker_healthcheck`; its start-up counts, so a busy node needs room).",
+    )
     api_key_cache_seconds: float = Field(
         60.0,
         ge=0,
