@@ -443,17 +443,18 @@ def profiled(run: Run, out: Path | None, seconds: float) -> Any:
 
 
 #: What a service's CPU goes to, by a frame on the sample's stack (inclusive: a sample
-#: counts for every line whose pattern one of its frames matches).
+#: counts for every line whose pattern one of its frames matches). The event loop's own
+#: native time (``Runner.run`` innermost: uvloop's socket work, and some of its waiting,
+#: which py-spy's --nonblocking mode cannot always tell apart) is in the top frames.
 STAGES: tuple[tuple[str, str], ...] = (
-    ("database: asyncpg (protocol, client side)", r"\(asyncpg/"),
-    ("database: SQLAlchemy (statements, pool, results)", r"\(sqlalchemy/"),
+    ("database, client side (asyncpg + SQLAlchemy)", r"\((asyncpg|sqlalchemy)/"),
+    ("  of which SQLAlchemy (statements, pool, results)", r"\(sqlalchemy/"),
     ("HTTP client: httpx / httpcore", r"\((httpx|httpcore|h11)/"),
-    ("HTTP server: uvicorn / starlette / fastapi", r"\((uvicorn|starlette|fastapi)/"),
+    ("HTTP server, per request", r"^(RequestResponseCycle|HttpToolsProtocol|H11Protocol)\."),
     ("pydantic (validation, JSON)", r"\(pydantic"),
     ("prometheus_client", r"\(prometheus_client/"),
-    ("voice activity detection (onnxruntime)", r"\(onnxruntime/|_SileroStream|analyse_pcm "),
+    ("voice activity detection (onnxruntime)", r"\(onnxruntime/|_SileroStream|^analyse_pcm "),
     ("decode (PyAV)", r"^decode_to_pcm_file |\(av/"),
-    ("thread pool hand-offs (to_thread)", r"^ThreadPoolExecutor\.submit |^_worker "),
 )
 
 
