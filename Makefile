@@ -52,7 +52,7 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench all
 
-bench-smoke: $(STAMP) ## each benchmark's smallest run (~10 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
+bench-smoke: $(STAMP) ## each benchmark's smallest run (~12 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
 	$(BIN)/python -m bench --smoke
 
 bench-backlog: $(STAMP) ## claim rounds and drain rate with 10 M finished and up to 1 M queued jobs (~40 min)
