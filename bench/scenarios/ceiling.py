@@ -70,7 +70,7 @@ from testkit.rawhttp import HttpServer, Request, write_response
 from transcription_core.db import asyncpg_dsn
 
 #: The options of the smallest run (``python -m bench --smoke``): about a minute.
-SMOKE = ["--rates", "5,10", "--step-seconds", "15", "--minutes", "0.5", "--idle-seconds", "5"]
+SMOKE = ["--rates", "2,4", "--step-seconds", "15", "--minutes", "0.5", "--idle-seconds", "5"]
 
 #: The services this benchmark runs (the model server is the stand-in).
 SERVICES = ("enqueue", "orchestrator", "transcriber")
