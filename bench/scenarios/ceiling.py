@@ -2,8 +2,8 @@
 costs nothing.
 
     .venv/bin/python -m bench ceiling                        # ramp, then 10 min at the best
-    .venv/bin/python -m bench ceiling --rates 20 --minutes 3 # 3 min at 20 jobs/s
-    .venv/bin/python -m bench ceiling --profile              # ... with py-spy on each service
+    .venv/bin/python -m bench ceiling --rate 20 --minutes 3  # no ramp: 3 min at 20 jobs/s
+    .venv/bin/python -m bench ceiling --rate 3 --minutes 2 --profile  # py-spy on each service
 
 The enqueue API, the orchestrator and one transcriber run as processes (``transcription
 serve ...``) on a scratch PostgreSQL database. **The model server is replaced** by
@@ -34,8 +34,9 @@ Phases, on the same services:
 Measured, per phase: jobs sent, accepted, delivered within the window, the backlog
 (jobs due minus jobs delivered) when the last was due and its trend over the phase; the
 latency of a job from its row's ``created_at`` to its webhook's arrival, and the enqueue
-latency from the scheduled instant; CPU seconds per job of each service process, of this
-database's PostgreSQL backends, of the benchmark's own process (load generator, peers,
+latency from the scheduled instant; CPU seconds per job (from the phase's first job sent
+to its last delivered) of each service process, of this database's PostgreSQL backends
+(read every second: :class:`BackendCpu`), of the benchmark's own process (load generator, peers,
 stand-in) and of the rest of the machine (``other``); every second, jobs by status and
 the connections to the database by service and state (``pg_stat_activity``). At the end
 every job must be SUCCEEDED and delivered exactly once with a valid signature.
