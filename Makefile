@@ -52,11 +52,14 @@ bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); re
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench all
 
-bench-smoke: $(STAMP) ## each benchmark's smallest run (~10 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
+bench-smoke: $(STAMP) ## each benchmark's smallest run (~12 min on 2 cores), to see they still work; results in bench/results/tmp/smoke/
 	$(BIN)/python -m bench --smoke
 
 bench-backlog: $(STAMP) ## claim rounds and drain rate with 10 M finished and up to 1 M queued jobs (~40 min)
 	$(BIN)/python -m bench backlog
+
+bench-ceiling: $(STAMP) ## the pipeline's highest held job rate, the model a stand-in: ramp, then 10 min at the best (~25 min)
+	$(BIN)/python -m bench ceiling
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
 	$(BIN)/python -m bench model-server-memory
@@ -73,4 +76,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test promtool lint format bench bench-smoke bench-backlog bench-model-memory faults migrate docs clean
+.PHONY: help install run test promtool lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory faults migrate docs clean

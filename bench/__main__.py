@@ -37,6 +37,7 @@ SCENARIOS = {
     "model-busy": "the service at twice its model server's capacity",
     "backlog": "claim rounds and drain rate with a deep backlog on a big table",
     "retention": "retention under steady load: the tables stop growing",
+    "ceiling": "the highest job rate the pipeline holds, with an instant stand-in model",
 }
 #: What ``make bench`` runs, in this order.
 ALL = [

@@ -214,6 +214,9 @@ def run_paced(plan_args: dict[str, Any], lead_seconds: float = 0.5) -> list[Reco
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 if __name__ == "__main__":

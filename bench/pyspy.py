@@ -66,8 +66,9 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 
 #: A sample whose innermost frame is one of these, on a thread-pool thread, is an idle
-#: worker waiting for work (py-spy's idle detection misses some in --nonblocking mode).
-IDLE = re.compile(r"^(Condition\.wait|Queue\.get|Event\.wait|Thread\.join) ")
+#: worker waiting for work (py-spy's idle detection misses some in --nonblocking mode;
+#: ``_worker`` itself is innermost while it waits in the C ``SimpleQueue.get``).
+IDLE = re.compile(r"^(Condition\.wait|Queue\.get|Event\.wait|Thread\.join|_worker) ")
 
 #: Packages by the innermost frame's path, first match wins.
 PACKAGES: tuple[tuple[str, str], ...] = (

@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.media_server import MediaServer
 from testkit.ports import free_port
 from testkit.procs import Processes, Service, transcription_argv
-from testkit.rawhttp import InThread
+from testkit.rawhttp import HttpServer, InThread
 from testkit.webhook_receiver import Delivery, WebhookReceiver
 from transcription_core.db import asyncpg_dsn
 
@@ -61,12 +61,13 @@ class Services:
 
 class Peers(InThread):
     """The media server (the files of ``media_root``) and the webhook receiver, in a thread
-    of their own: ``with Peers(folder) as peers:``."""
+    of their own: ``with Peers(folder) as peers:``; ``extra`` servers (a stand-in model
+    server) run in that thread too."""
 
-    def __init__(self, media_root: Path) -> None:
+    def __init__(self, media_root: Path, *extra: HttpServer) -> None:
         self.media = MediaServer(media_root)
         self.receiver = WebhookReceiver()
-        super().__init__(self.media, self.receiver)
+        super().__init__(self.media, self.receiver, *extra)
 
     def media_url(self, name: str) -> str:
         return self.media.media_url("bench", "ok", name)
@@ -110,19 +111,25 @@ def running_services(
     settings: dict[str, dict[str, str]],
     log_dir: Path,
     tenant: str = TENANT,
+    model_server_url: str | None = None,
 ) -> Iterator[Services]:
     """The four services as processes; ``settings[name]`` adds environment variables.
 
-    The model server is started first and waited for until ``/readyz`` (model loaded).
+    The model server is started first and waited for until ``/readyz`` (model loaded);
+    with ``model_server_url`` (a stand-in) it is not started and the transcriber is sent
+    there instead.
     """
     credentials = create_tenant(database_url, tenant)
-    ports = {name: free_port() for name in SERVICES}
+    names = [n for n in SERVICES if not (model_server_url and n == "model-server")]
+    ports = {name: free_port() for name in names}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    if model_server_url:
+        urls["model-server"] = model_server_url
     env: dict[str, dict[str, str]] = {}
     procs = Processes()
     servers: dict[str, Service] = {}
     try:
-        for name in SERVICES:
+        for name in names:
             env[name] = {
                 **base_env(database_url),
                 "MODEL_SERVER_URL": urls["model-server"],
