@@ -221,3 +221,83 @@ async def test_at_the_limit_it_waits_for_a_slot_instead_of_running_round_after_r
     assert orchestrator._sleep_seconds() == 2
     assert await orchestrator.run_round() == []
     assert orchestrator._sleep_seconds() == 2
+
+
+async def test_a_freed_slot_calls_for_a_round_only_while_jobs_wait_for_room(
+    engine: AsyncEngine, database_url: str, recorder: Recorder, http: httpx.AsyncClient
+) -> None:
+    """A finished job wakes the orchestrator twice (its status leaving flight, its
+    replica's freed slot). The second is worth a round only if due jobs were left waiting
+    for room; otherwise it is skipped, and any other notification still calls for one."""
+    await make_tenant(engine)
+    await make_replica(engine, recorder.url)
+    settings = settings_for(database_url, recorder, max_concurrent_transcription_jobs=1)
+    orchestrator = Orchestrator(engine, TranscriberClient(http), settings)
+    assert await orchestrator.run_round() == []
+    orchestrator._work_notified = False  # what run_forever does as a round begins
+    orchestrator.wake(repo.SLOT_FREED)
+    assert not orchestrator._round_needed()
+    orchestrator.wake()
+    assert orchestrator._round_needed()
+
+    await make_jobs(engine, 2)
+    assert len(await orchestrator.run_round()) == 1  # the other waits for the limit
+    orchestrator._work_notified = False
+    orchestrator.wake(repo.SLOT_FREED)
+    assert orchestrator._round_needed()
+
+
+async def test_a_round_takes_few_transactions(
+    engine: AsyncEngine, database_url: str, recorder: Recorder, http: httpx.AsyncClient
+) -> None:
+    """The limit, the replicas' rows and (with no room) the next due time are read in
+    one transaction, and the claim reads the next due time in its own: a round is two
+    transactions, one when the fleet has no room (they were four and three)."""
+    from sqlalchemy import event
+
+    await make_tenant(engine)
+    await make_replica(engine, recorder.url, slots=2)
+    orchestrator = Orchestrator(
+        engine, TranscriberClient(http), settings_for(database_url, recorder)
+    )
+    await orchestrator.run_round()  # recovery and gauges run on their own clocks
+    orchestrator._recovery_every = orchestrator._gauge_every = float("inf")
+    begins: list[object] = []
+
+    def count(conn: object) -> None:
+        begins.append(conn)
+
+    event.listen(engine.sync_engine, "begin", count)
+    try:
+        await make_jobs(engine, 1)
+        begins.clear()
+        assert len(await orchestrator.run_round()) == 1
+        assert len(begins) == 2
+        await make_replica(engine, recorder.url, slots=2, running=2, version=9)
+        begins.clear()
+        assert await orchestrator.run_round() == []
+        assert len(begins) == 1
+    finally:
+        event.remove(engine.sync_engine, "begin", count)
+
+
+@pytest.mark.postgres
+async def test_the_listener_passes_each_notifications_payload(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    from orchestrator_service.listener import listen_forever
+
+    heard: list[str] = []
+    task = asyncio.create_task(listen_forever(pg_url, heard.append))
+    try:
+        await wait_for(lambda: heard)  # "" at once: whatever was queued meanwhile
+        async with pg_engine.begin() as conn:
+            await repo.notify_slot_freed(conn)
+        async with pg_engine.begin() as conn:
+            await repo.notify_new_jobs(conn)
+        await wait_for(lambda: len(heard) >= 3)
+        assert heard == ["", repo.SLOT_FREED, ""]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

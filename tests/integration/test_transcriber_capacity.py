@@ -111,3 +111,47 @@ async def test_the_replica_reports_what_it_runs_in_its_row_and_its_answers(
     (stopping,) = seen_while_stopping
     assert stopping is not None and (stopping.accepting, stopping.running) == (False, 1)
     assert await _row(pg_engine) is None
+
+
+async def test_a_freed_slot_notifies_with_its_row_committed(
+    pg_url: str, pg_engine: AsyncEngine
+) -> None:
+    """When a job ends, the replica's row and its "slot freed" NOTIFY (payload
+    ``SLOT_FREED``, which the orchestrator tells from work arriving) are one transaction:
+    the row the notification announces is committed when it arrives."""
+    import asyncpg
+
+    from transcription_core.db import asyncpg_dsn
+    from transcription_core.repository import NOTIFY_CHANNEL, SLOT_FREED
+
+    settings = TranscriberSettings(database_url=pg_url, worker_max_jobs=2)
+    app = create_app(settings)
+    release = asyncio.Event()
+    heard: list[tuple[str, int | None]] = []
+    listener = await asyncpg.connect(asyncpg_dsn(pg_url))
+    checker = await asyncpg.connect(asyncpg_dsn(pg_url))
+
+    async def hold(job_id: str, attempt: int) -> None:
+        await release.wait()
+
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        async def record() -> None:
+            heard.append(
+                (payload, await checker.fetchval("SELECT running FROM transcriber_replicas"))
+            )
+
+        asyncio.get_running_loop().create_task(record())
+
+    try:
+        await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+            app.state.worker.run_attempt = hold
+            await wait_for(lambda: _row(pg_engine))
+            await http.post("/v1/triggers", json={"job_id": "j1", "attempt": 1})
+            await wait_for(lambda: app.state.worker.active)
+            release.set()
+            await wait_for(lambda: heard)
+        assert heard[0] == (SLOT_FREED, 0)
+    finally:
+        await listener.close()
+        await checker.close()

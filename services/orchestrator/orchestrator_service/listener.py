@@ -2,9 +2,11 @@
 
 The jobs table's UPDATE trigger notifies ``transcription_jobs`` when a job becomes
 claimable or leaves flight, and the enqueue service notifies it after committing new jobs
-(``repository.NOTIFY_CHANNEL``). LISTEN needs a connection of its own (a pooled one would
-lose the subscription), so this opens a plain asyncpg connection, reconnects when it
-drops, and meanwhile the orchestrator polls.
+(``repository.NOTIFY_CHANNEL``); a transcriber whose slot freed up notifies it with the
+payload ``repository.SLOT_FREED``, passed on to ``on_notify`` (the others' is empty).
+LISTEN needs a connection of its own (a pooled one would lose the subscription), so this
+opens a plain asyncpg connection, reconnects when it drops, and meanwhile the
+orchestrator polls.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def listen_forever(
-    database_url: str, on_notify: Callable[[], None], reconnect_seconds: float = 2.0
+    database_url: str, on_notify: Callable[[str], None], reconnect_seconds: float = 2.0
 ) -> None:
     dsn = asyncpg_dsn(database_url)
     while True:
@@ -37,8 +39,10 @@ async def listen_forever(
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
         try:
-            await conn.add_listener(CHANNEL, lambda *_args: on_notify())
-            on_notify()  # anything queued while we were not listening
+            await conn.add_listener(
+                CHANNEL, lambda _conn, _pid, _channel, payload: on_notify(payload)
+            )
+            on_notify("")  # anything queued while we were not listening
             await lost.wait()
             log.warning("LISTEN connection lost, reconnecting")
         except (OSError, asyncpg.PostgresError) as exc:

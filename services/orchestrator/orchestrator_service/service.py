@@ -13,8 +13,11 @@ view of that replica. A trigger that does not reach a worker puts its job back i
 queue without counting the attempt, due after the worker's Retry-After; a job
 triggered as often as the hard bound allows (``retry.trigger_limit``) is stopped
 instead, PERMAFAILED. Rounds run when a notification arrives (``listener.py``: a job
-enqueued or made claimable, a slot freed), when the next retry falls due, or every
-``poll_interval_seconds``.
+enqueued or made claimable or leaving flight; a transcriber's slot freed, which only
+counts while the last round left due jobs waiting for room), when the next retry falls
+due, or every ``poll_interval_seconds``. A round uses two or three short transactions:
+the limit, the replicas' rows and (when there is no room) the next due time in one
+read; the claim with the next due time; the refused jobs' return, if any.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import time
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator_service import metrics
 from orchestrator_service.clients import TranscriberClient, TriggerResult
@@ -56,10 +59,9 @@ def gauge_interval(took_seconds: float) -> float:
     return min(max(GAUGE_REFRESH_SECONDS, GAUGE_COST_FACTOR * took_seconds), GAUGE_MAX_AGE_SECONDS)
 
 
-async def in_flight_limit(engine: AsyncEngine, configured: int) -> int:
+async def in_flight_limit(conn: AsyncConnection, configured: int) -> int:
     """The limit in force: the operator's runtime override if there is one, else ``configured``."""
-    async with engine.connect() as conn:
-        value = await repo.get_runtime_setting(conn, repo.LIMIT_SETTING)
+    value = await repo.get_runtime_setting(conn, repo.LIMIT_SETTING)
     if value is None:
         return configured
     try:
@@ -82,6 +84,11 @@ class Orchestrator:
         self.settings = settings
         self.actor = actor
         self.wakeup = asyncio.Event()
+        #: A notification other than a freed slot arrived since the last round began.
+        self._work_notified = True
+        #: The last round left due jobs unclaimed (no room or budget): only then can a
+        #: freed slot make a round claim anything.
+        self._waiting = True
         self.last_round_at: float | None = None
         self._next_due: datetime | None = None
         self._last_recovery = -math.inf
@@ -93,21 +100,35 @@ class Orchestrator:
         self.max_triggers = trigger_limit(settings.max_attempts, settings.webhook_retry_delays)
         self.fleet = Fleet()
 
-    def wake(self) -> None:
+    def wake(self, payload: str = "") -> None:
+        """A notification: work may have come (any payload but ``SLOT_FREED``) or a
+        transcriber has more room (``SLOT_FREED``)."""
+        if payload != repo.SLOT_FREED:
+            self._work_notified = True
         self.wakeup.set()
+
+    def _round_needed(self) -> bool:
+        """Whether the notifications since the last round began call for a round: a
+        freed slot alone does not, when that round left no due job waiting (the job
+        leaving flight notified too, and a job that comes or falls due is a reason of
+        its own: a notification or the next-due timer)."""
+        return self._work_notified or self._waiting
 
     async def run_round(self) -> list[repo.ClaimedJob]:
         """One round; returns the jobs whose trigger was accepted."""
         settings = self.settings
         if time.monotonic() - self._last_recovery >= self._recovery_every:
             await self._recover()
-        limit = await in_flight_limit(self.engine, settings.max_concurrent_transcription_jobs)
-        metrics.IN_FLIGHT_LIMIT.set(limit)
-        async with self.engine.connect() as conn:
-            self.fleet.refresh(await replicas.live(conn, settings.lease_seconds))
-        max_in_flight, batch = claim_limits(self.fleet, limit, settings.claim_batch_size)
-        stopped: list[repo.StoppedJob] = []
+        # Few round trips: the limit and the fleet in one read, the next due time in
+        # the round's last transaction (the claim's, or the refused jobs' return).
         started = utcnow()
+        async with self.engine.connect() as conn:
+            limit = await in_flight_limit(conn, settings.max_concurrent_transcription_jobs)
+            self.fleet.refresh(await replicas.live(conn, settings.lease_seconds))
+            max_in_flight, batch = claim_limits(self.fleet, limit, settings.claim_batch_size)
+            next_due = None if batch > 0 else await repo.next_due_at(conn)
+        metrics.IN_FLIGHT_LIMIT.set(limit)
+        stopped: list[repo.StoppedJob] = []
         claimed: list[repo.ClaimedJob] = []
         if batch > 0:
             async with self.engine.begin() as conn:
@@ -120,6 +141,7 @@ class Orchestrator:
                     max_triggers=self.max_triggers,
                     stopped=stopped,
                 )
+                next_due = await repo.next_due_at(conn)
         for spent in stopped:
             metrics.STOPPED.inc()
             log.error(
@@ -158,6 +180,7 @@ class Orchestrator:
                         actor=self.actor,
                         delay_seconds=result.retry_after,
                     )
+                next_due = await repo.next_due_at(conn)
             log.warning(
                 "triggers refused for %d jobs (%s): %s; back in the queue for %g s",
                 len(refused),
@@ -166,12 +189,11 @@ class Orchestrator:
                 refused[0][1].retry_after,
                 extra={"action": "trigger", "refused": len(refused)},
             )
-        async with self.engine.connect() as conn:
-            next_due = await repo.next_due_at(conn)
         # A job that was due before this round and is still unclaimed waits for an
         # in-flight slot (or the next batch): a freed slot notifies, so do not run again
         # at once for it. Only a job that fell due since is a reason to.
-        self._next_due = next_due if next_due is None or next_due > started else None
+        self._waiting = next_due is not None and next_due <= started
+        self._next_due = None if self._waiting else next_due
         if time.monotonic() - self._last_gauges >= self._gauge_every:
             await self._refresh_gauges()
         metrics.ROUNDS.inc()
@@ -232,12 +254,14 @@ class Orchestrator:
         failures = 0
         while True:
             self.wakeup.clear()
+            self._work_notified = False
             try:
                 claimed = await self.run_round()
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._waiting = True
                 failures += 1
                 log.exception("orchestrator round failed", extra={"action": "round"})
                 # Back off, but no longer than the poll interval, and wake at once on a
@@ -248,7 +272,16 @@ class Orchestrator:
                 continue
             if claimed and len(claimed) >= self.settings.claim_batch_size:
                 continue  # a full batch went out: more may be waiting
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self._sleep_seconds())
-            except TimeoutError:
-                pass
+            await self._wait_for_reason()
+
+    async def _wait_for_reason(self) -> None:
+        """Until a notification that needs a round (:meth:`_round_needed`), the next due
+        time or the poll interval, whichever comes first."""
+        deadline = asyncio.get_running_loop().time() + self._sleep_seconds()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self.wakeup.wait()
+            if asyncio.get_running_loop().time() >= deadline or self._round_needed():
+                return
+            self.wakeup.clear()  # a freed slot, and no job waits for one

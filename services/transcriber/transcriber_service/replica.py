@@ -7,8 +7,9 @@ it (``orchestrator_service.dispatch``), so the row must follow the worker closel
   or ended, shutdown begun: ``version`` is bumped each time, and the trigger's answer
   carries the same state), and every third of ``LEASE_SECONDS`` as a heartbeat: a
   replica not heard from for a lease no longer counts;
-* when a slot frees up, the orchestrators are woken (NOTIFY on PostgreSQL) once the
-  row says so, so the slot is filled at once rather than at the next poll;
+* when a slot frees up, the orchestrators are woken (NOTIFY on PostgreSQL, payload
+  ``repository.SLOT_FREED``, in the row's own transaction: it arrives with the row
+  committed), so the slot is filled at once rather than at the next poll;
 * deleted when the replica stops, after its jobs finished or were handed back.
 
 A failed write is logged and tried again at the next change or heartbeat; the jobs'
@@ -118,13 +119,12 @@ class ReplicaReporter:
     async def _write(self) -> None:
         state = self.state()
         free = state.slots - state.running if state.accepting else 0
+        freed = self._written_free is not None and free > self._written_free
         async with self.engine.begin() as conn:
             await replicas.report(conn, state, self.started_at)
-        freed = self._written_free is not None and free > self._written_free
+            if freed:
+                await repo.notify_slot_freed(conn)
         self._written_free = free
-        if freed:
-            async with self.engine.begin() as conn:
-                await repo.notify_new_jobs(conn)
 
     async def stop(self) -> None:
         """Stop reporting and delete the row (after the worker drained)."""

@@ -42,10 +42,12 @@ from transcription_core.repository.enqueue import (
     NOTIFY_CHANNEL,
     NOTIFY_SQL,
     PG_INSERT_JOB_SQL,
+    SLOT_FREED,
     insert_job,
     insert_job_asyncpg,
     job_by_idempotency_key,
     notify_new_jobs,
+    notify_slot_freed,
     release_idempotency_key,
 )
 from transcription_core.repository.history import (
@@ -123,6 +125,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "NOTIFY_SQL",
     "PG_INSERT_JOB_SQL",
+    "SLOT_FREED",
     "SUCCEEDED_EVENT",
     "TRIGGER_REFUSED",
     "ClaimedJob",
@@ -166,6 +169,7 @@ __all__ = [
     "new_webhook_secret",
     "next_due_at",
     "notify_new_jobs",
+    "notify_slot_freed",
     "ping",
     "queue_depth",
     "recover_expired_leases",

@@ -75,6 +75,11 @@ async def insert_job_asyncpg(conn: asyncpg.Connection, new: NewJob, actor: str =
 #: writer after commit (:func:`notify_new_jobs`), never inside the inserting transaction.
 NOTIFY_CHANNEL = "transcription_jobs"
 NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"
+#: The payload of a transcriber's "a slot of mine freed up" (every other notification's
+#: is empty): it can only matter to an orchestrator whose last round left due jobs
+#: waiting for room, so the others skip the round it would cost.
+SLOT_FREED = "slot"
+SLOT_FREED_SQL = f"NOTIFY {NOTIFY_CHANNEL}, '{SLOT_FREED}'"
 
 
 async def notify_new_jobs(conn: AsyncConnection) -> None:
@@ -82,6 +87,14 @@ async def notify_new_jobs(conn: AsyncConnection) -> None:
     after the jobs' commit, in a transaction of its own."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.text(NOTIFY_SQL))
+
+
+async def notify_slot_freed(conn: AsyncConnection) -> None:
+    """Tell the orchestrators that a replica has more room (PostgreSQL; a no-op on
+    SQLite). Sent in the transaction that writes the replica's row, so it arrives with
+    the row committed."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text(SLOT_FREED_SQL))
 
 
 # --- idempotency keys -----------------------------------------------------------------
