@@ -402,3 +402,46 @@ async def test_the_orchestrator_exports_the_most_triggers_of_an_unfinished_job(
     orchestrator._last_gauges = -math.inf
     await orchestrator.run_round()
     assert gauge("transcription_job_most_triggers") == LIMIT + 5
+
+
+async def test_a_successful_attempt_takes_four_transactions(
+    pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    """The start with the saved transcript's read, the transcript, the message, the end
+    (a pipeline that saves no chunk): each transaction is CPU on both sides, per job."""
+    from sqlalchemy import event
+
+    async with WebhookReceiver() as receiver:
+        await make_tenant(pg_engine)
+        await make_replica(pg_engine)
+        job = await make_job(pg_engine, webhook_url=receiver.hook_url())
+        worker = Worker(
+            pg_engine,
+            Scripted(TRANSCRIPT),  # type: ignore[arg-type]
+            WebhookSender(http, timeout=5, allow_private=True),
+            TranscriberSettings(database_url=pg_url, allow_private_urls=True, **POLICY),
+        )
+        orchestrator = Orchestrator(
+            pg_engine,
+            InPlace(worker),  # type: ignore[arg-type]
+            OrchestratorSettings(database_url=pg_url, **POLICY),
+        )
+        begins: list[object] = []
+
+        def count(conn: object) -> None:
+            begins.append(conn)
+
+        async def counted(url: str, job_id: str, attempt: int) -> TriggerResult:
+            event.listen(pg_engine.sync_engine, "begin", count)
+            try:
+                await worker.run_attempt(job_id, attempt)
+            finally:
+                event.remove(pg_engine.sync_engine, "begin", count)
+            return TriggerResult(True, "accepted")
+
+        orchestrator.transcriber.trigger = counted  # type: ignore[method-assign]
+        await orchestrator.run_round()
+    async with pg_engine.connect() as conn:
+        row = await repo.get_job(conn, job.id)
+    assert row is not None and row.status == S.SUCCEEDED
+    assert len(begins) == 4

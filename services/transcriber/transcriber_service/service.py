@@ -122,6 +122,9 @@ class Worker:
     async def run_attempt(self, job_id: str, attempt: int) -> None:
         async with self.engine.begin() as conn:
             job = await repo.start(conn, job_id, attempt, self.settings.lease_seconds, self.actor)
+            # A transcript saved by an earlier attempt, read with the start: one
+            # transaction fewer for each job.
+            saved = None if job is None else await repo.get_transcript(conn, job_id)
         if job is None:
             log.info(
                 "trigger for job %s, no longer TRIGGERED at attempt %d",
@@ -131,7 +134,7 @@ class Worker:
             )
             return
         metrics.ATTEMPTS.inc()
-        work = asyncio.create_task(self._work(job))
+        work = asyncio.create_task(self._work(job, saved))
         heartbeat = asyncio.create_task(self._keep_lease(job_id, attempt, work))
         try:
             change = await work
@@ -182,9 +185,7 @@ class Worker:
                 work.cancel()
                 return False
 
-    async def _work(self, job: Job) -> Change:
-        async with self.engine.connect() as conn:
-            transcript = await repo.get_transcript(conn, job.id)
+    async def _work(self, job: Job, transcript: JsonObject | None) -> Change:
         if transcript is None and job.pending_failure_message:
             return await self._deliver(job, WebhookEvent.FAILED, None)
         if transcript is None:
