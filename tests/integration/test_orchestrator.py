@@ -301,3 +301,39 @@ async def test_the_listener_passes_each_notifications_payload(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.postgres
+async def test_a_job_leaving_flight_for_good_notifies_a_freed_slot(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    """The jobs table's trigger: back in the queue is work (empty payload), done is only
+    a freed slot (``SLOT_FREED``), which the orchestrator may skip."""
+    import sqlalchemy as sa
+
+    from orchestrator_service.listener import listen_forever
+
+    await make_tenant(pg_engine)
+    done, back = (await make_job(pg_engine)).id, (await make_job(pg_engine)).id
+    heard: list[str] = []
+    task = asyncio.create_task(listen_forever(pg_url, heard.append))
+
+    async def move(job_id: str, status: str) -> None:
+        async with pg_engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE jobs SET status = :status WHERE id = :id"),
+                {"status": status, "id": job_id},
+            )
+
+    try:
+        await wait_for(lambda: heard)
+        for job_id in (done, back):
+            await move(job_id, "TRIGGERED")  # its claim: no notification
+        await move(done, "SUCCEEDED")
+        await move(back, "QUEUED")
+        await wait_for(lambda: len(heard) >= 3)
+        assert heard == ["", repo.SLOT_FREED, ""]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -13,8 +13,8 @@ view of that replica. A trigger that does not reach a worker puts its job back i
 queue without counting the attempt, due after the worker's Retry-After; a job
 triggered as often as the hard bound allows (``retry.trigger_limit``) is stopped
 instead, PERMAFAILED. Rounds run when a notification arrives (``listener.py``: a job
-enqueued or made claimable or leaving flight; a transcriber's slot freed, which only
-counts while the last round left due jobs waiting for room), when the next retry falls
+enqueued or made claimable; a slot freed, by a job leaving flight or at a transcriber,
+which only counts while the last round left due jobs waiting for room), when the next retry falls
 due, or every ``poll_interval_seconds``. A round uses two or three short transactions:
 the limit, the replicas' rows and (when there is no room) the next due time in one
 read; the claim with the next due time; the refused jobs' return, if any.
@@ -108,10 +108,10 @@ class Orchestrator:
         self.wakeup.set()
 
     def _round_needed(self) -> bool:
-        """Whether the notifications since the last round began call for a round: a
-        freed slot alone does not, when that round left no due job waiting (the job
-        leaving flight notified too, and a job that comes or falls due is a reason of
-        its own: a notification or the next-due timer)."""
+        """Whether the notifications since the last round began call for a round: freed
+        slots alone do not, when that round left no due job waiting (a job that comes
+        or falls due later is a reason of its own: a notification or the next-due
+        timer)."""
         return self._work_notified or self._waiting
 
     async def run_round(self) -> list[repo.ClaimedJob]:

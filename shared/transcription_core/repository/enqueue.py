@@ -75,9 +75,11 @@ async def insert_job_asyncpg(conn: asyncpg.Connection, new: NewJob, actor: str =
 #: writer after commit (:func:`notify_new_jobs`), never inside the inserting transaction.
 NOTIFY_CHANNEL = "transcription_jobs"
 NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"
-#: The payload of a transcriber's "a slot of mine freed up" (every other notification's
-#: is empty): it can only matter to an orchestrator whose last round left due jobs
-#: waiting for room, so the others skip the round it would cost.
+#: The payload of "a slot freed up": a transcriber's (its row shows more room) and the
+#: jobs table trigger's for a job leaving flight for good (migration 0005); work coming
+#: (a job enqueued or made claimable) has an empty one. A freed slot can only matter to
+#: an orchestrator whose last round left due jobs waiting for room, so the others skip
+#: the round it would cost.
 SLOT_FREED = "slot"
 SLOT_FREED_SQL = f"NOTIFY {NOTIFY_CHANNEL}, '{SLOT_FREED}'"
 
