@@ -14,8 +14,8 @@ queue without counting the attempt, due after the worker's Retry-After; a job
 triggered as often as the hard bound allows (``retry.trigger_limit``) is stopped
 instead, PERMAFAILED. Rounds run when a notification arrives (``listener.py``: a job
 enqueued or made claimable; a slot freed, by a job leaving flight or at a transcriber,
-which only counts while the last round left due jobs waiting for room), when the next retry falls
-due, or every ``poll_interval_seconds``. A round uses two or three short transactions:
+which only counts while the last round left due jobs waiting for room), when the next
+retry falls due, or every ``poll_interval_seconds``. A round uses two or three short transactions:
 the limit, the replicas' rows and (when there is no room) the next due time in one
 read; the claim with the next due time; the refused jobs' return, if any.
 """
