@@ -280,3 +280,22 @@ def test_every_failure_reason_has_an_answer() -> None:
 def test_the_old_annotation_names_are_explained() -> None:
     assert "autoscaling.knative.dev/minScale" in TEXT
     assert "autoscaling.knative.dev/maxScale" in TEXT
+
+
+def test_the_event_actors_it_names_are_the_ones_the_code_records() -> None:
+    """The actors the runbook lists ("who made it") are those the services, the CLI and the
+    API write into ``job_events.actor`` (a default ``actor: str = "..."`` or an
+    ``actor=f"...:{...}"``), and no other."""
+    said = re.search(r"who made it \(([^)]*)\)", " ".join(TEXT.split()))
+    assert said, "the runbook no longer says who makes each change"
+    named = {
+        name.split(":")[0] + (":" if ":" in name else "")
+        for name in re.findall(r"`([^`]+)`", said[1])
+    }
+    recorded: set[str] = set()
+    for folder in ("services", "shared", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            recorded |= set(re.findall(r'actor: str = "([a-z-]+)"', text))
+            recorded |= {f"{p}:" for p in re.findall(r'actor=f"([a-z-]+):', text)}
+    assert named == recorded

@@ -74,10 +74,13 @@ from transcription_core.repository.results import (
     saved_chunks,
 )
 from transcription_core.repository.runtime import (
+    LIMIT_BEFORE_PAUSE_SETTING,
     LIMIT_SETTING,
+    RuntimeValue,
     delete_runtime_setting,
     get_runtime_setting,
     ping,
+    runtime_setting,
     set_runtime_setting,
 )
 from transcription_core.repository.tables import (
@@ -119,6 +122,7 @@ __all__ = [
     "API_KEY_PREFIX",
     "CLAIM_LOCK_KEY",
     "FAILED_EVENT",
+    "LIMIT_BEFORE_PAUSE_SETTING",
     "LIMIT_SETTING",
     "NOTIFY_CHANNEL",
     "NOTIFY_SQL",
@@ -131,6 +135,7 @@ __all__ = [
     "NewTenant",
     "QueueDepth",
     "RecoveredJob",
+    "RuntimeValue",
     "SavedChunk",
     "Stats",
     "StoppedJob",
@@ -176,6 +181,7 @@ __all__ = [
     "requeue",
     "requeue_candidates",
     "return_to_queue",
+    "runtime_setting",
     "runtime_settings",
     "save_chunk",
     "save_transcript",
