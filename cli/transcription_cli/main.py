@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from transcription_cli import limit
+from transcription_cli import credentials, limit
 from transcription_cli.operations import (
     cmd_jobs_redeliver,
     cmd_jobs_show,
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default="head", help="target revision (default: head)")
     p.set_defaults(func=cmd_migrate)
 
-    tenants = sub.add_parser("tenants", help="manage tenants and their API keys")
+    tenants = sub.add_parser(
+        "tenants", help="manage tenants, their API keys and webhook secrets (rotation too)"
+    )
     tsub = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
     p = tsub.add_parser(
         "create", help="create a tenant; prints its API key and webhook secret once"
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("list", help="list tenants")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tenants_list)
+    credentials.add_parsers(tsub)
 
     p = sub.add_parser("queue-depth", help="QUEUED jobs and the age of the oldest")
     p.add_argument("--json", action="store_true", help="print JSON")
