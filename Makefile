@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
 run: $(STAMP) ## run all four services on this machine (SQLite, tiny.en, two transcribers)
+	@echo "operate it from another shell: . .venv/bin/activate; transcription --help"
 	$(BIN)/transcription run --transcribers 2
 
 test: $(STAMP) promtool chromium ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
