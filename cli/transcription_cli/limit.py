@@ -1,7 +1,8 @@
 """``transcription limit``: MAX_CONCURRENT_TRANSCRIPTION_JOBS at run time, without a redeploy.
 
 ``set N`` (N at least 1) overrides the environment's value; ``pause`` stops the dispatch of
-new jobs (the override becomes 0: jobs in flight finish, queued ones wait) and ``resume``
+new jobs (the override becomes 0: queued jobs wait, and so the transcribers' scaler scales
+them down) and ``resume``
 puts back what was in force before the pause; ``reset`` removes any override. ``show``
 prints the value in force and where it comes from. The orchestrator reads the override at
 every round.
@@ -34,8 +35,7 @@ def add_parser(sub: Any) -> None:
     )
     lsub.add_parser(
         "pause",
-        help="dispatch no new job (the limit becomes 0): jobs in flight finish, queued "
-        "ones wait until `limit resume`",
+        help="dispatch no new job (the limit becomes 0): queued jobs wait until `limit resume`",
     )
     lsub.add_parser("resume", help="end a pause: the limit in force before it applies again")
     lsub.add_parser("reset", help="remove the override (and any pause): the environment's value")
@@ -90,8 +90,8 @@ def cmd_limit(args: argparse.Namespace) -> int:
                 )
             await repo.set_runtime_setting(conn, repo.LIMIT_SETTING, "0", actor)
             print(
-                "paused: no new job is dispatched from the orchestrator's next round; jobs in "
-                "flight finish. `transcription limit resume` ends the pause."
+                "paused: no new job is dispatched from the orchestrator's next round. "
+                "`transcription limit resume` ends the pause."
             )
         elif action == "resume":
             if not paused:
