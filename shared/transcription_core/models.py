@@ -58,6 +58,10 @@ class Tenant(Base):
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     webhook_secret: Mapped[str] = mapped_column(sa.String(128))
+    #: The secret before the last rotation: webhooks are signed with it too (a second
+    #: signature) until ``previous_webhook_secret_expires_at``.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(128))
+    previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

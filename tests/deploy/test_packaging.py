@@ -266,6 +266,10 @@ def test_the_wheel_holds_every_package_and_the_migrations(tmp_path: Path) -> Non
         check=False,
     )
     assert built.returncode == 0, built.stderr
+    # pip and setuptools say nothing of the license: it is an SPDX expression, not the
+    # deprecated table (`project.license` as a TOML table warned on every install).
+    assert isinstance(pyproject()["project"]["license"], str)
+    assert "license" not in built.stderr.lower(), built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for package, (path, _extra) in PACKAGES.items():

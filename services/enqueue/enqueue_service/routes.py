@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from enqueue_service import service
@@ -34,9 +35,23 @@ async def _settings(request: Request) -> EnqueueSettings:
     return settings
 
 
-async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+#: Declares the API key in the OpenAPI document (HTTP bearer: the docs' Authorize button,
+#: and generated clients send it). It refuses nothing itself: ``service.authenticate``
+#: answers a missing or wrong key with the 401 problem.
+bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="tsk_...",
+    description="The tenant's API key (`transcription tenants create` prints it): "
+    "`Authorization: Bearer tsk_...`.",
+    auto_error=False,
+)
+
+
+async def _tenant(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
     return await service.authenticate(
-        request.app.state.engine, request.app.state.api_keys, authorization
+        request.app.state.engine, request.app.state.api_keys, request.headers.get("authorization")
     )
 
 
