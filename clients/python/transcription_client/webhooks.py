@@ -71,7 +71,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 
 def _timestamp(value: str, tolerance: float, now: float | None) -> int:
-    if not value.isascii() or not value.isdigit():
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
         raise WebhookVerificationError(f"webhook-timestamp is not unix seconds: {value[:32]!r}")
     timestamp = int(value)
     current = time.time() if now is None else now
@@ -84,9 +84,12 @@ def _timestamp(value: str, tolerance: float, now: float | None) -> int:
 
 def _key(secret: str) -> bytes:
     try:
-        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("a webhook secret is whsec_ followed by base64") from exc
+    if not key:
+        raise ValueError("a webhook secret is empty: it would verify anyone's signature")
+    return key
 
 
 def _v1(header: str) -> list[bytes]:
