@@ -180,3 +180,19 @@ def test_a_secret_that_is_not_base64_is_a_programming_error() -> None:
 def test_the_event_keeps_the_whole_payload() -> None:
     event = verify_webhook(signed(), BODY, SECRET)
     assert event.raw == json.loads(BODY)
+
+
+def test_labels_and_fields_the_client_does_not_know_yet_still_read() -> None:
+    segment = {
+        **JOB["transcript"]["segments"][0],
+        "speaker": "SPEAKER_00",
+        "channel": 1,
+        "avg_logprob": -0.2,
+    }
+    job = {**JOB, "transcript": {**JOB["transcript"], "segments": [segment], "new": 1}}
+    body = message_body("transcription.succeeded", job)
+    event = verify_webhook(signed(body=body), body, SECRET)
+    assert event.job.transcript is not None
+    (read,) = event.job.transcript.segments
+    assert read.speaker == "SPEAKER_00" and read.channel == 1
+    assert read.raw["avg_logprob"] == -0.2 and event.job.transcript.raw["new"] == 1

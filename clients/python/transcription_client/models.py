@@ -50,6 +50,8 @@ class Word:
     start: float
     end: float
     probability: float | None
+    #: With ``diarize``.
+    speaker: int | str | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -60,6 +62,7 @@ class Word:
                 start=float(data["start"]),
                 end=float(data["end"]),
                 probability=_opt_float(data.get("probability")),
+                speaker=_label(data.get("speaker")),
                 raw=data,
             ),
             "word",
@@ -74,9 +77,10 @@ class Segment:
     text: str
     #: With the job option ``word_timestamps``; None without it.
     words: list[Word] | None
-    #: With ``diarize``: the speaker's number; with ``multichannel``: the channel.
-    speaker: int | None
-    channel: int | None
+    #: With ``diarize``: the speaker (numbered in order of first speech).
+    speaker: int | str | None
+    #: With ``multichannel``: the channel.
+    channel: int | str | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -89,8 +93,8 @@ class Segment:
                 end=float(data["end"]),
                 text=str(data["text"]),
                 words=None if words is None else [Word.from_json(w) for w in words],
-                speaker=_opt_int(data.get("speaker")),
-                channel=_opt_int(data.get("channel")),
+                speaker=_label(data.get("speaker")),
+                channel=_label(data.get("channel")),
                 raw=data,
             )
 
@@ -244,5 +248,8 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _label(value: Any) -> int | str | None:
+    """A speaker or a channel: a number as the contract has it, a name kept as it is."""
+    if value is None or isinstance(value, str):
+        return value
+    return int(value)
