@@ -10,13 +10,14 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e clients/python
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the service with its dev tools
+install: $(STAMP) ## create .venv and install the service with its dev tools and the Python client
 
 run: $(STAMP) ## run all four services on this machine (SQLite, tiny.en, two transcribers)
 	@echo "operate it from another shell: . .venv/bin/activate; transcription --help"
@@ -58,7 +59,7 @@ chromium: ## install headless Chromium (Debian package chromium-headless-shell) 
 			"browser test will be SKIPPED; install chromium-headless-shell to run it"; \
 	fi
 
-lint: $(STAMP) ## ruff check, format check, mypy --strict on the services
+lint: $(STAMP) ## ruff check, format check, mypy --strict on the services and the client
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

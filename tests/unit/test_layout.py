@@ -11,10 +11,13 @@ The job core: SQL only in the repository, small modules, the tables reachable as
 from __future__ import annotations
 
 import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from packaging.requirements import Requirement
 
 from testkit import imports
 from transcription_core import repository as repo
@@ -113,3 +116,28 @@ def test_a_core_module_reads_in_one_sitting(path: Path) -> None:
 )
 def test_the_tables_are_not_shadowed_by_the_modules(name: str) -> None:
     assert isinstance(getattr(repo, name), sa.Table)
+
+
+# --- the Python client ----------------------------------------------------------------
+
+CLIENT = ROOT / "clients" / "python"
+
+
+def test_the_client_depends_on_httpx_only() -> None:
+    """``transcription-client`` is its own distribution: it imports the standard library,
+    httpx and itself, nothing of the service, and declares httpx as its one dependency."""
+    imported = imported_packages(CLIENT / "transcription_client")
+    outside = {
+        name: paths
+        for name, paths in imported.items()
+        if name not in sys.stdlib_module_names and name not in {"httpx", "transcription_client"}
+    }
+    assert not outside, f"the client imports {outside}"
+    declared = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
+    assert [Requirement(r).name for r in declared["dependencies"]] == ["httpx"]
+    assert (CLIENT / "transcription_client" / "py.typed").is_file()
+
+
+def test_no_package_of_the_service_imports_the_client() -> None:
+    for package in [COMMON, CLI, *SERVICES.values()]:
+        assert "transcription_client" not in imported_packages(package), package
