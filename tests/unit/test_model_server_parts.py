@@ -1,9 +1,8 @@
-"""The model server's pure parts: settings, model resolution, audio bodies, subtitles."""
+"""The model server's pure parts: settings, model resolution, audio bodies."""
 
 from __future__ import annotations
 
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from model_server.audio import (
     split_on_silence,
 )
 from model_server.errors import AudioTooLong, EmptyAudio, ModelConfigError, UndecodableAudio
-from model_server.formats import timestamp, to_srt, to_text, to_vtt
 from model_server.model import (
     assemble_split_model,
     resolve_compute_type,
@@ -218,34 +216,6 @@ def test_regions_are_packed_and_cut_at_the_widest_pause(
 
 def test_long_silence_has_no_pieces() -> None:
     assert split_on_silence(np.zeros(16_000 * 45, dtype=np.float32)) == []
-
-
-@dataclass
-class Cue:
-    start: float
-    end: float
-    text: str
-
-
-CUES = [Cue(0.0, 8.0, " And so my fellow Americans,"), Cue(8.0, 3725.5, " ask not.")]
-
-
-def test_timestamps() -> None:
-    assert timestamp(0, ",") == "00:00:00,000"
-    assert timestamp(3725.5, ".") == "01:02:05.500"
-    assert timestamp(59.9996, ",") == "00:01:00,000"
-
-
-def test_text_srt_and_vtt() -> None:
-    assert to_text(CUES) == "And so my fellow Americans, ask not.\n"
-    assert to_srt(CUES) == (
-        "1\n00:00:00,000 --> 00:00:08,000\nAnd so my fellow Americans,\n\n"
-        "2\n00:00:08,000 --> 01:02:05,500\nask not.\n"
-    )
-    assert to_vtt(CUES) == (
-        "WEBVTT\n\n00:00:00.000 --> 00:00:08.000\nAnd so my fellow Americans,\n\n"
-        "00:00:08.000 --> 01:02:05.500\nask not.\n"
-    )
 
 
 def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:

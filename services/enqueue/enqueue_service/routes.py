@@ -16,7 +16,7 @@ from transcription_core.errors import Conflict, InvalidRequest
 from transcription_core.schemas import JobResource
 from transcription_core.status import JobStatus
 from transcription_core.storable import StorableText
-from transcription_core.transcript import render
+from transcription_core.transcript import Transcript
 
 router = APIRouter(prefix="/v1")
 
@@ -135,7 +135,12 @@ async def get_transcript(
     if format == "json":
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
-    return PlainTextResponse(render(transcript, format), media_type=media_type)
+    stored = transcript.get("text")
+    if format == "text" and isinstance(stored, str) and stored:
+        rendered = stored  # as it was written
+    else:
+        rendered = Transcript.from_json(transcript).render(format)
+    return PlainTextResponse(rendered, media_type=media_type)
 
 
 @router.post(

@@ -18,9 +18,9 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
 from transcription_core.errors import TranscriptionError
+from transcription_core.predict import PCM_CONTENT_TYPE
 
 SAMPLE_RATE = 16_000
-PCM_CONTENT_TYPE = "audio/x-pcm-s16le"
 #: Longest piece a file is cut into: one Whisper window.
 PIECE_SECONDS = 30.0
 #: Slack on a declared duration (headers round; VBR MP3s estimate): a file declaring up

@@ -37,6 +37,8 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 from faster_whisper.utils import get_end
 
+from transcription_core.transcript import Decoding, Segment, Transcript, Word
+
 SAMPLE_RATE = 16_000
 #: Whisper's language codes (``en``, ``de``, ...).
 LANGUAGE_CODES: frozenset[str] = frozenset(_LANGUAGE_CODES)
@@ -78,43 +80,6 @@ class ChunkRequest:
     @property
     def duration(self) -> float:
         return float(self.audio.shape[0]) / SAMPLE_RATE
-
-
-@dataclass
-class Word:
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-@dataclass
-class Segment:
-    """A transcribed segment; times in seconds from the start of the chunk."""
-
-    id: int
-    seek: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    temperature: float
-    words: list[Word] | None
-
-
-@dataclass
-class ChunkResult:
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float
-
-    @property
-    def text(self) -> str:
-        return "".join(segment.text for segment in self.segments).strip()
 
 
 @dataclass
@@ -172,7 +137,7 @@ class BatchDecoder:
     def multilingual(self) -> bool:
         return bool(self.whisper.model.is_multilingual)
 
-    def decode(self, requests: Sequence[ChunkRequest], options: BatchOptions) -> list[ChunkResult]:
+    def decode(self, requests: Sequence[ChunkRequest], options: BatchOptions) -> list[Transcript]:
         fe = self.whisper.feature_extractor
         states = [_ChunkState(request, fe(request.audio)) for request in requests]
         for state in states:
@@ -184,7 +149,7 @@ class BatchDecoder:
             if state.tokenizer is None:  # no audio at all: nothing to detect from
                 self._start(state, "en", 0.0)
         return [
-            ChunkResult(
+            Transcript(
                 segments=state.segments,
                 language=state.tokenizer.language_code if state.tokenizer else "en",
                 language_probability=state.language_probability,
@@ -433,20 +398,21 @@ class BatchDecoder:
             state.all_tokens.extend(tokens)
             state.segments.append(
                 Segment(
-                    id=len(state.segments) + 1,
-                    seek=window.previous_seek,
                     start=segment["start"],
                     end=segment["end"],
                     text=text,
-                    tokens=list(tokens),
-                    avg_logprob=decoded.avg_logprob,
-                    compression_ratio=decoded.compression_ratio,
-                    no_speech_prob=decoded.result.no_speech_prob,
-                    temperature=decoded.temperature,
                     words=(
                         [Word(**word) for word in segment["words"]]
                         if state.request.word_timestamps
                         else None
+                    ),
+                    avg_logprob=decoded.avg_logprob,
+                    no_speech_prob=decoded.result.no_speech_prob,
+                    decoding=Decoding(
+                        seek=window.previous_seek,
+                        tokens=list(tokens),
+                        temperature=decoded.temperature,
+                        compression_ratio=decoded.compression_ratio,
                     ),
                 )
             )

@@ -11,18 +11,15 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import AfterValidator
 
 from model_server.audio import (
-    PCM_CONTENT_TYPE,
     SAMPLE_RATE,
     decode_media,
     is_pcm,
     pcm_to_float32,
 )
 from model_server.errors import AudioTooLong, ModelNotReady
-from model_server.formats import to_srt, to_text, to_vtt
 from model_server.schemas import (
     Granularity,
     PredictParams,
-    PredictResponse,
     ResponseFormat,
     TranscriptionJson,
     TranscriptionVerbose,
@@ -30,9 +27,11 @@ from model_server.schemas import (
     VerboseWord,
     validate_language,
 )
-from model_server.service import FileTranscript, ModelService
+from model_server.service import ModelService
 from model_server.settings import ModelServerSettings
 from transcription_core.errors import InvalidRequest
+from transcription_core.predict import PCM_CONTENT_TYPE, PredictResponse
+from transcription_core.transcript import Segment, Transcript
 
 router = APIRouter()
 
@@ -97,7 +96,7 @@ async def predict(
         word_timestamps=params.word_timestamps,
         initial_prompt=params.initial_prompt,
     )
-    return PredictResponse.from_result(result, service.model_name)
+    return PredictResponse.from_transcript(result, service.model_name)
 
 
 @router.post(
@@ -159,35 +158,22 @@ async def create_transcription(
     return _render(transcript, response_format, words)
 
 
-def _render(transcript: FileTranscript, response_format: ResponseFormat, words: bool) -> Any:
+def _render(transcript: Transcript, response_format: ResponseFormat, words: bool) -> Any:
+    """The transcript in OpenAI's shapes (segments numbered from 1)."""
     segments = transcript.segments
     if response_format == "text":
-        return PlainTextResponse(to_text(segments))
+        return PlainTextResponse(transcript.render("text") + "\n")
     if response_format == "srt":
-        return PlainTextResponse(to_srt(segments))
+        return PlainTextResponse(transcript.render("srt"))
     if response_format == "vtt":
-        return Response(to_vtt(segments), media_type="text/vtt; charset=utf-8")
+        return Response(transcript.render("vtt"), media_type="text/vtt; charset=utf-8")
     if response_format == "json":
         return TranscriptionJson(text=transcript.text)
     return TranscriptionVerbose(
-        language=transcript.language,
+        language=transcript.language or "en",
         duration=round(transcript.duration, 3),
         text=transcript.text,
-        segments=[
-            VerboseSegment(
-                id=s.id,
-                seek=s.seek,
-                start=round(s.start, 3),
-                end=round(s.end, 3),
-                text=s.text,
-                tokens=s.tokens,
-                temperature=s.temperature,
-                avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio),
-                no_speech_prob=float(s.no_speech_prob),
-            )
-            for s in segments
-        ],
+        segments=[_verbose(n, s) for n, s in enumerate(segments, start=1)],
         words=(
             [
                 VerboseWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3))
@@ -207,3 +193,20 @@ def _check_duration(samples: int, limit_seconds: float, setting: str) -> None:
         raise AudioTooLong(
             f"the audio lasts {seconds:.1f} s, over the {limit_seconds:g} s limit ({setting})"
         )
+
+
+def _verbose(number: int, segment: Segment) -> VerboseSegment:
+    decoding = segment.decoding
+    assert decoding is not None, "the decoder describes every segment"
+    return VerboseSegment(
+        id=number,
+        seek=decoding.seek,
+        start=round(segment.start, 3),
+        end=round(segment.end, 3),
+        text=segment.text,
+        tokens=decoding.tokens,
+        temperature=decoding.temperature,
+        avg_logprob=float(segment.avg_logprob or 0.0),
+        compression_ratio=float(decoding.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob or 0.0),
+    )

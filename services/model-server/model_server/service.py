@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
 
 import numpy as np
 
 from model_server.audio import SAMPLE_RATE, split_on_silence
 from model_server.batching import Batcher
-from model_server.decoding import (
-    DEFAULT_TEMPERATURES,
-    BatchOptions,
-    ChunkRequest,
-    ChunkResult,
-    Segment,
-)
+from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
-
-#: Frames per second of Whisper's features (the unit of ``Segment.seek``).
-_FRAMES_PER_SECOND = 100
-
-
-@dataclass
-class FileTranscript:
-    """A whole file's transcript; times in seconds from the start of the file."""
-
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float
-
-    @property
-    def text(self) -> str:
-        return "".join(segment.text for segment in self.segments).strip()
+from transcription_core.transcript import Segment, Transcript
 
 
 class ModelService:
@@ -53,7 +30,7 @@ class ModelService:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
-    ) -> ChunkResult:
+    ) -> Transcript:
         return await self.batcher.submit(
             ChunkRequest(audio, language, initial_prompt, word_timestamps),
             BatchOptions(beam_size=beam_size),
@@ -67,7 +44,7 @@ class ModelService:
         prompt: str | None = None,
         word_timestamps: bool = False,
         temperature: float = 0.0,
-    ) -> FileTranscript:
+    ) -> Transcript:
         """Cut the file at pauses into ≤ 30 s pieces and decode them through the batcher.
 
         A file whose language is not given takes the language detected in its first piece
@@ -86,7 +63,7 @@ class ModelService:
         def request(piece: slice) -> ChunkRequest:
             return ChunkRequest(audio[piece], language, prompt, word_timestamps)
 
-        results: list[ChunkResult] = []
+        results: list[Transcript] = []
         remaining = list(pieces)
         if language is None and self.model.multilingual and remaining:
             first = await self.batcher.submit(request(remaining.pop(0)), options)
@@ -111,27 +88,12 @@ class ModelService:
         segments: list[Segment] = []
         for piece, result in zip(pieces, results, strict=True):
             offset = piece.start / SAMPLE_RATE
-            for segment in result.segments:
-                segments.append(_shifted(segment, offset, len(segments) + 1))
+            segments.extend(segment.shifted(offset) for segment in result.segments)
         first_result = results[0] if results else None
-        return FileTranscript(
+        return Transcript(
             segments=segments,
             language=first_result.language if first_result else (language or "en"),
             language_probability=first_result.language_probability if first_result else 0.0,
             duration=duration,
+            model=self.model_name,
         )
-
-
-def _shifted(segment: Segment, offset: float, segment_id: int) -> Segment:
-    return replace(
-        segment,
-        id=segment_id,
-        seek=segment.seek + round(offset * _FRAMES_PER_SECOND),
-        start=segment.start + offset,
-        end=segment.end + offset,
-        words=(
-            None
-            if segment.words is None
-            else [replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words]
-        ),
-    )

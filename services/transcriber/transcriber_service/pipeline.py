@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from transcription_core import repository as repo
 from transcription_core.job import Job
 from transcription_core.status import FailureReason
 from transcription_core.storable import JsonObject
+from transcription_core.transcript import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ class Pipeline:
         self.model = model
         self.settings = settings
 
-    async def transcribe(self, job: Job) -> dict[str, Any]:
-        """The transcript of ``job``'s media; raises :class:`JobFailure`."""
+    async def transcribe(self, job: Job) -> JsonObject:
+        """The transcript of ``job``'s media, as the API shows it (and it is stored);
+        raises :class:`JobFailure`."""
         settings = self.settings
         with attempt_dir(jobs_root(settings.work_dir), job.id) as tmp:
             media = tmp / "media"
@@ -76,7 +79,7 @@ class Pipeline:
             results = await self._transcribe_chunks(job, pcm, chunks)
         transcript = assemble(results, chunks, decoded.duration_s, job.language)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
-        return transcript
+        return transcript.to_json()
 
     async def _transcribe_chunks(
         self, job: Job, pcm: Path, chunks: list[Chunk]
@@ -138,9 +141,7 @@ class Pipeline:
             "language": prediction.language,
             "language_probability": prediction.language_probability,
             "model": prediction.model,
-            "segments": [
-                {"start": s.start, "end": s.end, "text": s.text} for s in prediction.segments
-            ],
+            "segments": [segment.to_json() for segment in prediction.segments],
         }
         async with self.engine.begin() as conn:
             await repo.save_chunk(conn, job_id, chunk.index, chunk.start_s, chunk.end_s, result)
@@ -162,33 +163,32 @@ def assemble(
     chunks: list[Chunk],
     duration: float,
     requested_language: str | None,
-) -> dict[str, Any]:
-    """The contract's transcript: segments on the media's own timeline, in order."""
-    segments: list[dict[str, Any]] = []
+) -> Transcript:
+    """The job's transcript from its chunks' saved results: segments on the media's own
+    timeline, in order, none past its chunk's end, empty ones left out."""
+    segments: list[Segment] = []
     languages: dict[str, float] = {}
     probability = None
     model = ""
     for chunk in sorted(chunks, key=lambda c: c.index):
         result = results[chunk.index]
-        model = result["model"] or model
-        languages[result["language"]] = languages.get(result["language"], 0) + chunk.duration_s
+        heard = Transcript.from_json(result)
+        model = heard.model or model
+        if heard.language is not None:
+            languages[heard.language] = languages.get(heard.language, 0) + chunk.duration_s
         if result.get("detected") and probability is None:
-            probability = result["language_probability"]
-        for seg in result["segments"]:
-            text = seg["text"].strip()
+            probability = heard.language_probability
+        for seg in heard.segments:
+            text = seg.text.strip()
             if not text:
                 continue
-            start = round(chunk.start_s + seg["start"], 3)
-            end = round(min(chunk.start_s + seg["end"], chunk.end_s), 3)
-            segments.append(
-                {"id": len(segments), "start": start, "end": max(end, start), "text": text}
-            )
-    language = requested_language or max(languages, key=languages.__getitem__, default=None)
-    return {
-        "text": " ".join(s["text"] for s in segments),
-        "language": language,
-        "language_probability": 1.0 if probability is None else round(probability, 4),
-        "duration": round(duration, 3),
-        "model": model,
-        "segments": segments,
-    }
+            start = round(chunk.start_s + seg.start, 3)
+            end = round(min(chunk.start_s + seg.end, chunk.end_s), 3)
+            segments.append(replace(seg, start=start, end=max(end, start), text=text))
+    return Transcript(
+        segments=segments,
+        language=requested_language or max(languages, key=languages.__getitem__, default=None),
+        language_probability=1.0 if probability is None else round(probability, 4),
+        duration=round(duration, 3),
+        model=model,
+    )
