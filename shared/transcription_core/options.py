@@ -63,9 +63,13 @@ def english_only(model: str) -> bool:
     return PurePosixPath(model.strip().rstrip("/")).name.lower().endswith(".en")
 
 
-def capability_problem(model: str, task: Task, language: str | None) -> str | None:
-    """Why the served ``model`` cannot do ``task`` in ``language``, or None if it can."""
-    if not english_only(model):
+def capability_problem(
+    model: str, task: Task, language: str | None, *, english: bool | None = None
+) -> str | None:
+    """Why the served ``model`` cannot do ``task`` in ``language``, or None if it can.
+    ``english``: whether it is English-only, where that is known (the model server has
+    the model); else it is judged by the name (:func:`english_only`)."""
+    if not (english_only(model) if english is None else english):
         return None
     if task == Task.TRANSLATE:
         return (

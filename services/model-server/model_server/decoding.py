@@ -14,7 +14,7 @@ Two constraints of CTranslate2 shape the batching:
 
 * ``generate`` needs ``<|startoftranscript|>`` at the same index in every prompt, so the
   chunks of a step are decoded in groups of equal previous-text length;
-* ``align`` takes one start sequence, so word alignment runs per language.
+* ``align`` takes one start sequence, so word alignment runs per language and task.
 
 It reuses faster-whisper's own helpers (``get_prompt``, ``_split_segments_by_timestamps``,
 ``add_word_timestamps``), whose behaviour the tests pin against ``transcribe()``.
@@ -76,6 +76,10 @@ class ChunkRequest:
     language: str | None = None
     initial_prompt: str | None = None
     word_timestamps: bool = False
+    #: ``transcribe``, or ``translate`` (to English; a multilingual model only).
+    task: str = "transcribe"
+    #: Words to expect, put before every window's prompt (faster-whisper's ``hotwords``).
+    hotwords: str | None = None
 
     @property
     def duration(self) -> float:
@@ -193,7 +197,7 @@ class BatchDecoder:
                         state.all_tokens[state.prompt_reset_since :],
                         without_timestamps=False,
                         prefix=None,
-                        hotwords=None,
+                        hotwords=state.request.hotwords,
                     ),
                 )
             )
@@ -210,20 +214,21 @@ class BatchDecoder:
             self._finish_window(states[i], windows[i])
 
     def _start(self, state: _ChunkState, language: str, probability: float) -> None:
-        state.tokenizer = self._tokenizer(language)
+        state.tokenizer = self._tokenizer(language, state.request.task)
         state.language_probability = probability
         prompt = state.request.initial_prompt
         if prompt is not None:
             state.all_tokens.extend(state.tokenizer.encode(" " + prompt.strip()))
 
-    def _tokenizer(self, language: str) -> Tokenizer:
+    def _tokenizer(self, language: str, task: str) -> Tokenizer:
         if not self.multilingual:
-            language = "en"
-        if language not in self._tokenizers:
-            self._tokenizers[language] = Tokenizer(
-                self.whisper.hf_tokenizer, self.multilingual, task="transcribe", language=language
+            language, task = "en", "transcribe"
+        key = f"{language}:{task}"
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(
+                self.whisper.hf_tokenizer, self.multilingual, task=task, language=language
             )
-        return self._tokenizers[language]
+        return self._tokenizers[key]
 
     def _suppressed(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         if self._suppress_tokens is None:
@@ -341,12 +346,12 @@ class BatchDecoder:
         windows: list[_Window],
         indices: list[int],
     ) -> None:
-        by_language: dict[str, list[int]] = {}
+        by_sequence: dict[tuple[int, ...], list[int]] = {}  # language and task
         for i in indices:
             tokenizer = states[i].tokenizer
             assert tokenizer is not None
-            by_language.setdefault(tokenizer.language_code, []).append(i)
-        for group in by_language.values():
+            by_sequence.setdefault(tuple(tokenizer.sot_sequence), []).append(i)
+        for group in by_sequence.values():
             tokenizer = states[group[0]].tokenizer
             assert tokenizer is not None
             text_tokens = [

@@ -10,6 +10,8 @@ from model_server.audio import SAMPLE_RATE, split_on_silence
 from model_server.batching import Batcher
 from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
+from transcription_core.errors import InvalidRequest
+from transcription_core.options import Task, capability_problem
 from transcription_core.transcript import Segment, Transcript
 
 
@@ -30,11 +32,25 @@ class ModelService:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
+        task: str = "transcribe",
+        hotwords: str | None = None,
     ) -> Transcript:
+        self.check_capability(task, language)
         return await self.batcher.submit(
-            ChunkRequest(audio, language, initial_prompt, word_timestamps),
+            ChunkRequest(audio, language, initial_prompt, word_timestamps, task, hotwords),
             BatchOptions(beam_size=beam_size),
         )
+
+    def check_capability(self, task: str, language: str | None) -> None:
+        """Refuse (422) what an English-only model cannot do: translate, or hear another
+        language. The enqueue service refuses such jobs first (``MODEL``); this is for a
+        deployment whose settings disagree, and for the OpenAI endpoint."""
+        problem = capability_problem(
+            self.model.name, Task(task), language, english=not self.model.multilingual
+        )
+        if problem is not None:
+            field = "task" if task == Task.TRANSLATE else "language"
+            raise InvalidRequest(problem, errors=[{"field": field, "message": problem}])
 
     async def transcribe_file(
         self,
@@ -44,6 +60,7 @@ class ModelService:
         prompt: str | None = None,
         word_timestamps: bool = False,
         temperature: float = 0.0,
+        task: str = "transcribe",
     ) -> Transcript:
         """Cut the file at pauses into ≤ 30 s pieces and decode them through the batcher.
 
@@ -52,6 +69,7 @@ class ModelService:
         a time, so one long file never fills the queue; the first batch is refused with
         503 if the queue is full, later ones wait for room.
         """
+        self.check_capability(task, language)
         duration = audio.shape[0] / SAMPLE_RATE
         pieces = await asyncio.to_thread(split_on_silence, audio)
         options = BatchOptions(
@@ -61,7 +79,7 @@ class ModelService:
         )
 
         def request(piece: slice) -> ChunkRequest:
-            return ChunkRequest(audio[piece], language, prompt, word_timestamps)
+            return ChunkRequest(audio[piece], language, prompt, word_timestamps, task)
 
         results: list[Transcript] = []
         remaining = list(pieces)

@@ -88,12 +88,14 @@ class Pipeline:
             saved = {row.index: row for row in await repo.saved_chunks(conn, job.id)}
         results: dict[int, dict[str, Any]] = {}
         todo = []
+        options = job.decode_options.key()
         for chunk in chunks:
             row = saved.get(chunk.index)
             if (
                 row is not None
                 and abs(row.start - chunk.start_s) < _SAME_BOUNDARY_S
                 and abs(row.end - chunk.end_s) < _SAME_BOUNDARY_S
+                and row.result.get("options") == options  # made with this job's options
             ):
                 results[chunk.index] = row.result
                 metrics.CHUNKS.labels("saved").inc()
@@ -107,25 +109,32 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job.id, pcm, first, None)
+                results[first.index] = await self._one_chunk(job, pcm, first, None)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
         async def limited(chunk: Chunk) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job.id, pcm, chunk, language)
+                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language)
 
         await _gather_or_cancel(limited(chunk) for chunk in todo)
         return results
 
     async def _one_chunk(
-        self, job_id: str, pcm: Path, chunk: Chunk, language: str | None
+        self, job: Job, pcm: Path, chunk: Chunk, language: str | None
     ) -> dict[str, Any]:
         samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
         started = time.perf_counter()
+        options = job.decode_options
         try:
             prediction = await self.model.predict(
-                samples, language=language, beam_size=self.settings.beam_size
+                samples,
+                language=language,
+                beam_size=self.settings.beam_size,
+                word_timestamps=options.word_timestamps,
+                initial_prompt=options.prompt,
+                task=options.task,
+                hotwords=options.hotwords,
             )
         except ModelServerError as exc:
             metrics.MODEL_ERRORS.inc()
@@ -137,6 +146,7 @@ class Pipeline:
         metrics.CHUNK_LATENCY.observe(time.perf_counter() - started)
         metrics.CHUNKS.labels("model").inc()
         result: JsonObject = {
+            "options": options.key(),
             "detected": language is None,
             "language": prediction.language,
             "language_probability": prediction.language_probability,
@@ -144,7 +154,7 @@ class Pipeline:
             "segments": [segment.to_json() for segment in prediction.segments],
         }
         async with self.engine.begin() as conn:
-            await repo.save_chunk(conn, job_id, chunk.index, chunk.start_s, chunk.end_s, result)
+            await repo.save_chunk(conn, job.id, chunk.index, chunk.start_s, chunk.end_s, result)
         return result
 
 
@@ -180,11 +190,8 @@ def assemble(
             probability = heard.language_probability
         for seg in heard.segments:
             text = seg.text.strip()
-            if not text:
-                continue
-            start = round(chunk.start_s + seg.start, 3)
-            end = round(min(chunk.start_s + seg.end, chunk.end_s), 3)
-            segments.append(replace(seg, start=start, end=max(end, start), text=text))
+            if text:
+                segments.append(_on_media_timeline(seg, chunk, text))
     return Transcript(
         segments=segments,
         language=requested_language or max(languages, key=languages.__getitem__, default=None),
@@ -192,3 +199,21 @@ def assemble(
         duration=round(duration, 3),
         model=model,
     )
+
+
+def _on_media_timeline(segment: Segment, chunk: Chunk, text: str) -> Segment:
+    """A chunk's segment (and its words) moved to the media's timeline, to the
+    millisecond, none past the chunk's end."""
+
+    def clamp(seconds: float, floor: float = 0.0) -> float:
+        return max(round(min(seconds, chunk.end_s), 3), floor)
+
+    moved = segment.shifted(chunk.start_s)
+    start = clamp(moved.start)
+    words = None
+    if moved.words is not None:
+        words = []
+        for word in moved.words:
+            word_start = clamp(word.start)
+            words.append(replace(word, start=word_start, end=clamp(word.end, word_start)))
+    return replace(moved, start=start, end=clamp(moved.end, start), text=text, words=words)
