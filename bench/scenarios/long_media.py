@@ -122,8 +122,8 @@ async def run_service(
 
 def offline_stages(media: Path, work: Path) -> dict[str, Any]:
     """The transcriber's decode and VAD chunking, timed in this process on the same file."""
-    from transcriber_service.chunking import plan_chunks
     from transcriber_service.media import decode_to_pcm_file
+    from transcription_core.audio.chunking import plan_chunks
 
     pcm = work / "offline.pcm"
     started = time.perf_counter()

@@ -21,6 +21,7 @@ from transcription_core import repository as repo
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = CORE = ROOT / "shared" / "transcription_core"
+AUDIO = CORE / "audio"
 CLI = ROOT / "cli" / "transcription_cli"
 SERVICES = {
     "enqueue_service": ROOT / "services" / "enqueue" / "enqueue_service",
@@ -70,6 +71,21 @@ def test_a_service_imports_only_the_common_package_of_ours(service: str) -> None
 
 def test_the_cli_is_what_imports_the_services() -> None:
     assert set(SERVICES) <= set(imported_packages(CLI))
+
+
+@pytest.mark.parametrize(
+    "package", ["transcription_core", "enqueue_service", "orchestrator_service"]
+)
+def test_only_the_services_that_hear_audio_import_the_audio_package(package: str) -> None:
+    """``transcription_core.audio`` needs PyAV, NumPy and faster-whisper (the ``audio``
+    extra), which the enqueue and orchestrator images do not install."""
+    path = COMMON if package == "transcription_core" else SERVICES[package]
+    users = {
+        name: sorted(str(p.relative_to(ROOT)) for p in paths)
+        for name, paths in imports.imported_modules(path, skip=(AUDIO,)).items()
+        if name == "transcription_core.audio" or name.startswith("transcription_core.audio.")
+    }
+    assert not users, f"{package} imports the audio package: {users}"
 
 
 # --- the job core ---------------------------------------------------------------------

@@ -22,13 +22,8 @@ from testkit.media import (
     make_video_without_audio,
 )
 from transcriber_service.errors import JobFailure, MediaError
-from transcriber_service.media import (
-    SAMPLE_RATE,
-    decode_to_pcm_file,
-    pcm_num_samples,
-    read_pcm,
-    read_pcm_float32,
-)
+from transcriber_service.media import decode_to_pcm_file
+from transcription_core.audio.pcm import SAMPLE_RATE, pcm_num_samples, read_pcm, read_pcm_float32
 from transcription_core.status import FailureReason
 
 

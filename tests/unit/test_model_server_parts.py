@@ -12,9 +12,7 @@ from faster_whisper.audio import decode_audio
 from model_server.audio import (
     decode_media,
     is_pcm,
-    pack_regions,
     pcm_to_float32,
-    split_on_silence,
 )
 from model_server.errors import AudioTooLong, EmptyAudio, ModelConfigError, UndecodableAudio
 from model_server.model import (
@@ -188,34 +186,6 @@ def test_a_file_within_the_limit_decodes_whole_whatever_it_declares(declared: fl
     audio = decode_media(silent_flac(30, declare_seconds=declared), max_seconds=60)
     assert audio.shape == (30 * 16_000,) and audio.dtype == np.float32
     assert not audio.any()
-
-
-def test_audio_that_fits_one_window_is_one_piece() -> None:
-    audio = np.zeros(16_000 * 30, dtype=np.float32)
-    assert split_on_silence(audio) == [slice(0, 16_000 * 30)]
-
-
-@pytest.mark.parametrize(
-    ("regions", "pieces"),
-    [
-        ([], []),
-        ([(0, 10), (12, 20)], [(0, 20)]),  # fits: one piece, pause included
-        ([(0, 10), (11, 20), (25, 28), (28, 33)], [(0, 20), (25, 33)]),  # widest pause
-        ([(0, 5), (9, 10), (10, 15), (15, 20), (20, 25)], [(0, 5), (9, 25)]),
-        ([(0, 10), (10, 20), (20, 30), (30, 40)], [(0, 20), (20, 40)]),  # no pause: latest
-        ([(5, 45)], [(5, 45)]),  # one region longer than the limit stays whole
-    ],
-)
-def test_regions_are_packed_and_cut_at_the_widest_pause(
-    regions: list[tuple[int, int]], pieces: list[tuple[int, int]]
-) -> None:
-    packed = pack_regions(regions, limit=20)
-    assert [(p.start, p.stop) for p in packed] == pieces
-    assert all(p.stop - p.start <= 20 for p in packed if (p.start, p.stop) != (5, 45))
-
-
-def test_long_silence_has_no_pieces() -> None:
-    assert split_on_silence(np.zeros(16_000 * 45, dtype=np.float32)) == []
 
 
 def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from transcriber_service.chunking import Chunk
 from transcriber_service.pipeline import assemble
+from transcription_core.audio.chunking import Chunk
 from transcription_core.predict import PredictResponse
 from transcription_core.transcript import (
     Decoding,

@@ -1,4 +1,4 @@
-"""Request bodies to 16 kHz mono float32 samples, and long audio to ≤ 30 s pieces.
+"""Request bodies to 16 kHz mono float32 samples.
 
 All of it is CPU work: the routes call it through a worker thread.
 """
@@ -14,15 +14,12 @@ import numpy as np
 from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.container import InputContainer
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
+from transcription_core.audio.pcm import SAMPLE_RATE
 from transcription_core.errors import TranscriptionError
 from transcription_core.predict import PCM_CONTENT_TYPE
 
-SAMPLE_RATE = 16_000
-#: Longest piece a file is cut into: one Whisper window.
-PIECE_SECONDS = 30.0
 #: Slack on a declared duration (headers round; VBR MP3s estimate): a file declaring up
 #: to this much over the limit is judged by its decoded samples instead.
 _DECLARED_SLACK_S = 1.0
@@ -181,46 +178,6 @@ def _decode_into(
             take(resampler.resample(frame))
     take(resampler.resample(None))
     return count
-
-
-def split_on_silence(audio: np.ndarray, max_seconds: float = PIECE_SECONDS) -> list[slice]:
-    """Cut ``audio`` into pieces of at most ``max_seconds``, at the longest pauses.
-
-    Audio that fits in one piece is one piece. Longer audio goes through the Silero VAD
-    (faster-whisper's, with the settings of its batched pipeline), which finds speech
-    regions of at most ``max_seconds``. Regions are gathered into a piece until the next
-    one would not fit; the piece is then cut at the widest pause between its regions, so
-    a cut falls between sentences rather than between words. A piece runs from the start
-    of its first region to the end of its last, pauses included, so times stay those of
-    the file. Stretches without speech between pieces are not transcribed; no speech at
-    all gives no pieces.
-    """
-    limit = int(max_seconds * SAMPLE_RATE)
-    if audio.shape[0] <= limit:
-        return [slice(0, audio.shape[0])]
-    regions = get_speech_timestamps(
-        audio,
-        VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=160),
-        sampling_rate=SAMPLE_RATE,
-    )
-    return pack_regions([(int(r["start"]), int(r["end"])) for r in regions], limit)
-
-
-def pack_regions(regions: list[tuple[int, int]], limit: int) -> list[slice]:
-    """Gather sorted ``(start, end)`` speech regions into spans of at most ``limit``,
-    cutting at the widest pauses (see :func:`split_on_silence`)."""
-    pieces: list[slice] = []
-    current: list[tuple[int, int]] = []
-    for region in regions:
-        current.append(region)
-        while len(current) > 1 and current[-1][1] - current[0][0] > limit:
-            # Cut before the region that follows the widest pause (the latest, on a tie).
-            cut = max(range(1, len(current)), key=lambda k: (current[k][0] - current[k - 1][1], k))
-            pieces.append(slice(current[0][0], current[cut - 1][1]))
-            current = current[cut:]
-    if current:
-        pieces.append(slice(current[0][0], current[-1][1]))
-    return pieces
 
 
 def _media_type(content_type: str | None) -> str:

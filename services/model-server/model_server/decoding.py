@@ -37,9 +37,9 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 from faster_whisper.utils import get_end
 
+from transcription_core.audio.pcm import SAMPLE_RATE
 from transcription_core.transcript import Decoding, Segment, Transcript, Word
 
-SAMPLE_RATE = 16_000
 #: Whisper's language codes (``en``, ``de``, ...).
 LANGUAGE_CODES: frozenset[str] = frozenset(_LANGUAGE_CODES)
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -12,7 +12,6 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import AfterValidator
 
 from model_server.audio import (
-    SAMPLE_RATE,
     decode_media,
     is_pcm,
     pcm_to_float32,
@@ -32,6 +31,7 @@ from model_server.schemas import (
 )
 from model_server.service import ModelService
 from model_server.settings import ModelServerSettings
+from transcription_core.audio.pcm import SAMPLE_RATE
 from transcription_core.errors import InvalidRequest, NotFound
 from transcription_core.predict import PCM_CONTENT_TYPE, PredictResponse
 from transcription_core.transcript import Segment, Transcript

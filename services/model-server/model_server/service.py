@@ -6,13 +6,17 @@ import asyncio
 
 import numpy as np
 
-from model_server.audio import SAMPLE_RATE, split_on_silence
 from model_server.batching import Batcher
 from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
+from transcription_core.audio.chunking import Chunk, plan_audio_chunks
+from transcription_core.audio.pcm import SAMPLE_RATE
 from transcription_core.errors import InvalidRequest
 from transcription_core.options import Task, capability_problem
 from transcription_core.transcript import Segment, Transcript
+
+#: Longest chunk a file is cut into: one Whisper window.
+CHUNK_SECONDS = 30.0
 
 
 class ModelService:
@@ -62,24 +66,31 @@ class ModelService:
         temperature: float = 0.0,
         task: str = "transcribe",
     ) -> Transcript:
-        """Cut the file at pauses into ≤ 30 s pieces and decode them through the batcher.
+        """Cut the file into ≤ 30 s chunks and decode them through the batcher.
 
-        A file whose language is not given takes the language detected in its first piece
-        (as ``transcribe()`` takes it from the first 30 s). Pieces are submitted a batch at
+        A file that fits one window is one chunk, whole; a longer one is cut at pauses by
+        the worker's chunker (:mod:`transcription_core.audio.chunking`), and stretches
+        without speech between its chunks are not transcribed (no speech: no segments).
+        A file whose language is not given takes the language detected in its first chunk
+        (as ``transcribe()`` takes it from the first 30 s). Chunks are submitted a batch at
         a time, so one long file never fills the queue; the first batch is refused with
         503 if the queue is full, later ones wait for room.
         """
         self.check_capability(task, language)
         duration = audio.shape[0] / SAMPLE_RATE
-        pieces = await asyncio.to_thread(split_on_silence, audio)
+        if audio.shape[0] <= CHUNK_SECONDS * SAMPLE_RATE:
+            pieces = [Chunk(0, 0, audio.shape[0])]
+        else:
+            pieces = await asyncio.to_thread(plan_audio_chunks, audio, max_chunk_s=CHUNK_SECONDS)
         options = BatchOptions(
             beam_size=5,
             # OpenAI: 0 means "raise the temperature when decoding fails".
             temperatures=DEFAULT_TEMPERATURES if temperature == 0 else (temperature,),
         )
 
-        def request(piece: slice) -> ChunkRequest:
-            return ChunkRequest(audio[piece], language, prompt, word_timestamps, task)
+        def request(piece: Chunk) -> ChunkRequest:
+            samples = audio[piece.start_sample : piece.end_sample]
+            return ChunkRequest(samples, language, prompt, word_timestamps, task)
 
         results: list[Transcript] = []
         remaining = list(pieces)
@@ -105,7 +116,7 @@ class ModelService:
 
         segments: list[Segment] = []
         for piece, result in zip(pieces, results, strict=True):
-            offset = piece.start / SAMPLE_RATE
+            offset = piece.start_s
             segments.extend(segment.shifted(offset) for segment in result.segments)
         first_result = results[0] if results else None
         return Transcript(

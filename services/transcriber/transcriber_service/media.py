@@ -5,7 +5,7 @@ them; video and other streams are skipped by the demuxer and never decoded), res
 decoded frame with ``av.AudioResampler(format="s16", layout="mono", rate=16000)`` and appends
 it to a raw PCM file (little-endian int16, no header). Memory stays flat whatever the media's
 length; the file is 32 KB per second of audio (115 MB for an hour). The rest of the worker
-reads spans back with :func:`read_pcm` / :func:`read_pcm_float32`.
+reads spans back with ``transcription_core.audio.pcm.read_pcm``.
 
 It is synchronous and CPU-bound: the worker calls it through ``asyncio.to_thread``.
 
@@ -15,7 +15,8 @@ Failures (all :class:`~transcriber_service.errors.MediaError`):
   or it is in a format we do not open (a playlist: see ``_ALLOWED_FORMATS``), the audio
   codec has no decoder, or not one sample of audio decodes.
 * ``NO_AUDIO_FOUND``: the file is media but has no audio stream (a silent screen capture).
-  Audio that holds no speech is the chunker's finding (``chunking.py``), not this module's.
+  Audio that holds no speech is the chunker's finding (``transcription_core.audio.chunking``),
+  not this module's.
 * ``MEDIA_TOO_LARGE``: the duration the container declares, or the audio decoded so far, is
   over ``max_duration_s``.
 
@@ -41,19 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import numpy as np
 from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
 from transcriber_service.errors import MediaError
+from transcription_core.audio.pcm import PCM_DTYPE, SAMPLE_RATE, SAMPLE_WIDTH
 from transcription_core.status import FailureReason
-
-#: Sample rate of the PCM files (what Whisper expects).
-SAMPLE_RATE = 16_000
-#: Bytes per PCM sample: signed 16-bit, mono.
-SAMPLE_WIDTH = 2
-PCM_DTYPE = np.dtype("<i2")
 
 #: Undecodable packets tolerated before we compare them with the good ones.
 _ERROR_ALLOWANCE = 50
@@ -148,29 +143,6 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
-
-
-def pcm_num_samples(path: Path) -> int:
-    """The number of samples in a PCM file written by :func:`decode_to_pcm_file`."""
-    return path.stat().st_size // SAMPLE_WIDTH
-
-
-def read_pcm(path: Path, start_sample: int, end_sample: int) -> bytes:
-    """Samples ``[start_sample, end_sample)`` of a PCM file as s16le bytes.
-
-    The span is clipped to the file; only the span is read, however long the file.
-    """
-    if start_sample < 0 or end_sample < start_sample:
-        raise ValueError(f"not a span of samples: [{start_sample}, {end_sample})")
-    with path.open("rb") as pcm:
-        pcm.seek(start_sample * SAMPLE_WIDTH)
-        return pcm.read((end_sample - start_sample) * SAMPLE_WIDTH)
-
-
-def read_pcm_float32(path: Path, start_sample: int, end_sample: int) -> np.ndarray:
-    """Samples ``[start_sample, end_sample)`` as float32 in [-1, 1), what Whisper takes."""
-    data = np.frombuffer(read_pcm(path, start_sample, end_sample), dtype=PCM_DTYPE)
-    return data.astype(np.float32) / 32768.0
 
 
 def _open(src: Path) -> InputContainer:

@@ -20,14 +20,15 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from transcriber_service import metrics
-from transcriber_service.chunking import Chunk, plan_chunks
 from transcriber_service.download import download_to_file
-from transcriber_service.errors import JobFailure
-from transcriber_service.media import decode_to_pcm_file, read_pcm
+from transcriber_service.errors import JobFailure, MediaError
+from transcriber_service.media import decode_to_pcm_file
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
+from transcription_core.audio.chunking import Chunk, plan_chunks
+from transcription_core.audio.pcm import read_pcm
 from transcription_core.job import Job
 from transcription_core.status import FailureReason
 from transcription_core.storable import JsonObject
@@ -76,6 +77,8 @@ class Pipeline:
             )
             media.unlink()
             chunks = await asyncio.to_thread(plan_chunks, pcm)
+            if not chunks:
+                raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
             results = await self._transcribe_chunks(job, pcm, chunks)
         transcript = assemble(results, chunks, decoded.duration_s, job.language)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
