@@ -169,7 +169,6 @@ async def create_transcription(
         audio,
         language=language,
         prompt=prompt,
-        word_timestamps=words,
         temperature=temperature,
     )
     return _render(transcript, response_format, words)

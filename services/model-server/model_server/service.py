@@ -62,11 +62,11 @@ class ModelService:
         *,
         language: str | None,
         prompt: str | None = None,
-        word_timestamps: bool = False,
         temperature: float = 0.0,
         task: str = "transcribe",
     ) -> Transcript:
-        """Cut the file into ≤ 30 s chunks and decode them through the batcher.
+        """Cut the file into ≤ 30 s chunks and decode them through the batcher; every
+        segment with its words (which the caller shows or not).
 
         A file that fits one window is one chunk, whole; a longer one is cut at pauses by
         the worker's chunker (:mod:`transcription_core.audio.chunking`), and stretches
@@ -90,7 +90,10 @@ class ModelService:
 
         def request(piece: Chunk) -> ChunkRequest:
             samples = audio[piece.start_sample : piece.end_sample]
-            return ChunkRequest(samples, language, prompt, word_timestamps, task)
+            # Words are always aligned: they give the segments times to the word (a
+            # segment's start and end are its first word's and last word's), as precise
+            # as the job API's; they are shown only when asked for.
+            return ChunkRequest(samples, language, prompt, True, task)
 
         results: list[Transcript] = []
         remaining = list(pieces)
