@@ -10,9 +10,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from stack import Stack, running_stack
-from testkit.data import JFK_TEXT
+from testkit.data import JFK_TEXT, LEFT_TEXT, RIGHT_TEXT
 from testkit.procs import model_server
-from testkit.text import words
+from testkit.text import word_errors, words
 from transcription_core import repository as repo
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -160,3 +160,24 @@ async def test_captions_keep_to_their_limits_and_to_the_speech(pg_url: str, tiny
 def _vtt_time(seconds: float) -> str:
     millis = round(seconds * 1000)
     return f"00:00:{millis // 1000:02d}.{millis % 1000:03d}"
+
+
+async def test_multichannel_transcribes_each_channel_on_its_own(pg_url: str, tiny_url: str) -> None:
+    async with running_stack(pg_url, tiny_url) as stack:
+        done, data = await run_job(stack, "stereo_diarization.wav", multichannel=True)
+        mixed, _ = await run_job(stack, "stereo_diarization.wav")
+        jfk, _ = await run_job(stack, "jfk.flac", multichannel=True)
+    segments = done["transcript"]["segments"]
+    assert data["transcript"] == done["transcript"]
+    by_channel = {
+        channel: " ".join(s["text"] for s in segments if s["channel"] == channel)
+        for channel in (0, 1)
+    }
+    assert word_errors(words(LEFT_TEXT), words(by_channel[0])) <= 3, by_channel
+    assert word_errors(words(RIGHT_TEXT), words(by_channel[1])) <= 1, by_channel
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts)  # merged by time
+    assert all("channel" not in s for s in mixed["transcript"]["segments"])
+    # jfk.flac's two channels hold the same speech: each is transcribed.
+    heard = {s["channel"] for s in jfk["transcript"]["segments"]}
+    assert heard <= {0, 1} and heard

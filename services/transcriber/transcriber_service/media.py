@@ -99,8 +99,11 @@ class DecodedAudio:
         return self.num_samples / SAMPLE_RATE
 
 
-def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> DecodedAudio:
-    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM.
+def decode_to_pcm_file(
+    src: Path, dest: Path, *, max_duration_s: float, channel: int | None = None
+) -> DecodedAudio:
+    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM: all channels
+    mixed down, or only ``channel`` (0 first; a job's ``multichannel``).
 
     Raises :class:`MediaError` (see the module docstring); ``dest`` is removed then.
     A missing ``src`` is the caller's bug and raises ``FileNotFoundError``.
@@ -117,9 +120,13 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
                     f"the media is {_seconds(declared)} long, over the limit of "
                     f"{_seconds(max_duration_s)}",
                 )
+            channels = stream.codec_context.channels
+            if channel is not None and not 0 <= channel < channels:
+                raise ValueError(f"the stream has {channels} channels, no channel {channel}")
             writer = _PcmWriter(dest, max_samples=math.floor(max_duration_s * SAMPLE_RATE))
+            writer.channel = channel or 0
             with writer:
-                decode_errors, truncated = _decode(container, stream, writer)
+                decode_errors, truncated = _decode(container, stream, writer, channel is not None)
             if writer.samples == 0 or writer.samples == writer.leading_samples:
                 raise MediaError(
                     FailureReason.MEDIA_UNDECODABLE,
@@ -185,9 +192,11 @@ def _declared_duration(container: InputContainer, stream: AudioStream) -> float 
     return None
 
 
-def _decode(container: InputContainer, stream: AudioStream, writer: _PcmWriter) -> tuple[int, bool]:
+def _decode(
+    container: InputContainer, stream: AudioStream, writer: _PcmWriter, keep_channels: bool
+) -> tuple[int, bool]:
     """Decode ``stream`` into ``writer``; return (packets skipped, stopped early)."""
-    resampler = _Resampler()
+    resampler = _Resampler(stream.layout.name if keep_channels else None)
     container_start = (container.start_time or 0) / av.time_base
     good = errors = 0
     truncated = False
@@ -241,12 +250,15 @@ class _Resampler:
     one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, layout: str | None = None) -> None:
+        #: None: mixed down to mono; a layout: its channels kept apart (planar).
+        self._layout = layout
         self._resampler = self._new()
 
-    @staticmethod
-    def _new() -> av.AudioResampler:
-        return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    def _new(self) -> av.AudioResampler:
+        if self._layout is None:
+            return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        return av.AudioResampler(format="s16p", layout=self._layout, rate=SAMPLE_RATE)
 
     def resample(self, frame: AudioFrame) -> list[AudioFrame]:
         try:
@@ -268,6 +280,8 @@ class _PcmWriter:
         self.max_samples = max_samples
         self.samples = 0
         self.leading_samples = 0
+        #: The row of each frame written: the channel, where channels are kept apart.
+        self.channel = 0
         self._file = path.open("wb")
 
     def __enter__(self) -> _PcmWriter:
@@ -292,8 +306,9 @@ class _PcmWriter:
     def write(self, frames: Iterable[AudioFrame]) -> None:
         for frame in frames:
             data = frame.to_ndarray()
-            self._count(data.shape[-1])
-            self._file.write(data.astype(PCM_DTYPE, copy=False).tobytes())
+            row = data[self.channel] if data.ndim == 2 else data
+            self._count(row.shape[-1])
+            self._file.write(row.astype(PCM_DTYPE, copy=False).tobytes())
 
     def _count(self, samples: int) -> None:
         self.samples += samples
