@@ -17,7 +17,6 @@ from transcription_core.audio.chunking import (
     Chunk,
     analyse_audio,
     analyse_pcm,
-    plan_audio_chunks,
     plan_chunks,
     speech_regions,
 )
@@ -150,9 +149,7 @@ def test_samples_in_memory_are_chunked_as_their_pcm_file(multilingual_pcm: Path)
     assert in_memory.num_samples == from_file.num_samples
     np.testing.assert_array_equal(in_memory.speech_probs, from_file.speech_probs)
     np.testing.assert_array_equal(in_memory.energy, from_file.energy)
-    assert plan_audio_chunks(audio, max_chunk_s=10.0) == plan_chunks(
-        multilingual_pcm, max_chunk_s=10.0
-    )
+    assert plan_chunks(audio, max_chunk_s=10.0) == plan_chunks(multilingual_pcm, max_chunk_s=10.0)
 
 
 def test_windowed_vad_equals_one_pass_over_the_whole_file(multilingual_pcm: Path) -> None:
@@ -228,7 +225,7 @@ def test_empty_audio_has_no_speech(tmp_path: Path) -> None:
     empty.write_bytes(b"")
 
     assert plan_chunks(empty) == []
-    assert plan_audio_chunks(np.zeros(0, dtype=np.float32)) == []
+    assert plan_chunks(np.zeros(0, dtype=np.float32)) == []
 
 
 def test_chunk_times() -> None:

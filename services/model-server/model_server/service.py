@@ -9,7 +9,7 @@ import numpy as np
 from model_server.batching import Batcher
 from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
-from transcription_core.audio.chunking import Chunk, plan_audio_chunks
+from transcription_core.audio.chunking import Chunk, plan_chunks
 from transcription_core.audio.pcm import SAMPLE_RATE
 from transcription_core.errors import InvalidRequest
 from transcription_core.options import Task, capability_problem
@@ -81,7 +81,7 @@ class ModelService:
         if audio.shape[0] <= CHUNK_SECONDS * SAMPLE_RATE:
             pieces = [Chunk(0, 0, audio.shape[0])]
         else:
-            pieces = await asyncio.to_thread(plan_audio_chunks, audio, max_chunk_s=CHUNK_SECONDS)
+            pieces = await asyncio.to_thread(plan_chunks, audio, max_chunk_s=CHUNK_SECONDS)
         options = BatchOptions(
             beam_size=5,
             # OpenAI: 0 means "raise the temperature when decoding fails".

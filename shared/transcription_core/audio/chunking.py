@@ -1,8 +1,8 @@
 """Cut decoded audio into chunks of at most 30 s at pauses in the speech.
 
-The one chunker: the worker plans a job's chunks from its PCM file (:func:`plan_chunks`),
-the model server's OpenAI endpoint a long upload's from its samples
-(:func:`plan_audio_chunks`); both run the same analysis and planner.
+The one chunker: the worker plans a job's chunks from its PCM file, the model server's
+OpenAI endpoint a long upload's from its samples (:func:`plan_chunks` takes either); both
+run the same analysis and planner.
 
 The model hears one chunk at a time, so a cut through a word garbles it twice. We find the
 speech with the Silero voice activity detector that faster-whisper bundles and cut only in
@@ -122,26 +122,18 @@ class SpeechAnalysis:
 
 
 def plan_chunks(
-    pcm_path: Path,
+    audio: Path | np.ndarray,
     *,
     max_chunk_s: float = 30.0,
     vad_options: VadOptions | None = None,
     window_s: float = 30.0,
 ) -> list[Chunk]:
-    """The chunks of speech in a 16 kHz mono s16le PCM file, in order (none: no speech)."""
-    analysis = analyse_pcm(pcm_path, window_s=window_s)
-    return chunks_from_analysis(analysis, max_chunk_s=max_chunk_s, vad_options=vad_options)
-
-
-def plan_audio_chunks(
-    audio: np.ndarray,
-    *,
-    max_chunk_s: float = 30.0,
-    vad_options: VadOptions | None = None,
-    window_s: float = 30.0,
-) -> list[Chunk]:
-    """The chunks of speech in 16 kHz mono float32 samples, in order (none: no speech)."""
-    analysis = analyse_audio(audio, window_s=window_s)
+    """The chunks of speech, in order (none: no speech), in a 16 kHz mono s16le PCM file
+    (a :class:`~pathlib.Path`) or in 16 kHz mono float32 samples."""
+    if isinstance(audio, Path):
+        analysis = analyse_pcm(audio, window_s=window_s)
+    else:
+        analysis = analyse_audio(audio, window_s=window_s)
     return chunks_from_analysis(analysis, max_chunk_s=max_chunk_s, vad_options=vad_options)
 
 
@@ -360,7 +352,6 @@ __all__ = [
     "analyse_audio",
     "analyse_pcm",
     "chunks_from_analysis",
-    "plan_audio_chunks",
     "plan_chunks",
     "speech_regions",
     "split_at_quietest",
