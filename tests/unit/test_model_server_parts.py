@@ -191,7 +191,7 @@ def test_a_file_within_the_limit_decodes_whole_whatever_it_declares(declared: fl
 def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:
     """Whisper closed a put-off sentence at 34.56 s of a 29.3 s chunk (seen on the long
     recording): the segment and its words end at 29.3 s, where the audio does."""
-    from model_server.decoding import clamp_to_audio
+    from model_server.windows import clamp_to_audio
 
     segment = {
         "seek": 2456,

@@ -13,14 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
-from transcription_core.audio.decode import (
-    DECLARED_SLACK_S,
-    AudioError,
-    audio_stream,
-    declared_seconds,
-    decode,
-    open_media,
-)
+from transcription_core.audio import decode as media
 from transcription_core.audio.pcm import PCM_CONTENT_TYPE, PCM_DTYPE, SAMPLE_RATE, to_float32
 from transcription_core.errors import TranscriptionError
 
@@ -87,7 +80,7 @@ def decode_media(
         else:
             what = f"the file declares {over.declared:.1f} s of audio"
         raise AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})") from None
-    except AudioError as exc:
+    except media.AudioError as exc:
         raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
     except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
         raise UndecodableAudio(
@@ -110,15 +103,16 @@ def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[n
     """One pass over ``data``: the audio in an array of ``capacity`` samples (``None``: of
     the declared duration, once it is checked against the limit) and the samples counted."""
     max_samples = math.floor(max_seconds * SAMPLE_RATE)
-    with open_media(data) as container:
-        stream = audio_stream(container)
+    with media.open_media(data) as container:
+        stream = media.audio_stream(container)
         if capacity is None:
             capacity = 0
-            declared = declared_seconds(container, stream)
+            declared = media.declared_seconds(container, stream)
             if declared is not None:
-                if declared > max_seconds + DECLARED_SLACK_S:
+                slack = media.DECLARED_SLACK_S
+                if declared > max_seconds + slack:
                     raise _OverLimit(declared)
-                capacity = min(max_samples, math.ceil((declared + DECLARED_SLACK_S) * SAMPLE_RATE))
+                capacity = min(max_samples, math.ceil((declared + slack) * SAMPLE_RATE))
         audio = np.empty(capacity, dtype=np.float32)
         count = 0
 
@@ -135,7 +129,7 @@ def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[n
                 np.multiply(samples[:fits], 1 / 32768, out=audio[count:], casting="unsafe")
             count = end
 
-        decode(container, stream, take)
+        media.decode(container, stream, take)
         return audio, count
 
 
