@@ -126,7 +126,20 @@ BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
     "hotwords over MAX_PROMPT_CHARS": ({"hotwords": "h" * 101}, "hotwords"),
     "prompt with NUL": ({"prompt": "a\x00b"}, "prompt"),
     "hotwords not a string": ({"hotwords": ["ComfyUI"]}, "hotwords"),
+    "speakers out of range": ({"speakers": 0}, "speakers"),
 }
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"diarize": True}, {"diarize": True, "speakers": 2}, {"min_speakers": 2}],
+)
+async def test_diarization_is_refused_as_not_installed(
+    multilingual: httpx.AsyncClient, options: dict[str, Any]
+) -> None:
+    body = problem(await multilingual.post("/v1/jobs", json={**JOB, **options}))
+    (error,) = body["errors"]
+    assert error["field"] in options and "not installed" in error["message"]
 
 
 @pytest.mark.parametrize("name", BAD_OPTIONS)

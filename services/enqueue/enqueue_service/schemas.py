@@ -65,6 +65,15 @@ class JobCreate(BaseModel):
         "(0 first) and are merged by time. Costs one transcription per channel.",
     )
 
+    diarize: bool = Field(
+        False,
+        description="Label segments with their speaker. Not installed in this deployment: "
+        "`true` is refused (422).",
+    )
+    speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+    min_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+    max_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
@@ -81,7 +90,17 @@ class JobCreate(BaseModel):
 
 
 #: The options added by issue 15 (``transcription_core.options``).
-_OPTIONS = ("task", "word_timestamps", "prompt", "hotwords", "multichannel")
+_OPTIONS = (
+    "task",
+    "word_timestamps",
+    "prompt",
+    "hotwords",
+    "multichannel",
+    "diarize",
+    "speakers",
+    "min_speakers",
+    "max_speakers",
+)
 
 
 class JobPage(BaseModel):

@@ -107,6 +107,19 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
                     f"{settings.max_prompt_chars} (MAX_PROMPT_CHARS)",
                 }
             )
+    asked = [
+        name
+        for name in ("diarize", "speakers", "min_speakers", "max_speakers")
+        if getattr(body, name) not in (None, False)
+    ]
+    if asked:
+        errors.append(
+            {
+                "field": asked[0],
+                "message": "diarization is not installed in this deployment: "
+                "leave out diarize and the speaker counts",
+            }
+        )
     task = Task(body.task)
     problem = capability_problem(settings.model, task, body.language)
     if problem is not None:
