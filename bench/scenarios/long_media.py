@@ -286,7 +286,8 @@ def run_all(
                     continue
                 # The same job with word timestamps (issue 15): what the alignment costs.
                 name = f"service (CHUNK_CONCURRENCY={v}, word_timestamps)"
-                with stack.running_services(url, settings_of[v], log_dir, tenant) as services:
+                words_tenant = f"{tenant}-words"
+                with stack.running_services(url, settings_of[v], log_dir, words_tenant) as services:
                     asyncio.run(run_service(services, peers, "jfk.flac"))  # warm-up
                     pids = {n: services.servers[n].pids() for n in stack.SERVICES}
                     meter = measure.CpuMeter(pids, database_name(url))
