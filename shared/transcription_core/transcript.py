@@ -65,6 +65,8 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     speaker: str | None = None
+    #: The audio channel it was heard on (0 first), for a job's ``multichannel``.
+    channel: int | None = None
     decoding: Decoding | None = field(default=None, compare=False)
 
     def shifted(self, offset: float) -> Segment:
@@ -81,7 +83,8 @@ class Segment:
         )
 
     def to_json(self) -> JsonObject:
-        """The stored and API shape: start, end, text, and words or speaker if it has them."""
+        """The stored and API shape: start, end, text, and words, speaker or channel if it
+        has them."""
         out: JsonObject = {"start": self.start, "end": self.end, "text": self.text}
         if self.words is not None:
             out["words"] = [
@@ -90,6 +93,8 @@ class Segment:
             ]
         if self.speaker is not None:
             out["speaker"] = self.speaker
+        if self.channel is not None:
+            out["channel"] = self.channel
         return out
 
     @classmethod
@@ -101,6 +106,7 @@ class Segment:
             text=str(data["text"]),
             words=None if words is None else [Word(**w) for w in words],
             speaker=data.get("speaker"),
+            channel=data.get("channel"),
         )
 
 

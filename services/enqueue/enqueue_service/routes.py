@@ -13,6 +13,7 @@ from enqueue_service import service
 from enqueue_service.schemas import JobCreate, JobPage, TranscriptFormat
 from enqueue_service.settings import EnqueueSettings
 from transcription_core import repository as repo
+from transcription_core.captions import DEFAULT_MAX_LINE_CHARS, DEFAULT_MAX_LINES, render_captions
 from transcription_core.errors import Conflict, InvalidRequest
 from transcription_core.schemas import JobResource
 from transcription_core.status import JobStatus
@@ -142,8 +143,19 @@ async def get_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     summary="The job's transcript as json, text, srt or vtt",
 )
 async def get_transcript(
-    job_id: JobId, engine: Engine, tenant: Tenant, format: TranscriptFormat = "json"
+    job_id: JobId,
+    engine: Engine,
+    tenant: Tenant,
+    format: TranscriptFormat = "json",
+    max_line_chars: Annotated[
+        int, Query(ge=10, le=200, description="srt, vtt: the longest line of a cue.")
+    ] = DEFAULT_MAX_LINE_CHARS,
+    max_lines: Annotated[
+        int, Query(ge=1, le=10, description="srt, vtt: the most lines in a cue.")
+    ] = DEFAULT_MAX_LINES,
 ) -> Response:
+    """Captions (srt, vtt) are cut at word timings where the job has them
+    (`word_timestamps`), and no cue lasts longer than its speech."""
     job, transcript = await service.get_job(engine, tenant, job_id)
     if transcript is None:
         raise Conflict(f"the job is {job.status} and has no transcript yet")
@@ -153,6 +165,9 @@ async def get_transcript(
     stored = transcript.get("text")
     if format == "text" and isinstance(stored, str) and stored:
         rendered = stored  # as it was written
+    elif format in ("srt", "vtt"):
+        segments = Transcript.from_json(transcript).segments
+        rendered = render_captions(segments, format, max_line_chars, max_lines)
     else:
         rendered = Transcript.from_json(transcript).render(format)
     return PlainTextResponse(rendered, media_type=media_type)

@@ -14,7 +14,7 @@ Two constraints of CTranslate2 shape the batching:
 
 * ``generate`` needs ``<|startoftranscript|>`` at the same index in every prompt, so the
   chunks of a step are decoded in groups of equal previous-text length;
-* ``align`` takes one start sequence, so word alignment runs per language.
+* ``align`` takes one start sequence, so word alignment runs per language and task.
 
 It reuses faster-whisper's own helpers (``get_prompt``, ``_split_segments_by_timestamps``,
 ``add_word_timestamps``), whose behaviour the tests pin against ``transcribe()``.
@@ -70,6 +70,10 @@ class ChunkRequest:
     language: str | None = None
     initial_prompt: str | None = None
     word_timestamps: bool = False
+    #: ``transcribe``, or ``translate`` (to English; a multilingual model only).
+    task: str = "transcribe"
+    #: Words to expect, put before every window's prompt (faster-whisper's ``hotwords``).
+    hotwords: str | None = None
 
     @property
     def duration(self) -> float:
@@ -144,7 +148,7 @@ class BatchDecoder:
                         state.all_tokens[state.prompt_reset_since :],
                         without_timestamps=False,
                         prefix=None,
-                        hotwords=None,
+                        hotwords=state.request.hotwords,
                     ),
                 )
             )
@@ -165,20 +169,21 @@ class BatchDecoder:
             finish_window(self.whisper, states[i], windows[i])
 
     def _start(self, state: ChunkState, language: str, probability: float) -> None:
-        state.tokenizer = self._tokenizer(language)
+        state.tokenizer = self._tokenizer(language, state.request.task)
         state.language_probability = probability
         prompt = state.request.initial_prompt
         if prompt is not None:
             state.all_tokens.extend(state.tokenizer.encode(" " + prompt.strip()))
 
-    def _tokenizer(self, language: str) -> Tokenizer:
+    def _tokenizer(self, language: str, task: str) -> Tokenizer:
         if not self.multilingual:
-            language = "en"
-        if language not in self._tokenizers:
-            self._tokenizers[language] = Tokenizer(
-                self.whisper.hf_tokenizer, self.multilingual, task="transcribe", language=language
+            language, task = "en", "transcribe"
+        key = f"{language}:{task}"
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(
+                self.whisper.hf_tokenizer, self.multilingual, task=task, language=language
             )
-        return self._tokenizers[language]
+        return self._tokenizers[key]
 
     def _suppressed(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         if self._suppress_tokens is None:

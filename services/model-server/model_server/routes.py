@@ -1,10 +1,11 @@
-"""HTTP routes: ``POST /v1/predict`` (one chunk, for the transcriber) and
-``POST /v1/audio/transcriptions`` (a whole file, compatible with OpenAI's API)."""
+"""HTTP routes: ``POST /v1/predict`` (one chunk, for the transcriber), and compatible
+with OpenAI's API: ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (a
+whole file) and ``GET /v1/models`` (the served model)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
@@ -18,6 +19,8 @@ from model_server.audio import (
 from model_server.errors import AudioTooLong, ModelNotReady
 from model_server.schemas import (
     Granularity,
+    ModelCard,
+    ModelList,
     PredictParams,
     ResponseFormat,
     TranscriptionJson,
@@ -29,7 +32,7 @@ from model_server.schemas import (
 from model_server.service import ModelService
 from model_server.settings import ModelServerSettings
 from transcription_core.audio.pcm import SAMPLE_RATE
-from transcription_core.errors import InvalidRequest
+from transcription_core.errors import InvalidRequest, NotFound
 from transcription_core.predict import PCM_CONTENT_TYPE, PredictResponse
 from transcription_core.transcript import Segment, Transcript
 
@@ -95,8 +98,22 @@ async def predict(
         beam_size=params.beam_size,
         word_timestamps=params.word_timestamps,
         initial_prompt=params.initial_prompt,
+        task=params.task,
+        hotwords=params.hotwords,
     )
     return PredictResponse.from_transcript(result, service.model_name)
+
+
+@router.get("/v1/models", summary="The served model (OpenAI-compatible)")
+async def list_models(service: ServiceDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=service.model_name)])
+
+
+@router.get("/v1/models/{model}", summary="The served model, by its id", responses={404: _PROBLEM})
+async def get_model(model: str, service: ServiceDep) -> ModelCard:
+    if model != service.model_name:
+        raise NotFound(f"this server serves {service.model_name}, not {model}")
+    return ModelCard(id=service.model_name)
 
 
 @router.post(
@@ -152,14 +169,52 @@ async def create_transcription(
         audio,
         language=language,
         prompt=prompt,
-        word_timestamps=words,
         temperature=temperature,
     )
     return _render(transcript, response_format, words)
 
 
-def _render(transcript: Transcript, response_format: ResponseFormat, words: bool) -> Any:
-    """The transcript in OpenAI's shapes (segments numbered from 1)."""
+@router.post(
+    "/v1/audio/translations",
+    summary="Translate a file's speech to English text (OpenAI-compatible)",
+    responses={
+        200: {"content": {"application/json": {}, "text/plain": {}, "text/vtt": {}}},
+        413: _PROBLEM,
+        422: _PROBLEM,
+        503: _PROBLEM,
+    },
+)
+async def create_translation(
+    service: ServiceDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The audio or video file.")],
+    model: Annotated[str | None, Form(description="Accepted and ignored.")] = None,
+    prompt: Annotated[str | None, Form(max_length=4000)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+) -> Any:
+    """What the ``openai`` client's ``audio.translations.create`` sends: the speech, in
+    whatever language, as English text. A multilingual model only (422 otherwise)."""
+    service.check_capability("translate", None)
+    audio = await asyncio.to_thread(
+        decode_media,
+        file.file,
+        max_seconds=settings.max_file_seconds,
+        limit_name="MAX_FILE_SECONDS",
+    )
+    transcript = await service.transcribe_file(
+        audio, language=None, prompt=prompt, temperature=temperature, task="translate"
+    )
+    return _render(transcript, response_format, False, task="translate")
+
+
+def _render(
+    transcript: Transcript,
+    response_format: ResponseFormat,
+    words: bool,
+    task: Literal["transcribe", "translate"] = "transcribe",
+) -> Any:
+    """The transcript in OpenAI's shapes (segments numbered from 0, as OpenAI does)."""
     segments = transcript.segments
     if response_format == "text":
         return PlainTextResponse(transcript.render("text") + "\n")
@@ -170,10 +225,11 @@ def _render(transcript: Transcript, response_format: ResponseFormat, words: bool
     if response_format == "json":
         return TranscriptionJson(text=transcript.text)
     return TranscriptionVerbose(
+        task=task,
         language=transcript.language or "en",
         duration=round(transcript.duration, 3),
         text=transcript.text,
-        segments=[_verbose(n, s) for n, s in enumerate(segments, start=1)],
+        segments=[_verbose(n, s) for n, s in enumerate(segments)],
         words=(
             [
                 VerboseWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3))

@@ -30,6 +30,12 @@ class PredictParams(BaseModel):
     initial_prompt: str | None = Field(
         None, max_length=4000, description="Text that conditions the first window."
     )
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="`translate`: English text (a multilingual model only)."
+    )
+    hotwords: str | None = Field(
+        None, max_length=4000, description="Words to expect, given before every window."
+    )
 
     @field_validator("language")
     @classmethod
@@ -71,9 +77,23 @@ class VerboseWord(BaseModel):
 
 
 class TranscriptionVerbose(BaseModel):
-    task: Literal["transcribe"] = "transcribe"
+    task: Literal["transcribe", "translate"] = "transcribe"
     language: str
     duration: float
     text: str
     segments: list[VerboseSegment]
     words: list[VerboseWord] | None = None
+
+
+class ModelCard(BaseModel):
+    """One model of ``GET /v1/models`` (OpenAI's shape)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "transcription-service"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

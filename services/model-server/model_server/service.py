@@ -11,6 +11,8 @@ from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkReque
 from model_server.model import LoadedModel
 from transcription_core.audio.chunking import Chunk, plan_chunks
 from transcription_core.audio.pcm import SAMPLE_RATE
+from transcription_core.errors import InvalidRequest
+from transcription_core.options import Task, capability_problem
 from transcription_core.transcript import Segment, Transcript
 
 #: Longest chunk a file is cut into: one Whisper window.
@@ -34,11 +36,25 @@ class ModelService:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
+        task: str = "transcribe",
+        hotwords: str | None = None,
     ) -> Transcript:
+        self.check_capability(task, language)
         return await self.batcher.submit(
-            ChunkRequest(audio, language, initial_prompt, word_timestamps),
+            ChunkRequest(audio, language, initial_prompt, word_timestamps, task, hotwords),
             BatchOptions(beam_size=beam_size),
         )
+
+    def check_capability(self, task: str, language: str | None) -> None:
+        """Refuse (422) what an English-only model cannot do: translate, or hear another
+        language. The enqueue service refuses such jobs first (``MODEL``); this is for a
+        deployment whose settings disagree, and for the OpenAI endpoint."""
+        problem = capability_problem(
+            self.model.name, Task(task), language, english=not self.model.multilingual
+        )
+        if problem is not None:
+            field = "task" if task == Task.TRANSLATE else "language"
+            raise InvalidRequest(problem, errors=[{"field": field, "message": problem}])
 
     async def transcribe_file(
         self,
@@ -46,10 +62,11 @@ class ModelService:
         *,
         language: str | None,
         prompt: str | None = None,
-        word_timestamps: bool = False,
         temperature: float = 0.0,
+        task: str = "transcribe",
     ) -> Transcript:
-        """Cut the file into ≤ 30 s chunks and decode them through the batcher.
+        """Cut the file into ≤ 30 s chunks and decode them through the batcher; every
+        segment with its words (which the caller shows or not).
 
         A file that fits one window is one chunk, whole; a longer one is cut at pauses by
         the worker's chunker (:mod:`transcription_core.audio.chunking`), and stretches
@@ -59,6 +76,7 @@ class ModelService:
         a time, so one long file never fills the queue; the first batch is refused with
         503 if the queue is full, later ones wait for room.
         """
+        self.check_capability(task, language)
         duration = audio.shape[0] / SAMPLE_RATE
         if audio.shape[0] <= CHUNK_SECONDS * SAMPLE_RATE:
             pieces = [Chunk(0, 0, audio.shape[0])]
@@ -72,7 +90,10 @@ class ModelService:
 
         def request(piece: Chunk) -> ChunkRequest:
             samples = audio[piece.start_sample : piece.end_sample]
-            return ChunkRequest(samples, language, prompt, word_timestamps)
+            # Words are always aligned: they give the segments times to the word (a
+            # segment's start and end are its first word's and last word's), as precise
+            # as the job API's; they are shown only when asked for.
+            return ChunkRequest(samples, language, prompt, True, task)
 
         results: list[Transcript] = []
         remaining = list(pieces)

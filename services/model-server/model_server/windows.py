@@ -106,12 +106,12 @@ def add_word_timestamps(
     windows: list[Window],
     indices: list[int],
 ) -> None:
-    by_language: dict[str, list[int]] = {}
+    by_sequence: dict[tuple[int, ...], list[int]] = {}  # one start sequence: language, task
     for i in indices:
         tokenizer = states[i].tokenizer
         assert tokenizer is not None
-        by_language.setdefault(tokenizer.language_code, []).append(i)
-    for group in by_language.values():
+        by_sequence.setdefault(tuple(tokenizer.sot_sequence), []).append(i)
+    for group in by_sequence.values():
         tokenizer = states[group[0]].tokenizer
         assert tokenizer is not None
         text_tokens = [

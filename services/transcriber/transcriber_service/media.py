@@ -91,8 +91,11 @@ class DecodedAudio:
         return self.num_samples / SAMPLE_RATE
 
 
-def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> DecodedAudio:
-    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM.
+def decode_to_pcm_file(
+    src: Path, dest: Path, *, max_duration_s: float, channel: int | None = None
+) -> DecodedAudio:
+    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM: all channels
+    mixed down, or only ``channel`` (0 first; a job's ``multichannel``).
 
     Raises :class:`MediaError` (see the module docstring); ``dest`` is removed then.
     A missing ``src`` is the caller's bug and raises ``FileNotFoundError``.
@@ -111,7 +114,9 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
                 )
             writer = _PcmWriter(dest, max_samples=math.floor(max_duration_s * SAMPLE_RATE))
             with writer:
-                decoded = decode(container, stream, writer.write, starts_at=writer.start_at)
+                decoded = decode(
+                    container, stream, writer.write, starts_at=writer.start_at, channel=channel
+                )
             if writer.samples == 0 or writer.samples == writer.leading_samples:
                 raise MediaError(
                     FailureReason.MEDIA_UNDECODABLE,

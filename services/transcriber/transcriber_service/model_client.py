@@ -117,16 +117,21 @@ class ModelServerClient:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
+        task: str = "transcribe",
+        hotwords: str | None = None,
     ) -> Transcript:
         """Transcribe one chunk; raises :class:`ModelServerError` when it cannot."""
         params: dict[str, str | int] = {
             "beam_size": beam_size,
             "word_timestamps": "true" if word_timestamps else "false",
+            "task": task,
         }
         if language is not None:
             params["language"] = language
         if initial_prompt is not None:
             params["initial_prompt"] = initial_prompt
+        if hotwords is not None:
+            params["hotwords"] = hotwords
         waits = _Waits()
         tries = failures = 0
         try:

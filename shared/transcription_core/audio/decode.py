@@ -130,11 +130,17 @@ def decode(
     take: Callable[[np.ndarray], None],
     *,
     starts_at: Callable[[float], None] | None = None,
+    channel: int | None = None,
 ) -> Decoded:
     """Decode ``stream``, handing each run of 16 kHz mono s16 samples to ``take`` (which
-    may raise to stop, e.g. past a limit). ``starts_at`` hears, before the first samples,
-    how many seconds after the container's start the audio starts."""
-    resampler = _Resampler()
+    may raise to stop, e.g. past a limit): its channels mixed down, or only ``channel``
+    (0 first). ``starts_at`` hears, before the first samples, how many seconds after the
+    container's start the audio starts."""
+    if channel is not None and not 0 <= channel < stream.codec_context.channels:
+        raise ValueError(
+            f"the stream has {stream.codec_context.channels} channels, no channel {channel}"
+        )
+    resampler = _Resampler(None if channel is None else stream.layout.name)
     container_start = (container.start_time or 0) / av.time_base
     good = errors = 0
     started = truncated = False
@@ -167,8 +173,8 @@ def decode(
                 started = True
                 if starts_at is not None and frame.time is not None:
                     starts_at(frame.time - container_start)
-            _take(_converted(resampler.resample, frame), take)
-    _take(_converted(resampler.flush), take)
+            _take(_converted(resampler.resample, frame), take, channel or 0)
+    _take(_converted(resampler.flush), take, channel or 0)
     return Decoded(errors=errors, truncated=truncated)
 
 
@@ -176,9 +182,11 @@ def why(exc: av.FFmpegError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _take(frames: list[AudioFrame], take: Callable[[np.ndarray], None]) -> None:
+def _take(frames: list[AudioFrame], take: Callable[[np.ndarray], None], channel: int) -> None:
+    """Each frame's samples of ``channel`` (a mono frame has only channel 0)."""
     for frame in frames:
-        take(frame.to_ndarray().reshape(-1))
+        samples = frame.to_ndarray()
+        take(samples[channel] if samples.ndim == 2 else samples.reshape(-1))
 
 
 def _converted(convert: Callable[..., list[AudioFrame]], *frame: AudioFrame) -> list[AudioFrame]:
@@ -199,12 +207,15 @@ class _Resampler:
     one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, layout: str | None = None) -> None:
+        #: None: mixed down to mono; a layout: its channels kept apart (planar s16).
+        self._layout = layout
         self._resampler = self._new()
 
-    @staticmethod
-    def _new() -> av.AudioResampler:
-        return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    def _new(self) -> av.AudioResampler:
+        if self._layout is None:
+            return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        return av.AudioResampler(format="s16p", layout=self._layout, rate=SAMPLE_RATE)
 
     def resample(self, frame: AudioFrame) -> list[AudioFrame]:
         try:
