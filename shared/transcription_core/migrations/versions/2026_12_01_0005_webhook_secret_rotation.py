@@ -31,6 +31,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tenants") as batch:
-        batch.drop_column("previous_webhook_secret_expires_at")
-        batch.drop_column("previous_webhook_secret")
+    # Not batch mode: on SQLite that copies the table, and dropping the old ``tenants``
+    # breaks the jobs' foreign keys. SQLite 3.35+ drops a plain column in place.
+    op.drop_column("tenants", "previous_webhook_secret_expires_at")
+    op.drop_column("tenants", "previous_webhook_secret")
