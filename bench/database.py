@@ -9,7 +9,8 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -60,3 +61,37 @@ def scratch_database(prefix: str = "bench") -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def sample_every_second(
+    database_url: str,
+    stop: asyncio.Event,
+    t0: float,
+    samples: list[dict[str, Any]],
+    read: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]],
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Until ``stop``: every second, ``read`` on one connection, appended to ``samples``
+    with its time since ``t0`` (or the error, reconnecting next time: others' fault
+    drills restart PostgreSQL on a shared machine). ``before`` runs first each second."""
+    conn: asyncpg.Connection | None = None
+    while not stop.is_set():
+        started = time.monotonic()
+        if before is not None:
+            await before()
+        try:
+            if conn is None:
+                conn = await asyncpg.connect(asyncpg_dsn(database_url), timeout=5)
+            sample = await read(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            samples.append({"t": round(started - t0, 2), "error": repr(exc)[:200]})
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            conn = None
+        else:
+            samples.append({"t": round(started - t0, 2), **sample})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - (time.monotonic() - started)))
+    if conn is not None:
+        await conn.close()

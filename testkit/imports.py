@@ -6,11 +6,13 @@ import ast
 from pathlib import Path
 
 
-def imported_packages(package: Path) -> dict[str, set[Path]]:
-    """Each top-level package the modules under ``package`` import (absolute imports
-    only), with the files that import it."""
+def imported_modules(package: Path, *, skip: tuple[Path, ...] = ()) -> dict[str, set[Path]]:
+    """Each module the modules under ``package`` (but those under ``skip``) import by
+    absolute name (``from a.b import c`` counts as ``a.b``), with the files that import it."""
     found: dict[str, set[Path]] = {}
     for path in sorted(package.rglob("*.py")):
+        if any(path.is_relative_to(folder) for folder in skip):
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -19,5 +21,14 @@ def imported_packages(package: Path) -> dict[str, set[Path]]:
             else:
                 continue
             for name in names:
-                found.setdefault(name.split(".")[0], set()).add(path)
+                found.setdefault(name, set()).add(path)
+    return found
+
+
+def imported_packages(package: Path, *, skip: tuple[Path, ...] = ()) -> dict[str, set[Path]]:
+    """Each top-level package the modules under ``package`` (but those under ``skip``)
+    import (absolute imports only), with the files that import it."""
+    found: dict[str, set[Path]] = {}
+    for name, paths in imported_modules(package, skip=skip).items():
+        found.setdefault(name.split(".")[0], set()).update(paths)
     return found

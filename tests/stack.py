@@ -91,6 +91,7 @@ async def running_stack(
     *,
     transcriber: dict[str, Any] | None = None,
     orchestrator: dict[str, Any] | None = None,
+    enqueue: dict[str, Any] | None = None,
     media_root: Path = DATA,
 ) -> AsyncIterator[Stack]:
     """Enqueue API, orchestrator and transcriber on loopback, with the test peers; the
@@ -134,7 +135,11 @@ async def running_stack(
         await stack.enter_async_context(serve_app(create_orchestrator(orchestrator_settings)))
         enqueue_url = await stack.enter_async_context(
             serve_app(
-                create_enqueue(EnqueueSettings(database_url=database_url, allow_private_urls=True))
+                create_enqueue(
+                    EnqueueSettings(
+                        database_url=database_url, allow_private_urls=True, **(enqueue or {})
+                    )
+                )
             )
         )
         api = await stack.enter_async_context(httpx.AsyncClient(base_url=enqueue_url, timeout=30))

@@ -63,7 +63,7 @@ import asyncpg
 import numpy as np
 
 from bench import loadgen, measure, report, stack
-from bench.database import database_name, scratch_database
+from bench.database import database_name, sample_every_second, scratch_database
 from bench.speech import SAMPLE_RATE, write_audio
 from testkit.data import DATA
 from testkit.machine import loadavg
@@ -170,41 +170,29 @@ class Run:
 async def sample(run: Run, stop: asyncio.Event) -> None:
     """Every second: jobs by status, deliveries, and the database's connections by
     application and state (this sampler's own left out); reconnecting when it must."""
-    conn = None
-    while not stop.is_set():
-        started = time.monotonic()
+
+    async def read_backends() -> None:
         if run.backends is not None:
             await asyncio.to_thread(run.backends.read)
-        try:
-            if conn is None:
-                conn = await asyncpg.connect(asyncpg_dsn(run.services.database_url), timeout=5)
-            rows = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-            activity = await conn.fetch(
-                "SELECT coalesce(nullif(application_name, ''), '?') AS app, "
-                "coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "GROUP BY 1, 2"
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            run.samples.append({"t": round(started - run.t0, 2), "error": repr(exc)[:200]})
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-            conn = None
-        else:
-            run.samples.append(
-                {
-                    "t": round(started - run.t0, 2),
-                    "counts": {r["status"]: r["n"] for r in rows},
-                    "delivered": len(run.peers.receiver.deliveries),
-                    "connections": {f"{r['app']}/{r['state']}": r["n"] for r in activity},
-                    "load1": float(loadavg().split()[0]),
-                }
-            )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - (time.monotonic() - started)))
-    if conn is not None:
-        await conn.close()
+
+    async def read(conn: asyncpg.Connection) -> dict[str, Any]:
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        activity = await conn.fetch(
+            "SELECT coalesce(nullif(application_name, ''), '?') AS app, "
+            "coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "GROUP BY 1, 2"
+        )
+        return {
+            "counts": {r["status"]: r["n"] for r in rows},
+            "delivered": len(run.peers.receiver.deliveries),
+            "connections": {f"{r['app']}/{r['state']}": r["n"] for r in activity},
+            "load1": float(loadavg().split()[0]),
+        }
+
+    await sample_every_second(
+        run.services.database_url, stop, run.t0, run.samples, read, before=read_backends
+    )
 
 
 def connections(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -83,14 +83,17 @@ def run_batched(pipeline: Any, media: Path, batch_size: int) -> tuple[float, str
 
 
 async def run_service(
-    services: stack.Services, peers: stack.Peers, media_name: str
+    services: stack.Services, peers: stack.Peers, media_name: str, **options: Any
 ) -> dict[str, Any]:
-    """One job through the service: POST → webhook; with the job's own timeline."""
+    """One job through the service: POST → webhook; with the job's own timeline.
+    ``options``: the job's options (``word_timestamps=True``)."""
     model_url = services.url("model-server")
     before = stack.metrics(model_url)
     media_before = len(peers.media.log)
     async with httpx.AsyncClient(timeout=30) as client:
-        one = await stack.run_one(client, services, peers, media_name, 3600, language="en")
+        one = await stack.run_one(
+            client, services, peers, media_name, 3600, language="en", **options
+        )
     job, delivery, final, posted_wall = one.job, one.delivery, one.final, one.posted
     wall = one.wall_seconds
     after = stack.metrics(model_url)
@@ -122,8 +125,8 @@ async def run_service(
 
 def offline_stages(media: Path, work: Path) -> dict[str, Any]:
     """The transcriber's decode and VAD chunking, timed in this process on the same file."""
-    from transcriber_service.chunking import plan_chunks
     from transcriber_service.media import decode_to_pcm_file
+    from transcription_core.audio.chunking import plan_chunks
 
     pcm = work / "offline.pcm"
     started = time.perf_counter()
@@ -164,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         "--name", default="long-media", help="results file stem: <out>/<name>-<date>.json"
     )
     parser.add_argument("--container", choices=("flac", "mp3"), default="flac")
+    parser.add_argument(
+        "--no-words",
+        action="store_true",
+        help="skip the run of the first variant with word_timestamps (its cost)",
+    )
     parser.add_argument("--out", type=Path, default=report.RESULTS)
     parser.add_argument("--min-seconds", type=float, default=600.0)
     parser.add_argument("--report-only", type=Path, help="re-render the .md of a results JSON")
@@ -269,6 +277,24 @@ def run_all(
                     meter = measure.CpuMeter(pids, database_name(url))
                     meter.start()
                     out = asyncio.run(run_service(services, peers, media.name))
+                    cpu = meter.stop()
+                text = out.pop("text")
+                if out["status"] != "SUCCEEDED" or not out["signature_ok"]:
+                    raise RuntimeError(f"the job ended {out['status']}: {out}")
+                record(name, out["wall_seconds"], text, {**out, "cpu": cpu})
+                if v != variants[0] or args.no_words:
+                    continue
+                # The same job with word timestamps (issue 15): what the alignment costs.
+                name = f"service (CHUNK_CONCURRENCY={v}, word_timestamps)"
+                words_tenant = f"{tenant}-words"
+                with stack.running_services(url, settings_of[v], log_dir, words_tenant) as services:
+                    asyncio.run(run_service(services, peers, "jfk.flac"))  # warm-up
+                    pids = {n: services.servers[n].pids() for n in stack.SERVICES}
+                    meter = measure.CpuMeter(pids, database_name(url))
+                    meter.start()
+                    out = asyncio.run(
+                        run_service(services, peers, media.name, word_timestamps=True)
+                    )
                     cpu = meter.stop()
                 text = out.pop("text")
                 if out["status"] != "SUCCEEDED" or not out["signature_ok"]:

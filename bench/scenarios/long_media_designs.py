@@ -47,13 +47,14 @@ from bench.speech import SAMPLE_RATE, compose, tiny_model_path, write_audio
 from testkit.data import DATA
 from testkit.machine import loadavg
 from testkit.text import wer
-from transcriber_service.chunking import (
+from transcriber_service.media import decode_to_pcm_file
+from transcription_core.audio.chunking import (
     DEFAULT_VAD_OPTIONS,
     analyse_pcm,
     chunks_from_analysis,
     speech_regions,
 )
-from transcriber_service.media import decode_to_pcm_file, pcm_num_samples, read_pcm_float32
+from transcription_core.audio.pcm import pcm_num_samples, read_pcm_float32
 
 #: The options of the smallest run (``python -m bench --smoke``).
 SMOKE = ["--cycles", "1", "--rounds", "1"]

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -56,7 +55,7 @@ import asyncpg
 import httpx
 
 from bench import measure, report, stack
-from bench.database import database_name, scratch_database
+from bench.database import database_name, sample_every_second, scratch_database
 from testkit.data import DATA
 from testkit.machine import loadavg
 from transcription_core.db import asyncpg_dsn
@@ -191,34 +190,17 @@ async def send_jobs(
 
 
 async def sample_queue(run: Run, stop: asyncio.Event) -> None:
-    """Jobs by status, every second, from the database (reconnecting if PostgreSQL drops
-    the connection: others' fault drills restart it on a shared machine)."""
-    conn = None
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            if conn is None:
-                conn = await asyncpg.connect(asyncpg_dsn(run.services.database_url), timeout=5)
-            rows = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            run.samples.append({"t": round(started - run.t0, 2), "error": repr(exc)[:200]})
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-            conn = None
-        else:
-            run.samples.append(
-                {
-                    "t": round(started - run.t0, 2),
-                    "counts": {r["status"]: r["n"] for r in rows},
-                    "delivered": len(run.peers.receiver.deliveries),
-                    "load1": float(loadavg().split()[0]),
-                }
-            )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - (time.monotonic() - started)))
-    if conn is not None:
-        await conn.close()
+    """Jobs by status and deliveries, every second, from the database."""
+
+    async def read(conn: asyncpg.Connection) -> dict[str, Any]:
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        return {
+            "counts": {r["status"]: r["n"] for r in rows},
+            "delivered": len(run.peers.receiver.deliveries),
+            "load1": float(loadavg().split()[0]),
+        }
+
+    await sample_every_second(run.services.database_url, stop, run.t0, run.samples, read)
 
 
 async def wait_delivered(run: Run, jobs: list[Job], timeout: float) -> bool:

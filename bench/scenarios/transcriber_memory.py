@@ -99,8 +99,8 @@ def make_long_media(kind: str, minutes: float) -> Path:
 def measure(media: Path) -> dict[str, float]:
     from faster_whisper.vad import get_vad_model
 
-    from transcriber_service.chunking import plan_chunks
     from transcriber_service.media import decode_to_pcm_file
+    from transcription_core.audio.chunking import plan_chunks
 
     get_vad_model()
     from bench.measure import reset_peak_rss, rss_kib

@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from transcription_cli import credentials, limit
 from transcription_cli.operations import (
     cmd_jobs_redeliver,
     cmd_jobs_show,
-    cmd_limit,
     cmd_migrate,
     cmd_purge,
     cmd_queue_depth,
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default="head", help="target revision (default: head)")
     p.set_defaults(func=cmd_migrate)
 
-    tenants = sub.add_parser("tenants", help="manage tenants and their API keys")
+    tenants = sub.add_parser(
+        "tenants", help="manage tenants, their API keys and webhook secrets (rotation too)"
+    )
     tsub = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
     p = tsub.add_parser(
         "create", help="create a tenant; prints its API key and webhook secret once"
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("list", help="list tenants")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tenants_list)
+    credentials.add_parsers(tsub)
 
     p = sub.add_parser("queue-depth", help="QUEUED jobs and the age of the oldest")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -135,28 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_jobs_redeliver)
 
-    limit = sub.add_parser(
-        "limit", help="MAX_CONCURRENT_TRANSCRIPTION_JOBS at run time, without a redeploy"
-    )
-    lsub = limit.add_subparsers(dest="limit_command", required=True, metavar="ACTION")
-    p = lsub.add_parser("show", help="the override in force, if any")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = lsub.add_parser("set", help="override the limit; the orchestrator applies it next round")
-    p.add_argument("value", type=int, help="jobs TRIGGERED or PROCESSING at most")
-    p = lsub.add_parser("reset", help="remove the override")
-    for action in lsub.choices.values():
-        action.add_argument(
-            "--actor",
-            default=os.environ.get("USER", "operator"),
-            help="who changes it, for the record (default: $USER)",
-        )
-        action.set_defaults(func=cmd_limit)
+    limit.add_parser(sub)
 
-    p = sub.add_parser("config", help="the settings each service would run with here")
+    p = sub.add_parser(
+        "config",
+        help="the settings each service would run with here (`transcription serve`), and "
+        "where `transcription run` changes one, its value there",
+    )
     p.add_argument(
         "--markdown",
         action="store_true",
         help="print every setting with its default and meaning, as a table",
+    )
+    p.add_argument(
+        "--port-base", type=int, default=8000, help="as for `transcription run` (default 8000)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="as for `transcription run` (default 127.0.0.1)"
     )
     p.set_defaults(func=cmd_config)
 
@@ -204,9 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: A reader that stopped reading (``transcription jobs show ID --json | head``): the exit
+#: status a shell gives a command killed by SIGPIPE.
+BROKEN_PIPE_EXIT = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader is gone: end quietly, as a Unix tool does, not with a traceback. What
+        # is still buffered goes to /dev/null, so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+    return code
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The operator's commands on the job store: ``migrate``, ``tenants``, ``queue-depth``,
-``stats``, ``requeue``, ``purge``, ``jobs``, ``limit``.
+``stats``, ``requeue``, ``purge``, ``jobs`` (``limit`` is in :mod:`transcription_cli.limit`).
 
 Every command reads ``DATABASE_URL`` (unset: the SQLite file ``transcription.db`` in the
 working directory). Read-only commands take ``--json`` for scripts.
@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from transcription_cli import summary
 from transcription_core import repository as repo
 from transcription_core.db import create_engine
 from transcription_core.errors import TenantExists
@@ -165,13 +166,15 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
 def cmd_queue_depth(args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection) -> int:
         depth = await repo.queue_depth(conn)
-        age = (utcnow() - depth.oldest_queued_at).total_seconds() if depth.oldest_queued_at else 0
+        oldest = depth.oldest_queued_at
+        # No queued job has no age: null, as oldest_queued_at is (0 would read "just queued").
+        age = None if oldest is None else round(max((utcnow() - oldest).total_seconds(), 0.0), 3)
         if args.json:
             _print_json(
                 {
                     "queued": depth.queued,
                     "oldest_queued_at": depth.oldest_queued_at,
-                    "oldest_queued_age_seconds": round(max(age, 0.0), 3),
+                    "oldest_queued_age_seconds": age,
                     "in_flight": depth.in_flight,
                     "waiting_retry": depth.waiting_retry,
                 }
@@ -284,11 +287,12 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             _print_json({"job": job_data, "events": [dataclasses.asdict(e) for e in events]})
             return 0
         for key, value in job_data.items():
-            print(f"{key:<20} {value}")
+            shown = summary.webhook_payload(value) if key == "webhook_payload" else value
+            print(f"{key:<20} {summary.one_line(shown)}")
         print("events:")
         for e in events:
             reason = f" {e.reason}" if e.reason else ""
-            detail = f" ({e.detail})" if e.detail else ""
+            detail = f" ({summary.one_line(e.detail)})" if e.detail else ""
             print(
                 f"  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.from_status or '-':>11} -> "
                 f"{e.to_status:<11} attempt {e.attempt}  by {e.actor}{reason}{detail}"
@@ -320,26 +324,6 @@ def cmd_jobs_redeliver(args: argparse.Namespace) -> int:
         return 0
 
     return _with_db(work, write=True)
-
-
-def cmd_limit(args: argparse.Namespace) -> int:
-    async def work(conn: AsyncConnection) -> int:
-        actor = f"operator:{args.actor}"
-        if args.limit_command == "set":
-            await repo.set_runtime_setting(conn, repo.LIMIT_SETTING, str(args.value), actor)
-            print(f"MAX_CONCURRENT_TRANSCRIPTION_JOBS is now {args.value} (from the next round)")
-        elif args.limit_command == "reset":
-            await repo.delete_runtime_setting(conn, repo.LIMIT_SETTING)
-            print("MAX_CONCURRENT_TRANSCRIPTION_JOBS override removed: the environment's value")
-        else:
-            value = await repo.get_runtime_setting(conn, repo.LIMIT_SETTING)
-            if args.json:
-                _print_json({"override": None if value is None else int(value)})
-            else:
-                print(value if value is not None else "no override: the environment's value")
-        return 0
-
-    return _with_db(work, write=args.limit_command != "show")
 
 
 def ensure_local_tenant() -> None:

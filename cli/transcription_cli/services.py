@@ -59,18 +59,43 @@ def settings_table() -> str:
     return "\n".join(lines)
 
 
+def run_environment(host: str, port_base: int) -> dict[str, str]:
+    """What ``transcription run`` adds to the environment of the services it starts: loopback
+    URLs allowed (unless the environment says otherwise) and the peers' local addresses."""
+    ports = dict(zip(SERVICES, range(port_base, port_base + 4), strict=True))
+    env = {"ALLOW_PRIVATE_URLS": os.environ.get("ALLOW_PRIVATE_URLS", "true")}
+    env["TRANSCRIBER_URL"] = f"http://{host}:{ports['transcriber']}"
+    env["MODEL_SERVER_URL"] = f"http://{host}:{ports['model-server']}"
+    return env
+
+
+def _values(cls: type[BaseSettings], overlay: dict[str, str]) -> dict[str, str]:
+    """The settings ``cls`` reads from this environment with ``overlay`` on top."""
+    saved = dict(os.environ)
+    os.environ.update(overlay)
+    try:
+        settings = cls()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    values = {}
+    for name in cls.model_fields:
+        value = getattr(settings, name)
+        values[name.upper()] = redacted(str(value)) if name == "database_url" else str(value)
+    return values
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_table())
         return 0
+    under_run = run_environment(args.host, args.port_base)
     for service, cls in service_settings().items():
-        settings = cls()
+        here, run = _values(cls, {}), _values(cls, under_run)
         print(f"[{service}]")
-        for name in cls.model_fields:
-            value = getattr(settings, name)
-            if name == "database_url":
-                value = redacted(str(value))
-            print(f"  {name.upper()}={value}")
+        for env, value in here.items():
+            differs = f"    (under `transcription run`: {run[env]})" if run[env] != value else ""
+            print(f"  {env}={value}{differs}")
     return 0
 
 
@@ -125,10 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # address and slots, and the orchestrator triggers the one that has room.
     servers = list(ports.items())
     servers += [("transcriber", base + 3 + n) for n in range(1, args.transcribers)]
-    env = dict(os.environ)
-    env.setdefault("ALLOW_PRIVATE_URLS", "true")
-    env["TRANSCRIBER_URL"] = f"http://{args.host}:{ports['transcriber']}"
-    env["MODEL_SERVER_URL"] = f"http://{args.host}:{ports['model-server']}"
+    env = {**os.environ, **run_environment(args.host, base)}
     os.environ.update(env)
     url = database_url()
     migrate.upgrade(url)

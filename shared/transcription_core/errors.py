@@ -29,6 +29,7 @@ TranscriptionError
 ├── ModelServerError             (transcriber_service.model_client) a chunk failed for good
 ├── _Retryable                   (transcriber_service.model_client) a retryable answer
 ├── LeaseLost                    (transcriber_service.service) another writer moved the job
+├── AudioError                   (transcription_core.audio.decode) media that gives no audio
 ├── ModelConfigError             (model_server.errors) MODEL names no model we can load
 └── _OverLimit                   (model_server.audio) audio over the duration limit
 """

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Protocol, TypedDict, TypeVar, cast
 
+from transcription_core.options import DecodeOptions, Task
 from transcription_core.status import FailureReason, InvalidTransition, JobStatus, allowed_from
 from transcription_core.storable import JsonObject
 
@@ -51,6 +52,11 @@ class NewJob:
     metadata: JsonObject | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    task: Task = Task.TRANSCRIBE
+    word_timestamps: bool = False
+    prompt: str | None = None
+    hotwords: str | None = None
+    multichannel: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,12 @@ class Job:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    #: The client's options (``options.py``), fixed at enqueue.
+    task: Task
+    word_timestamps: bool
+    prompt: str | None
+    hotwords: str | None
+    multichannel: bool
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -113,11 +125,21 @@ class Job:
             created_at=_required(row, "created_at", datetime),
             updated_at=_required(row, "updated_at", datetime),
             completed_at=_optional(row, "completed_at", datetime),
+            task=Task(_required(row, "task", str)),
+            word_timestamps=_required(row, "word_timestamps", bool),
+            prompt=_optional(row, "prompt", str),
+            hotwords=_optional(row, "hotwords", str),
+            multichannel=_required(row, "multichannel", bool),
         )
 
     def columns(self) -> dict[str, object]:
         """Every column's value by its name: what an insert of this job writes."""
         return dict(vars(self))  # the fields, in order: a frozen dataclass has no others
+
+    @property
+    def decode_options(self) -> DecodeOptions:
+        """The options every chunk of this job is decoded with."""
+        return DecodeOptions(self.task, self.word_timestamps, self.prompt, self.hotwords)
 
     @property
     def pending_failure_message(self) -> bool:

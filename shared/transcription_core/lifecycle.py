@@ -129,6 +129,11 @@ def enqueued(new: NewJob, now: datetime) -> tuple[Job, Event]:
         created_at=now,
         updated_at=now,
         completed_at=None,
+        task=new.task,
+        word_timestamps=new.word_timestamps,
+        prompt=new.prompt,
+        hotwords=new.hotwords,
+        multichannel=new.multichannel,
     )
     return job, Event(job.id, None, S.QUEUED, 0, None, None, now)
 

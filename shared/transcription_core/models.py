@@ -58,6 +58,10 @@ class Tenant(Base):
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     webhook_secret: Mapped[str] = mapped_column(sa.String(128))
+    #: The secret before the last rotation: webhooks are signed with it too (a second
+    #: signature) until ``previous_webhook_secret_expires_at``.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(128))
+    previous_webhook_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -137,6 +141,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The client's options, fixed at enqueue (``transcription_core.options``; migration
+    #: 0005). A job enqueued before them has the defaults.
+    task: Mapped[str] = mapped_column(sa.String(16), server_default="transcribe")
+    word_timestamps: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    prompt: Mapped[str | None] = mapped_column(sa.Text)
+    hotwords: Mapped[str | None] = mapped_column(sa.Text)
+    multichannel: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
 
 
 class JobEvent(Base):

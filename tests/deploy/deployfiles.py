@@ -163,7 +163,11 @@ def container_env(container: Obj) -> dict[str, str]:
         if "secretRef" in source:
             env.update(secret_data(source["secretRef"]["name"]))
     for var in container.get("env", []):
-        env[var["name"]] = str(var.get("value", ""))
+        ref = var.get("valueFrom", {}).get("configMapKeyRef")
+        if ref is not None:  # one key of a ConfigMap (the enqueue's MODEL)
+            env[var["name"]] = configmap_data(ref["name"])[ref["key"]]
+        else:
+            env[var["name"]] = str(var.get("value", ""))
     return env
 
 

@@ -36,8 +36,9 @@ CODE_BLOCK = re.compile(r"^ *```[a-z]*\n(.*?)^ *```", re.M | re.S)
 INLINE = re.compile(r"`(transcription [^`]+)`")
 OPERATOR = re.compile(r"^[();<>|&]+$")
 NEVER_RETURN = {"serve", "run"}
-#: Placeholders the runbook uses, and what the test puts in their place.
-PLACEHOLDERS = {"JOB_ID"}
+#: Placeholders the runbook uses (the test puts the seeded job, tenant and key in their place).
+PLACEHOLDERS = {"JOB_ID", "TENANT", "KEY_PREFIX"}
+TENANT = "org-runbook"
 #: How the runbook runs every command in the cluster.
 IN_CLUSTER = f"kubectl -n {namespace()} exec deploy/transcription-admin --"
 
@@ -102,13 +103,14 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "transcription_cli"]
 
 
-async def _seed(url: str) -> str:
+async def _seed(url: str) -> dict[str, str]:
+    """The seeded values of the placeholders."""
     engine = create_engine(url, "test-runbook", 1)
     try:
-        await make_tenant(engine, "org-runbook")
+        tenant = await make_tenant(engine, TENANT)
         job = await make_job(
             engine,
-            "org-runbook",
+            TENANT,
             status="PERMAFAILED",
             failure_reason=FailureReason.MODEL_ERROR.value,
             failure_detail="the model server answered 500",
@@ -117,14 +119,14 @@ async def _seed(url: str) -> str:
         )
         await make_job(
             engine,
-            "org-runbook",
+            TENANT,
             status="PERMAFAILED",
             failure_reason=FailureReason.DOWNLOAD_FORBIDDEN.value,
             failure_detail="the media URL answered 403",
             attempts=1,
             completed_at=utcnow(),
         )
-        return str(job.id)
+        return {"JOB_ID": str(job.id), "TENANT": TENANT, "KEY_PREFIX": tenant.api_key[:12]}
     finally:
         await engine.dispose()
 
@@ -163,14 +165,15 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], t
         [*cli(), "migrate"], env=env, capture_output=True, text=True, check=False
     )
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    job_id = asyncio.run(_seed(env["DATABASE_URL"]))
+    seeded = asyncio.run(_seed(env["DATABASE_URL"]))
+    assert set(seeded) == PLACEHOLDERS
 
     runs = [run for argv in COMMANDS for run in runs_of(argv)]
     batch = []
     for index, run in enumerate(runs):
         db = root / f"run{index}.db"
         shutil.copyfile(template, db)
-        batch.append([str(db), [job_id if arg in PLACEHOLDERS else arg for arg in run]])
+        batch.append([str(db), [seeded.get(arg, arg) for arg in run]])
     done = subprocess.run(
         [sys.executable, "-c", DRIVER],
         input=json.dumps(batch),
@@ -280,3 +283,22 @@ def test_every_failure_reason_has_an_answer() -> None:
 def test_the_old_annotation_names_are_explained() -> None:
     assert "autoscaling.knative.dev/minScale" in TEXT
     assert "autoscaling.knative.dev/maxScale" in TEXT
+
+
+def test_the_event_actors_it_names_are_the_ones_the_code_records() -> None:
+    """The actors the runbook lists ("who made it") are those the services, the CLI and the
+    API write into ``job_events.actor`` (a default ``actor: str = "..."`` or an
+    ``actor=f"...:{...}"``), and no other."""
+    said = re.search(r"who made it \(([^)]*)\)", " ".join(TEXT.split()))
+    assert said, "the runbook no longer says who makes each change"
+    named = {
+        name.split(":")[0] + (":" if ":" in name else "")
+        for name in re.findall(r"`([^`]+)`", said[1])
+    }
+    recorded: set[str] = set()
+    for folder in ("services", "shared", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            recorded |= set(re.findall(r'actor: str = "([a-z-]+)"', text))
+            recorded |= {f"{p}:" for p in re.findall(r'actor=f"([a-z-]+):', text)}
+    assert named == recorded

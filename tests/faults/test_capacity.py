@@ -112,12 +112,12 @@ def _peak(sampler: InFlightSampler, start: float, end: float | None = None) -> i
     )
 
 
-async def scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
-    url = await template.fresh("capacity")
-    model = StandInModel(CHUNK_SECONDS)
-    await model.start()
-    stack = Stack(
-        name="capacity",
+def _three_transcribers(
+    name: str, url: str, template: db.Template, model: StandInModel, workdir: Any
+) -> Stack:
+    """Three transcribers of two slots each, the global budget out of the way."""
+    return Stack(
+        name=name,
         database_url=url,
         tenants=template.tenants,
         model_server_url=model.url,
@@ -125,6 +125,13 @@ async def scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
         transcribers=3,
         env={"WORKER_MAX_JOBS": "2", "MAX_CONCURRENT_TRANSCRIPTION_JOBS": "100"},
     )
+
+
+async def scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
+    url = await template.fresh("capacity")
+    model = StandInModel(CHUNK_SECONDS)
+    await model.start()
+    stack = _three_transcribers("capacity", url, template, model, workdir)
     sampler = InFlightSampler(url, interval=0.05)
     out: dict[str, Any] = {}
     loop = asyncio.get_running_loop()
@@ -256,15 +263,7 @@ async def stop_scenario(template: db.Template, workdir: Any) -> dict[str, Any]:
     url = await template.fresh("scale_down")
     model = StandInModel(0.5)
     await model.start()
-    stack = Stack(
-        name="scale-down",
-        database_url=url,
-        tenants=template.tenants,
-        model_server_url=model.url,
-        workdir=workdir,
-        transcribers=3,
-        env={"WORKER_MAX_JOBS": "2", "MAX_CONCURRENT_TRANSCRIPTION_JOBS": "100"},
-    )
+    stack = _three_transcribers("scale-down", url, template, model, workdir)
     finishes, hands_back, stays = stack.transcribers
     finishes.env = {**finishes.env, "SHUTDOWN_GRACE_SECONDS": "60"}
     hands_back.env = {**hands_back.env, "SHUTDOWN_GRACE_SECONDS": "1"}

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 from pathlib import Path
 
 from bench.__main__ import ALL, SCENARIOS
+from testkit import imports
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -24,13 +24,9 @@ def test_every_scenario_is_registered_and_runnable() -> None:
 
 def test_no_module_of_bench_imports_another_by_bare_name() -> None:
     local = {p.stem for p in BENCH.rglob("*.py")}
-    for path in BENCH.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            bare = [n for n in names if n.split(".")[0] in local]
-            assert not bare, f"{path.relative_to(BENCH)} imports {bare}: use bench.<module>"
+    bare = {
+        name: sorted(str(path.relative_to(BENCH)) for path in paths)
+        for name, paths in imports.imported_modules(BENCH).items()
+        if name.split(".")[0] in local
+    }
+    assert not bare, f"modules of bench import these by bare name (use bench.<module>): {bare}"

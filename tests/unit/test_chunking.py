@@ -10,17 +10,17 @@ import pytest
 from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
 from testkit.media import JFK, MULTILINGUAL, decode_mono, make_silence_wav
-from transcriber_service.chunking import (
+from transcriber_service.media import decode_to_pcm_file
+from transcription_core.audio.chunking import (
     DEFAULT_VAD_OPTIONS,
     ENERGY_HOP,
     Chunk,
+    analyse_audio,
     analyse_pcm,
     plan_chunks,
     speech_regions,
 )
-from transcriber_service.errors import MediaError
-from transcriber_service.media import SAMPLE_RATE, decode_to_pcm_file, read_pcm_float32
-from transcription_core.status import FailureReason
+from transcription_core.audio.pcm import SAMPLE_RATE, read_pcm_float32
 
 MAX_CHUNK_S = 30.0
 
@@ -139,6 +139,19 @@ def test_chunking_is_deterministic_and_window_independent(multilingual_pcm: Path
     assert plan_chunks(multilingual_pcm, window_s=0.5) == first
 
 
+def test_samples_in_memory_are_chunked_as_their_pcm_file(multilingual_pcm: Path) -> None:
+    """The model server's OpenAI endpoint chunks an upload's samples with the worker's
+    chunker: the same analysis, the same chunks."""
+    from_file = analyse_pcm(multilingual_pcm)
+    audio = read_pcm_float32(multilingual_pcm, 0, from_file.num_samples)
+    in_memory = analyse_audio(audio, window_s=7.0)
+
+    assert in_memory.num_samples == from_file.num_samples
+    np.testing.assert_array_equal(in_memory.speech_probs, from_file.speech_probs)
+    np.testing.assert_array_equal(in_memory.energy, from_file.energy)
+    assert plan_chunks(audio, max_chunk_s=10.0) == plan_chunks(multilingual_pcm, max_chunk_s=10.0)
+
+
 def test_windowed_vad_equals_one_pass_over_the_whole_file(multilingual_pcm: Path) -> None:
     analysis = analyse_pcm(multilingual_pcm, window_s=10.0)
     audio = read_pcm_float32(multilingual_pcm, 0, analysis.num_samples)
@@ -197,29 +210,22 @@ def test_digital_silence_has_no_speech(tmp_path: Path) -> None:
     wav = make_silence_wav(tmp_path / "silence.wav", seconds=60)
     pcm = decode_to_pcm_file(wav, tmp_path / "silence.pcm", max_duration_s=120).path
 
-    with pytest.raises(MediaError) as caught:
-        plan_chunks(pcm)
-
-    assert caught.value.reason is FailureReason.NO_AUDIO_FOUND
-    assert caught.value.detail.startswith("no speech found")
+    assert plan_chunks(pcm) == []
 
 
 def test_quiet_noise_has_no_speech(tmp_path: Path) -> None:
     noise = np.random.default_rng(3).normal(scale=0.003, size=20 * SAMPLE_RATE)
     pcm = write_pcm(tmp_path / "hiss.pcm", noise.astype(np.float32))
 
-    with pytest.raises(MediaError) as caught:
-        plan_chunks(pcm)
-    assert caught.value.reason is FailureReason.NO_AUDIO_FOUND
+    assert plan_chunks(pcm) == []
 
 
 def test_empty_audio_has_no_speech(tmp_path: Path) -> None:
     empty = tmp_path / "empty.pcm"
     empty.write_bytes(b"")
 
-    with pytest.raises(MediaError) as caught:
-        plan_chunks(empty)
-    assert caught.value.reason is FailureReason.NO_AUDIO_FOUND
+    assert plan_chunks(empty) == []
+    assert plan_chunks(np.zeros(0, dtype=np.float32)) == []
 
 
 def test_chunk_times() -> None:

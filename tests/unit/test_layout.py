@@ -11,16 +11,20 @@ The job core: SQL only in the repository, small modules, the tables reachable as
 from __future__ import annotations
 
 import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from packaging.requirements import Requirement
 
 from testkit import imports
 from transcription_core import repository as repo
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = CORE = ROOT / "shared" / "transcription_core"
+AUDIO = CORE / "audio"
 CLI = ROOT / "cli" / "transcription_cli"
 SERVICES = {
     "enqueue_service": ROOT / "services" / "enqueue" / "enqueue_service",
@@ -72,6 +76,21 @@ def test_the_cli_is_what_imports_the_services() -> None:
     assert set(SERVICES) <= set(imported_packages(CLI))
 
 
+@pytest.mark.parametrize(
+    "package", ["transcription_core", "enqueue_service", "orchestrator_service"]
+)
+def test_only_the_services_that_hear_audio_import_the_audio_package(package: str) -> None:
+    """``transcription_core.audio`` needs PyAV, NumPy and faster-whisper (the ``audio``
+    extra), which the enqueue and orchestrator images do not install."""
+    path = COMMON if package == "transcription_core" else SERVICES[package]
+    users = {
+        name: sorted(str(p.relative_to(ROOT)) for p in paths)
+        for name, paths in imports.imported_modules(path, skip=(AUDIO,)).items()
+        if name == "transcription_core.audio" or name.startswith("transcription_core.audio.")
+    }
+    assert not users, f"{package} imports the audio package: {users}"
+
+
 # --- the job core ---------------------------------------------------------------------
 
 
@@ -113,3 +132,28 @@ def test_a_core_module_reads_in_one_sitting(path: Path) -> None:
 )
 def test_the_tables_are_not_shadowed_by_the_modules(name: str) -> None:
     assert isinstance(getattr(repo, name), sa.Table)
+
+
+# --- the Python client ----------------------------------------------------------------
+
+CLIENT = ROOT / "clients" / "python"
+
+
+def test_the_client_depends_on_httpx_only() -> None:
+    """``transcription-client`` is its own distribution: it imports the standard library,
+    httpx and itself, nothing of the service, and declares httpx as its one dependency."""
+    imported = imported_packages(CLIENT / "transcription_client")
+    outside = {
+        name: paths
+        for name, paths in imported.items()
+        if name not in sys.stdlib_module_names and name not in {"httpx", "transcription_client"}
+    }
+    assert not outside, f"the client imports {outside}"
+    declared = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
+    assert [Requirement(r).name for r in declared["dependencies"]] == ["httpx"]
+    assert (CLIENT / "transcription_client" / "py.typed").is_file()
+
+
+def test_no_package_of_the_service_imports_the_client() -> None:
+    for package in [COMMON, CLI, *SERVICES.values()]:
+        assert "transcription_client" not in imported_packages(package), package

@@ -6,12 +6,21 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import get_type_hints
 
 import pytest
 import sqlalchemy as sa
 
-from transcription_core import lifecycle
-from transcription_core.job import JOB_COLUMNS, Change, Job, Message, NewJob, WebhookEvent
+from transcription_core import lifecycle, storable
+from transcription_core.job import (
+    JOB_COLUMNS,
+    Change,
+    Job,
+    Message,
+    NewJob,
+    WebhookEvent,
+    Writes,
+)
 from transcription_core.models import Job as JobModel
 from transcription_core.retry import RetryPolicy
 from transcription_core.status import FAILURE_STATUSES, FailureReason, InvalidTransition, JobStatus
@@ -571,3 +580,13 @@ def test_a_job_is_its_row() -> None:
     assert Job.from_row(row) == full
     with pytest.raises(TypeError):
         Job.from_row({**row, "attempts": "3"})
+
+
+def test_what_a_change_writes_is_typed_as_the_job_types_that_column() -> None:
+    """``Writes`` (a partial update: a TypedDict) names columns of ``Job`` (a dataclass):
+    Python's typing cannot derive one from the other, so this keeps the two from drifting
+    (mypy checks ``replace(job, **writes)`` too)."""
+    columns = get_type_hints(Job, localns=vars(storable))  # JsonObject's "Json"
+    writes = get_type_hints(Writes)
+    assert writes == {name: columns[name] for name in writes}
+    assert "status" not in writes  # the change's own field, checked by the status machine

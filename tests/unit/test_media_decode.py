@@ -22,13 +22,8 @@ from testkit.media import (
     make_video_without_audio,
 )
 from transcriber_service.errors import JobFailure, MediaError
-from transcriber_service.media import (
-    SAMPLE_RATE,
-    decode_to_pcm_file,
-    pcm_num_samples,
-    read_pcm,
-    read_pcm_float32,
-)
+from transcriber_service.media import decode_to_pcm_file
+from transcription_core.audio.pcm import SAMPLE_RATE, pcm_num_samples, read_pcm, read_pcm_float32
 from transcription_core.status import FailureReason
 
 
@@ -226,3 +221,22 @@ def test_a_playlist_is_not_followed(tmp_path: Path) -> None:
         f"#EXTM3U\n#EXT-X-TARGETDURATION:60\n#EXTINF:60.0,\n{MULTILINGUAL}\n#EXT-X-ENDLIST\n"
     )
     assert_fails(playlist, tmp_path, FailureReason.MEDIA_UNDECODABLE)
+
+
+def test_one_channel_is_decoded_alone(tmp_path: Path) -> None:
+    """stereo_diarization.wav: the left sentence lasts 5 s, the right one ends near 2.5 s."""
+    from testkit.data import DATA
+
+    src = DATA / "stereo_diarization.wav"
+    levels = []
+    for channel in (0, 1):
+        decoded = decode_to_pcm_file(
+            src, tmp_path / f"{channel}.pcm", max_duration_s=60, channel=channel
+        )
+        assert decoded.source_channels == 2 and decoded.num_samples == 5 * SAMPLE_RATE
+        audio = read_pcm_float32(decoded.path, 0, decoded.num_samples)
+        levels.append(float(np.abs(audio[3 * SAMPLE_RATE :]).mean()))
+    left, right = levels
+    assert left > 50 * right  # the last 2 s: the left speaks, the right is silent
+    with pytest.raises(ValueError, match="no channel 2"):
+        decode_to_pcm_file(src, tmp_path / "2.pcm", max_duration_s=60, channel=2)

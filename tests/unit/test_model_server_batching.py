@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from model_server.batching import Batcher
-from model_server.decoding import BatchOptions, ChunkRequest, ChunkResult
+from model_server.decoding import BatchOptions, ChunkRequest
 from model_server.errors import ModelNotReady, QueueFull
+from transcription_core.transcript import Transcript
 
 
 class FakeModel:
@@ -26,14 +27,14 @@ class FakeModel:
     def hold(self) -> None:
         self.release.clear()
 
-    def decode(self, requests: Sequence[ChunkRequest], options: BatchOptions) -> list[ChunkResult]:
+    def decode(self, requests: Sequence[ChunkRequest], options: BatchOptions) -> list[Transcript]:
         self.entered.set()
         assert self.release.wait(timeout=10)
         self.batches.append(list(requests))
         if any(r.initial_prompt == "fail" for r in requests):
             raise RuntimeError("bad chunk")
         return [
-            ChunkResult([], r.language or "en", float(options.beam_size), r.duration)
+            Transcript([], r.language or "en", float(options.beam_size), r.duration)
             for r in requests
         ]
 
@@ -65,7 +66,7 @@ async def batcher(model: FakeModel) -> AsyncIterator[Batcher]:
     await batcher.stop()
 
 
-async def hold_worker(batcher: Batcher, model: FakeModel) -> asyncio.Task[ChunkResult]:
+async def hold_worker(batcher: Batcher, model: FakeModel) -> asyncio.Task[Transcript]:
     """Occupy the worker with one chunk until ``model.release`` is set."""
     model.hold()
     blocker = asyncio.create_task(batcher.submit(chunk(), BatchOptions()))

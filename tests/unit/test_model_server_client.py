@@ -15,11 +15,11 @@ from transcriber_service.model_capacity import ModelCapacity
 from transcriber_service.model_client import (
     ModelServerClient,
     ModelServerError,
-    PredictResult,
     is_queue_full,
 )
 from transcription_core.errors import ProblemError
 from transcription_core.retry_after import parse_retry_after
+from transcription_core.transcript import Transcript
 
 OK_BODY = {
     "segments": [{"start": 0.0, "end": 1.5, "text": " Hello.", "words": None}],
@@ -97,9 +97,15 @@ def client_for(
 async def test_predict_sends_pcm_and_options_and_parses_the_result() -> None:
     seen, transport = scripted(httpx.Response(200, json=OK_BODY))
     result = await client_for(transport)().predict(
-        b"\x00\x00" * 10, language="de", beam_size=3, word_timestamps=True
+        b"\x00\x00" * 10,
+        language="de",
+        beam_size=3,
+        word_timestamps=True,
+        initial_prompt="Glossar",
+        task="translate",
+        hotwords="ComfyUI",
     )
-    assert isinstance(result, PredictResult)
+    assert isinstance(result, Transcript) and result.model == "tiny.en"
     assert result.text == "Hello." and result.segments[0].end == 1.5
     request = seen[0]
     assert request.url.path == "/v1/predict"
@@ -108,6 +114,9 @@ async def test_predict_sends_pcm_and_options_and_parses_the_result() -> None:
         "language": "de",
         "beam_size": "3",
         "word_timestamps": "true",
+        "initial_prompt": "Glossar",
+        "task": "translate",
+        "hotwords": "ComfyUI",
     }
     assert request.content == b"\x00\x00" * 10
 

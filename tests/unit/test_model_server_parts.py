@@ -1,9 +1,8 @@
-"""The model server's pure parts: settings, model resolution, audio bodies, subtitles."""
+"""The model server's pure parts: settings, model resolution, audio bodies."""
 
 from __future__ import annotations
 
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,9 @@ from faster_whisper.audio import decode_audio
 from model_server.audio import (
     decode_media,
     is_pcm,
-    pack_regions,
     pcm_to_float32,
-    split_on_silence,
 )
 from model_server.errors import AudioTooLong, EmptyAudio, ModelConfigError, UndecodableAudio
-from model_server.formats import timestamp, to_srt, to_text, to_vtt
 from model_server.model import (
     assemble_split_model,
     resolve_compute_type,
@@ -192,66 +188,10 @@ def test_a_file_within_the_limit_decodes_whole_whatever_it_declares(declared: fl
     assert not audio.any()
 
 
-def test_audio_that_fits_one_window_is_one_piece() -> None:
-    audio = np.zeros(16_000 * 30, dtype=np.float32)
-    assert split_on_silence(audio) == [slice(0, 16_000 * 30)]
-
-
-@pytest.mark.parametrize(
-    ("regions", "pieces"),
-    [
-        ([], []),
-        ([(0, 10), (12, 20)], [(0, 20)]),  # fits: one piece, pause included
-        ([(0, 10), (11, 20), (25, 28), (28, 33)], [(0, 20), (25, 33)]),  # widest pause
-        ([(0, 5), (9, 10), (10, 15), (15, 20), (20, 25)], [(0, 5), (9, 25)]),
-        ([(0, 10), (10, 20), (20, 30), (30, 40)], [(0, 20), (20, 40)]),  # no pause: latest
-        ([(5, 45)], [(5, 45)]),  # one region longer than the limit stays whole
-    ],
-)
-def test_regions_are_packed_and_cut_at_the_widest_pause(
-    regions: list[tuple[int, int]], pieces: list[tuple[int, int]]
-) -> None:
-    packed = pack_regions(regions, limit=20)
-    assert [(p.start, p.stop) for p in packed] == pieces
-    assert all(p.stop - p.start <= 20 for p in packed if (p.start, p.stop) != (5, 45))
-
-
-def test_long_silence_has_no_pieces() -> None:
-    assert split_on_silence(np.zeros(16_000 * 45, dtype=np.float32)) == []
-
-
-@dataclass
-class Cue:
-    start: float
-    end: float
-    text: str
-
-
-CUES = [Cue(0.0, 8.0, " And so my fellow Americans,"), Cue(8.0, 3725.5, " ask not.")]
-
-
-def test_timestamps() -> None:
-    assert timestamp(0, ",") == "00:00:00,000"
-    assert timestamp(3725.5, ".") == "01:02:05.500"
-    assert timestamp(59.9996, ",") == "00:01:00,000"
-
-
-def test_text_srt_and_vtt() -> None:
-    assert to_text(CUES) == "And so my fellow Americans, ask not.\n"
-    assert to_srt(CUES) == (
-        "1\n00:00:00,000 --> 00:00:08,000\nAnd so my fellow Americans,\n\n"
-        "2\n00:00:08,000 --> 01:02:05,500\nask not.\n"
-    )
-    assert to_vtt(CUES) == (
-        "WEBVTT\n\n00:00:00.000 --> 00:00:08.000\nAnd so my fellow Americans,\n\n"
-        "00:00:08.000 --> 01:02:05.500\nask not.\n"
-    )
-
-
 def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:
     """Whisper closed a put-off sentence at 34.56 s of a 29.3 s chunk (seen on the long
     recording): the segment and its words end at 29.3 s, where the audio does."""
-    from model_server.decoding import clamp_to_audio
+    from model_server.windows import clamp_to_audio
 
     segment = {
         "seek": 2456,

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import uvicorn
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from enqueue_service.notifier import NewJobNotifier
 from enqueue_service.routes import router
@@ -49,7 +50,10 @@ def create_app(settings: EnqueueSettings | None = None) -> FastAPI:
                 await writer.pool.close()
             await engine.dispose()
 
-    app = FastAPI(
+    # The docs (/docs, /redoc) load Swagger UI and ReDoc from this package, not a CDN: a
+    # self-hosted service shows its docs on a network without internet.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="Transcription API",
         version="1.0",
         description="Enqueue media for transcription; results arrive at your webhook.",

@@ -6,17 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from enqueue_service import service
 from enqueue_service.schemas import JobCreate, JobPage, TranscriptFormat
 from enqueue_service.settings import EnqueueSettings
 from transcription_core import repository as repo
+from transcription_core.captions import DEFAULT_MAX_LINE_CHARS, DEFAULT_MAX_LINES, render_captions
 from transcription_core.errors import Conflict, InvalidRequest
 from transcription_core.schemas import JobResource
 from transcription_core.status import JobStatus
 from transcription_core.storable import StorableText
-from transcription_core.transcript import render
+from transcription_core.transcript import Transcript
 
 router = APIRouter(prefix="/v1")
 
@@ -34,9 +36,23 @@ async def _settings(request: Request) -> EnqueueSettings:
     return settings
 
 
-async def _tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+#: Declares the API key in the OpenAPI document (HTTP bearer: the docs' Authorize button,
+#: and generated clients send it). It refuses nothing itself: ``service.authenticate``
+#: answers a missing or wrong key with the 401 problem.
+bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="tsk_...",
+    description="The tenant's API key (`transcription tenants create` prints it): "
+    "`Authorization: Bearer tsk_...`.",
+    auto_error=False,
+)
+
+
+async def _tenant(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
     return await service.authenticate(
-        request.app.state.engine, request.app.state.api_keys, authorization
+        request.app.state.engine, request.app.state.api_keys, request.headers.get("authorization")
     )
 
 
@@ -127,15 +143,34 @@ async def get_job(job_id: JobId, engine: Engine, tenant: Tenant) -> Response:
     summary="The job's transcript as json, text, srt or vtt",
 )
 async def get_transcript(
-    job_id: JobId, engine: Engine, tenant: Tenant, format: TranscriptFormat = "json"
+    job_id: JobId,
+    engine: Engine,
+    tenant: Tenant,
+    format: TranscriptFormat = "json",
+    max_line_chars: Annotated[
+        int, Query(ge=10, le=200, description="srt, vtt: the longest line of a cue.")
+    ] = DEFAULT_MAX_LINE_CHARS,
+    max_lines: Annotated[
+        int, Query(ge=1, le=10, description="srt, vtt: the most lines in a cue.")
+    ] = DEFAULT_MAX_LINES,
 ) -> Response:
+    """Captions (srt, vtt) are cut at word timings where the job has them
+    (`word_timestamps`), and no cue lasts longer than its speech."""
     job, transcript = await service.get_job(engine, tenant, job_id)
     if transcript is None:
         raise Conflict(f"the job is {job.status} and has no transcript yet")
     if format == "json":
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
-    return PlainTextResponse(render(transcript, format), media_type=media_type)
+    stored = transcript.get("text")
+    if format == "text" and isinstance(stored, str) and stored:
+        rendered = stored  # as it was written
+    elif format in ("srt", "vtt"):
+        segments = Transcript.from_json(transcript).segments
+        rendered = render_captions(segments, format, max_line_chars, max_lines)
+    else:
+        rendered = Transcript.from_json(transcript).render(format)
+    return PlainTextResponse(rendered, media_type=media_type)
 
 
 @router.post(

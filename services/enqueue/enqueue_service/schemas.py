@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticSerializationError
 
+from transcription_core.options import normalize_language
 from transcription_core.schemas import JobResource
 from transcription_core.storable import StorableText
 
@@ -28,17 +29,78 @@ class JobCreate(BaseModel):
         None,
         min_length=2,
         max_length=16,
-        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)?$",
-        description="ISO 639-1 code such as `en`; null means detect.",
+        pattern=r"^[A-Za-z]{2,4}([-_][A-Za-z0-9]+)?$",
+        description="A language Whisper knows, as its ISO 639-1 code such as `en` or `de` "
+        "(a region is dropped: `en-US` is stored as `en`); `auto` or null means detect. "
+        "An English-only model (`.en`) takes `en` or detection only.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description="Echoed back; at most 16 KiB as compact JSON and 32 levels deep, "
         "finite numbers only.",
     )
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe",
+        description="`translate`: the transcript in English, whatever the language spoken "
+        "(a multilingual model only).",
+    )
+    word_timestamps: bool = Field(
+        False, description="Each segment carries its words with their times and probability."
+    )
+    prompt: StorableText | None = Field(
+        None,
+        max_length=4000,
+        description="Text given to the model before every chunk (Whisper's initial prompt): "
+        "the spelling of names, the style of punctuation. At most MAX_PROMPT_CHARS.",
+    )
+    hotwords: StorableText | None = Field(
+        None,
+        max_length=4000,
+        description="Words the model should expect (vocabulary, product names), given to it "
+        "before every chunk. At most MAX_PROMPT_CHARS.",
+    )
+    multichannel: bool = Field(
+        False,
+        description="Each audio channel transcribed on its own; segments carry `channel` "
+        "(0 first) and are merged by time. Costs one transcription per channel.",
+    )
+
+    diarize: bool = Field(
+        False,
+        description="Label segments with their speaker. Not installed in this deployment: "
+        "`true` is refused (422).",
+    )
+    speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+    min_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+    max_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return normalize_language(value)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        """The request as compared for an idempotent replay. An option left at its default
+        is left out, so a request's hash is the one it had before the options existed."""
+        fields = self.model_dump()
+        for name in _OPTIONS:
+            if fields[name] == type(self).model_fields[name].default:
+                del fields[name]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+#: The options added by issue 15 (``transcription_core.options``).
+_OPTIONS = (
+    "task",
+    "word_timestamps",
+    "prompt",
+    "hotwords",
+    "multichannel",
+    "diarize",
+    "speakers",
+    "min_speakers",
+    "max_speakers",
+)
 
 
 class JobPage(BaseModel):

@@ -25,6 +25,7 @@ from transcription_core.errors import (
 )
 from transcription_core.job import Job, NewJob
 from transcription_core.models import utcnow
+from transcription_core.options import Task, capability_problem
 from transcription_core.repository import retention
 from transcription_core.status import InvalidTransition
 from transcription_core.storable import JsonObject, json_problem, text_problem
@@ -96,6 +97,34 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
                     "message": f"metadata is {size} bytes, over {settings.max_metadata_bytes}",
                 }
             )
+    for field in ("prompt", "hotwords"):
+        text = getattr(body, field)
+        if text is not None and len(text) > settings.max_prompt_chars:
+            errors.append(
+                {
+                    "field": field,
+                    "message": f"{field} is {len(text)} characters, over "
+                    f"{settings.max_prompt_chars} (MAX_PROMPT_CHARS)",
+                }
+            )
+    asked = [
+        name
+        for name in ("diarize", "speakers", "min_speakers", "max_speakers")
+        if getattr(body, name) not in (None, False)
+    ]
+    if asked:
+        errors.append(
+            {
+                "field": asked[0],
+                "message": "diarization is not installed in this deployment: "
+                "leave out diarize and the speaker counts",
+            }
+        )
+    task = Task(body.task)
+    problem = capability_problem(settings.model, task, body.language)
+    if problem is not None:
+        field = "task" if task == Task.TRANSLATE else "language"
+        errors.append({"field": field, "message": problem})
     if errors:
         raise InvalidRequest("the job is invalid", errors=errors)
 
@@ -165,6 +194,11 @@ async def enqueue(
         metadata=body.metadata,
         idempotency_key=idempotency_key,
         request_hash=request_hash if idempotency_key else None,
+        task=Task(body.task),
+        word_timestamps=body.word_timestamps,
+        prompt=body.prompt,
+        hotwords=body.hotwords,
+        multichannel=body.multichannel,
     )
     window = timedelta(hours=settings.idempotency_window_hours)
     for _ in range(3):

@@ -6,10 +6,10 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from transcription_core.settings import DatabaseSettings, UrlPolicySettings
+from transcription_core.settings import DatabaseSettings, ServedModelSettings, UrlPolicySettings
 
 
-class EnqueueSettings(DatabaseSettings, UrlPolicySettings):
+class EnqueueSettings(DatabaseSettings, UrlPolicySettings, ServedModelSettings):
     max_request_bytes: int = Field(
         65_536, ge=1024, description="Largest request body the API accepts (413 above it)."
     )
@@ -60,6 +60,14 @@ class EnqueueSettings(DatabaseSettings, UrlPolicySettings):
         ge=0,
         description="How long a verified API key is remembered in memory (0: look up every "
         "request). A revoked key stops working within this time.",
+    )
+    max_prompt_chars: int = Field(
+        1000,
+        ge=0,
+        le=4000,
+        description="Longest `prompt`, and longest `hotwords`, a job may give (422 above). "
+        "Whisper reads at most 223 tokens of them (about 900 characters of English) and "
+        "drops the start of a longer one.",
     )
     idempotency_window_hours: float = Field(
         24.0, gt=0, description="How long an `Idempotency-Key` returns the job it created."

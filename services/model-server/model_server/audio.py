@@ -1,4 +1,5 @@
-"""Request bodies to 16 kHz mono float32 samples, and long audio to ≤ 30 s pieces.
+"""Request bodies to 16 kHz mono float32 samples: PCM as it is sent, media decoded
+within the request's duration limit (PyAV, as the worker decodes a job's media).
 
 All of it is CPU work: the routes call it through a worker thread.
 """
@@ -9,23 +10,12 @@ import io
 import math
 from typing import BinaryIO
 
-import av
 import numpy as np
-from av.audio.frame import AudioFrame
-from av.audio.stream import AudioStream
-from av.container import InputContainer
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
+from transcription_core.audio import decode as media
+from transcription_core.audio.pcm import PCM_CONTENT_TYPE, PCM_DTYPE, SAMPLE_RATE, to_float32
 from transcription_core.errors import TranscriptionError
-
-SAMPLE_RATE = 16_000
-PCM_CONTENT_TYPE = "audio/x-pcm-s16le"
-#: Longest piece a file is cut into: one Whisper window.
-PIECE_SECONDS = 30.0
-#: Slack on a declared duration (headers round; VBR MP3s estimate): a file declaring up
-#: to this much over the limit is judged by its decoded samples instead.
-_DECLARED_SLACK_S = 1.0
 
 
 def is_pcm(content_type: str | None) -> bool:
@@ -45,7 +35,7 @@ def pcm_to_float32(body: bytes, content_type: str | None = None) -> np.ndarray:
         raise UndecodableAudio(
             f"{len(body)} bytes is not a whole number of 16-bit samples (PCM s16le)"
         )
-    return np.frombuffer(body, dtype="<i2").astype(np.float32) / 32768.0
+    return to_float32(np.frombuffer(body, dtype=PCM_DTYPE))
 
 
 def decode_media(
@@ -54,9 +44,10 @@ def decode_media(
     """Any audio or video file PyAV can read, resampled to 16 kHz mono float32, if it lasts
     at most ``max_seconds``; else :class:`AudioTooLong` (naming ``limit_name``).
 
-    The first audio stream goes through an s16 mono 16 kHz resampler, as in
-    faster-whisper's ``decode_audio`` (the same samples), but memory follows the limit,
-    not the file:
+    PyAV decoding is the worker's (``transcription_core.audio.decode``): the best audio
+    stream through an s16 mono 16 kHz resampler, as in faster-whisper's ``decode_audio``
+    (the same samples), in a container format we read. Memory follows the limit, not the
+    file:
 
     * a file whose container declares more than the limit is refused before any decoding
       (a 20 MB FLAC can declare, and hold, 10 hours: 2.3 GB of float32);
@@ -68,7 +59,8 @@ def decode_media(
       twice, a file refused costs what it declared, and decoding work is bounded by the
       limit too.
 
-    Packets that fail to decode are skipped (as the ``ffmpeg`` command line does).
+    Packets that fail to decode are skipped (as the ``ffmpeg`` command line does), unless
+    they outnumber the good ones.
     """
     if isinstance(data, bytes):
         if not data:
@@ -88,8 +80,8 @@ def decode_media(
         else:
             what = f"the file declares {over.declared:.1f} s of audio"
         raise AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})") from None
-    except UndecodableAudio:
-        raise
+    except media.AudioError as exc:
+        raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
     except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
         raise UndecodableAudio(
             f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
@@ -111,116 +103,34 @@ def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[n
     """One pass over ``data``: the audio in an array of ``capacity`` samples (``None``: of
     the declared duration, once it is checked against the limit) and the samples counted."""
     max_samples = math.floor(max_seconds * SAMPLE_RATE)
-    with _open(data) as container:
-        stream = container.streams.audio[0]
+    with media.open_media(data) as container:
+        stream = media.audio_stream(container)
         if capacity is None:
             capacity = 0
-            declared = _declared_seconds(container, stream)
+            declared = media.declared_seconds(container, stream)
             if declared is not None:
-                if declared > max_seconds + _DECLARED_SLACK_S:
+                slack = media.DECLARED_SLACK_S
+                if declared > max_seconds + slack:
                     raise _OverLimit(declared)
-                capacity = min(max_samples, math.ceil((declared + _DECLARED_SLACK_S) * SAMPLE_RATE))
+                capacity = min(max_samples, math.ceil((declared + slack) * SAMPLE_RATE))
         audio = np.empty(capacity, dtype=np.float32)
-        return audio, _decode_into(container, stream, audio, max_samples)
+        count = 0
 
-
-def _open(data: BinaryIO) -> InputContainer:
-    container = av.open(data, mode="r", metadata_errors="ignore")
-    if not container.streams.audio:
-        container.close()
-        raise UndecodableAudio("the file has no audio stream")
-    return container
-
-
-def _declared_seconds(container: InputContainer, stream: AudioStream) -> float | None:
-    """The duration the audio stream, or else the container, declares."""
-    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    return None
-
-
-def _decode_into(
-    container: InputContainer, stream: AudioStream, out: np.ndarray, max_samples: int
-) -> int:
-    """Decode ``stream`` resampled into ``out`` as far as it fits, counting the samples
-    beyond it; return the count. :class:`_OverLimit` once it passes ``max_samples``."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    count = 0
-
-    def take(frames: list[AudioFrame]) -> None:
-        nonlocal count
-        for frame in frames:
-            samples = frame.to_ndarray().reshape(-1)
+        def take(samples: np.ndarray) -> None:
+            """Into ``audio`` as far as it fits; beyond it, only counted."""
+            nonlocal count
             end = count + samples.shape[0]
             if end > max_samples:
                 raise _OverLimit
-            if end <= out.shape[0]:
-                np.multiply(samples, 1 / 32768, out=out[count:end], casting="unsafe")
-            elif count < out.shape[0]:
-                fits = out.shape[0] - count
-                np.multiply(samples[:fits], 1 / 32768, out=out[count:], casting="unsafe")
+            if end <= audio.shape[0]:
+                np.multiply(samples, 1 / 32768, out=audio[count:end], casting="unsafe")
+            elif count < audio.shape[0]:
+                fits = audio.shape[0] - count
+                np.multiply(samples[:fits], 1 / 32768, out=audio[count:], casting="unsafe")
             count = end
 
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError:
-            if count == 0:
-                raise
-            break  # a file cut off part way: what decoded is the audio
-        try:
-            frames = packet.decode()
-        except av.error.InvalidDataError:
-            continue
-        for frame in frames:
-            take(resampler.resample(frame))
-    take(resampler.resample(None))
-    return count
-
-
-def split_on_silence(audio: np.ndarray, max_seconds: float = PIECE_SECONDS) -> list[slice]:
-    """Cut ``audio`` into pieces of at most ``max_seconds``, at the longest pauses.
-
-    Audio that fits in one piece is one piece. Longer audio goes through the Silero VAD
-    (faster-whisper's, with the settings of its batched pipeline), which finds speech
-    regions of at most ``max_seconds``. Regions are gathered into a piece until the next
-    one would not fit; the piece is then cut at the widest pause between its regions, so
-    a cut falls between sentences rather than between words. A piece runs from the start
-    of its first region to the end of its last, pauses included, so times stay those of
-    the file. Stretches without speech between pieces are not transcribed; no speech at
-    all gives no pieces.
-    """
-    limit = int(max_seconds * SAMPLE_RATE)
-    if audio.shape[0] <= limit:
-        return [slice(0, audio.shape[0])]
-    regions = get_speech_timestamps(
-        audio,
-        VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=160),
-        sampling_rate=SAMPLE_RATE,
-    )
-    return pack_regions([(int(r["start"]), int(r["end"])) for r in regions], limit)
-
-
-def pack_regions(regions: list[tuple[int, int]], limit: int) -> list[slice]:
-    """Gather sorted ``(start, end)`` speech regions into spans of at most ``limit``,
-    cutting at the widest pauses (see :func:`split_on_silence`)."""
-    pieces: list[slice] = []
-    current: list[tuple[int, int]] = []
-    for region in regions:
-        current.append(region)
-        while len(current) > 1 and current[-1][1] - current[0][0] > limit:
-            # Cut before the region that follows the widest pause (the latest, on a tie).
-            cut = max(range(1, len(current)), key=lambda k: (current[k][0] - current[k - 1][1], k))
-            pieces.append(slice(current[0][0], current[cut - 1][1]))
-            current = current[cut:]
-    if current:
-        pieces.append(slice(current[0][0], current[-1][1]))
-    return pieces
+        media.decode(container, stream, take)
+        return audio, count
 
 
 def _media_type(content_type: str | None) -> str:

@@ -24,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from model_server.decoding import BatchOptions, ChunkRequest, ChunkResult
+from model_server.decoding import BatchOptions, ChunkRequest
 from model_server.errors import ModelNotReady, QueueFull
+from transcription_core.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
-DecodeFn = Callable[[Sequence[ChunkRequest], BatchOptions], list[ChunkResult]]
+DecodeFn = Callable[[Sequence[ChunkRequest], BatchOptions], list[Transcript]]
 
 
 class BatchObserver(Protocol):
@@ -48,7 +49,7 @@ class BatchObserver(Protocol):
 class _Waiting:
     request: ChunkRequest
     options: BatchOptions
-    future: asyncio.Future[ChunkResult]
+    future: asyncio.Future[Transcript]
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
@@ -106,7 +107,7 @@ class Batcher:
 
     async def submit(
         self, request: ChunkRequest, options: BatchOptions, *, wait_for_room: bool = False
-    ) -> ChunkResult:
+    ) -> Transcript:
         """Decode one chunk in a batch of chunks with the same ``options``.
 
         When ``max_queued`` chunks already wait this raises :class:`QueueFull` at once,
@@ -208,11 +209,11 @@ class Batcher:
             self._observer.queue_depth(len(self._waiting))
 
 
-def _resolve(future: asyncio.Future[ChunkResult], result: ChunkResult) -> None:
+def _resolve(future: asyncio.Future[Transcript], result: Transcript) -> None:
     if not future.done():  # done: its request went away
         future.set_result(result)
 
 
-def _fail(future: asyncio.Future[ChunkResult], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[Transcript], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

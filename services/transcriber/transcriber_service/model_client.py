@@ -1,7 +1,8 @@
 """The transcriber's client of the model server: ``POST {base_url}/v1/predict``.
 
-One call sends one chunk of 16 kHz mono s16le PCM and gets its segments back, with times
-relative to the chunk. Each request holds a slot of this process's window on the model
+One call sends one chunk of 16 kHz mono s16le PCM and gets its transcript back
+(:class:`~transcription_core.transcript.Transcript`, read with the server's own schema),
+with times relative to the chunk. Each request holds a slot of this process's window on the model
 tier (:class:`~transcriber_service.model_capacity.ModelCapacity`), and the answer is
 one of three kinds:
 
@@ -34,14 +35,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from transcriber_service import metrics
 from transcriber_service.model_capacity import ModelCapacity, Slot
 from transcription_core.errors import TranscriptionError
+from transcription_core.predict import PCM_CONTENT_TYPE, PredictResponse
 from transcription_core.retry_after import parse_retry_after
-
-PCM_CONTENT_TYPE = "audio/x-pcm-s16le"
+from transcription_core.transcript import Transcript
 
 
 class ModelServerError(TranscriptionError):
@@ -50,36 +51,6 @@ class ModelServerError(TranscriptionError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-class PredictWord(BaseModel):
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-class PredictSegment(BaseModel):
-    """A segment; ``start`` and ``end`` are seconds from the start of the chunk."""
-
-    start: float
-    end: float
-    text: str
-    words: list[PredictWord] | None = None
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
-
-
-class PredictResult(BaseModel):
-    segments: list[PredictSegment]
-    language: str
-    language_probability: float
-    duration: float
-    model: str
-
-    @property
-    def text(self) -> str:
-        return "".join(segment.text for segment in self.segments).strip()
 
 
 #: The problem type of the model server's 503 when its queue is full (``QueueFull``).
@@ -146,16 +117,21 @@ class ModelServerClient:
         beam_size: int = 5,
         word_timestamps: bool = False,
         initial_prompt: str | None = None,
-    ) -> PredictResult:
+        task: str = "transcribe",
+        hotwords: str | None = None,
+    ) -> Transcript:
         """Transcribe one chunk; raises :class:`ModelServerError` when it cannot."""
         params: dict[str, str | int] = {
             "beam_size": beam_size,
             "word_timestamps": "true" if word_timestamps else "false",
+            "task": task,
         }
         if language is not None:
             params["language"] = language
         if initial_prompt is not None:
             params["initial_prompt"] = initial_prompt
+        if hotwords is not None:
+            params["hotwords"] = hotwords
         waits = _Waits()
         tries = failures = 0
         try:
@@ -250,7 +226,7 @@ class ModelServerClient:
         delay = self.initial_backoff * 2.0**exponent + random.uniform(0, self.initial_backoff)
         return min(delay, self.max_backoff)
 
-    async def _predict_once(self, pcm: bytes, params: dict[str, str | int]) -> PredictResult:
+    async def _predict_once(self, pcm: bytes, params: dict[str, str | int]) -> Transcript:
         response = await self._http.post(
             self._url, content=pcm, params=params, headers={"Content-Type": PCM_CONTENT_TYPE}
         )
@@ -269,7 +245,7 @@ class ModelServerClient:
                 status_code=status,
             )
         try:
-            return PredictResult.model_validate_json(response.content)
+            return PredictResponse.model_validate_json(response.content).to_transcript()
         except ValidationError as exc:
             raise ModelServerError(
                 f"the model server answered POST {self._url} with an unexpected body: {exc}",

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +20,26 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from transcriber_service import metrics
-from transcriber_service.chunking import Chunk, plan_chunks
 from transcriber_service.download import download_to_file
-from transcriber_service.errors import JobFailure
-from transcriber_service.media import decode_to_pcm_file, read_pcm
+from transcriber_service.errors import JobFailure, MediaError
+from transcriber_service.media import DecodedAudio, decode_to_pcm_file
 from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
+from transcription_core.audio.chunking import Chunk, plan_chunks
+from transcription_core.audio.pcm import read_pcm
 from transcription_core.job import Job
 from transcription_core.status import FailureReason
 from transcription_core.storable import JsonObject
+from transcription_core.transcript import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
 #: A saved chunk is reused only if its boundaries are these close to the new plan's.
 _SAME_BOUNDARY_S = 0.001
+#: A multichannel job's chunks of channel ``c`` are numbered from ``c * CHANNEL_STRIDE``.
+CHANNEL_STRIDE = 1_000_000
 
 
 class Pipeline:
@@ -50,8 +55,9 @@ class Pipeline:
         self.model = model
         self.settings = settings
 
-    async def transcribe(self, job: Job) -> dict[str, Any]:
-        """The transcript of ``job``'s media; raises :class:`JobFailure`."""
+    async def transcribe(self, job: Job) -> JsonObject:
+        """The transcript of ``job``'s media, as the API shows it (and it is stored);
+        raises :class:`JobFailure`."""
         settings = self.settings
         with attempt_dir(jobs_root(settings.work_dir), job.id) as tmp:
             media = tmp / "media"
@@ -71,12 +77,51 @@ class Pipeline:
             decoded = await asyncio.to_thread(
                 decode_to_pcm_file, media, pcm, max_duration_s=settings.max_media_seconds
             )
-            media.unlink()
-            chunks = await asyncio.to_thread(plan_chunks, pcm)
-            results = await self._transcribe_chunks(job, pcm, chunks)
-        transcript = assemble(results, chunks, decoded.duration_s, job.language)
+            if job.multichannel and decoded.source_channels > 1:
+                pcm.unlink()
+                transcript = await self._each_channel(job, media, decoded)
+            else:
+                media.unlink()
+                chunks = await asyncio.to_thread(plan_chunks, pcm)
+                if not chunks:
+                    raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
+                results = await self._transcribe_chunks(job, pcm, chunks)
+                transcript = assemble(results, chunks, decoded.duration_s, job.language)
+                if job.multichannel:  # one channel: channel 0
+                    transcript = _on_channel(transcript, 0)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
-        return transcript
+        return transcript.to_json()
+
+    async def _each_channel(self, job: Job, media: Path, decoded: DecodedAudio) -> Transcript:
+        """``multichannel``: each channel decoded, chunked and transcribed on its own (its
+        chunks numbered from ``channel * CHANNEL_STRIDE``), the segments labelled with it."""
+        channels = decoded.source_channels
+        if channels > self.settings.max_channels:
+            raise MediaError(
+                FailureReason.MEDIA_TOO_LARGE,
+                f"the audio has {channels} channels, over the limit of "
+                f"{self.settings.max_channels} for a multichannel job (MAX_CHANNELS)",
+            )
+        parts: list[Transcript] = []
+        for channel in range(channels):
+            pcm = media.with_name(f"channel{channel}.pcm")
+            await asyncio.to_thread(
+                decode_to_pcm_file,
+                media,
+                pcm,
+                max_duration_s=self.settings.max_media_seconds,
+                channel=channel,
+            )
+            planned = await asyncio.to_thread(plan_chunks, pcm)
+            chunks = [replace(c, index=channel * CHANNEL_STRIDE + c.index) for c in planned]
+            if chunks:
+                results = await self._transcribe_chunks(job, pcm, chunks)
+                heard = assemble(results, chunks, decoded.duration_s, job.language)
+                parts.append(_on_channel(heard, channel))
+            pcm.unlink()
+        if not parts:
+            raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found on any channel")
+        return merge_channels(parts)
 
     async def _transcribe_chunks(
         self, job: Job, pcm: Path, chunks: list[Chunk]
@@ -85,12 +130,14 @@ class Pipeline:
             saved = {row.index: row for row in await repo.saved_chunks(conn, job.id)}
         results: dict[int, dict[str, Any]] = {}
         todo = []
+        options = job.decode_options.key()
         for chunk in chunks:
             row = saved.get(chunk.index)
             if (
                 row is not None
                 and abs(row.start - chunk.start_s) < _SAME_BOUNDARY_S
                 and abs(row.end - chunk.end_s) < _SAME_BOUNDARY_S
+                and row.result.get("options") == options  # made with this job's options
             ):
                 results[chunk.index] = row.result
                 metrics.CHUNKS.labels("saved").inc()
@@ -104,25 +151,32 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job.id, pcm, first, None)
+                results[first.index] = await self._one_chunk(job, pcm, first, None)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
         async def limited(chunk: Chunk) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job.id, pcm, chunk, language)
+                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language)
 
         await _gather_or_cancel(limited(chunk) for chunk in todo)
         return results
 
     async def _one_chunk(
-        self, job_id: str, pcm: Path, chunk: Chunk, language: str | None
+        self, job: Job, pcm: Path, chunk: Chunk, language: str | None
     ) -> dict[str, Any]:
         samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
         started = time.perf_counter()
+        options = job.decode_options
         try:
             prediction = await self.model.predict(
-                samples, language=language, beam_size=self.settings.beam_size
+                samples,
+                language=language,
+                beam_size=self.settings.beam_size,
+                word_timestamps=options.word_timestamps,
+                initial_prompt=options.prompt,
+                task=options.task,
+                hotwords=options.hotwords,
             )
         except ModelServerError as exc:
             metrics.MODEL_ERRORS.inc()
@@ -134,16 +188,15 @@ class Pipeline:
         metrics.CHUNK_LATENCY.observe(time.perf_counter() - started)
         metrics.CHUNKS.labels("model").inc()
         result: JsonObject = {
+            "options": options.key(),
             "detected": language is None,
             "language": prediction.language,
             "language_probability": prediction.language_probability,
             "model": prediction.model,
-            "segments": [
-                {"start": s.start, "end": s.end, "text": s.text} for s in prediction.segments
-            ],
+            "segments": [segment.to_json() for segment in prediction.segments],
         }
         async with self.engine.begin() as conn:
-            await repo.save_chunk(conn, job_id, chunk.index, chunk.start_s, chunk.end_s, result)
+            await repo.save_chunk(conn, job.id, chunk.index, chunk.start_s, chunk.end_s, result)
         return result
 
 
@@ -162,33 +215,73 @@ def assemble(
     chunks: list[Chunk],
     duration: float,
     requested_language: str | None,
-) -> dict[str, Any]:
-    """The contract's transcript: segments on the media's own timeline, in order."""
-    segments: list[dict[str, Any]] = []
+) -> Transcript:
+    """The job's transcript from its chunks' saved results: segments on the media's own
+    timeline, in order, none past its chunk's end, empty ones left out."""
+    segments: list[Segment] = []
     languages: dict[str, float] = {}
     probability = None
     model = ""
     for chunk in sorted(chunks, key=lambda c: c.index):
         result = results[chunk.index]
-        model = result["model"] or model
-        languages[result["language"]] = languages.get(result["language"], 0) + chunk.duration_s
+        heard = Transcript.from_json(result)
+        model = heard.model or model
+        if heard.language is not None:
+            languages[heard.language] = languages.get(heard.language, 0) + chunk.duration_s
         if result.get("detected") and probability is None:
-            probability = result["language_probability"]
-        for seg in result["segments"]:
-            text = seg["text"].strip()
-            if not text:
-                continue
-            start = round(chunk.start_s + seg["start"], 3)
-            end = round(min(chunk.start_s + seg["end"], chunk.end_s), 3)
-            segments.append(
-                {"id": len(segments), "start": start, "end": max(end, start), "text": text}
-            )
-    language = requested_language or max(languages, key=languages.__getitem__, default=None)
-    return {
-        "text": " ".join(s["text"] for s in segments),
-        "language": language,
-        "language_probability": 1.0 if probability is None else round(probability, 4),
-        "duration": round(duration, 3),
-        "model": model,
-        "segments": segments,
-    }
+            probability = heard.language_probability
+        for seg in heard.segments:
+            text = seg.text.strip()
+            if text:
+                segments.append(_on_media_timeline(seg, chunk, text))
+    return Transcript(
+        segments=segments,
+        language=requested_language or max(languages, key=languages.__getitem__, default=None),
+        language_probability=1.0 if probability is None else round(probability, 4),
+        duration=round(duration, 3),
+        model=model,
+    )
+
+
+def _on_media_timeline(segment: Segment, chunk: Chunk, text: str) -> Segment:
+    """A chunk's segment (and its words) moved to the media's timeline, to the
+    millisecond, none past the chunk's end."""
+
+    def clamp(seconds: float, floor: float = 0.0) -> float:
+        return max(round(min(seconds, chunk.end_s), 3), floor)
+
+    moved = segment.shifted(chunk.start_s)
+    start = clamp(moved.start)
+    words = None
+    if moved.words is not None:
+        words = []
+        for word in moved.words:
+            word_start = clamp(word.start)
+            words.append(replace(word, start=word_start, end=clamp(word.end, word_start)))
+    return replace(moved, start=start, end=clamp(moved.end, start), text=text, words=words)
+
+
+def _on_channel(transcript: Transcript, channel: int) -> Transcript:
+    return replace(transcript, segments=[replace(s, channel=channel) for s in transcript.segments])
+
+
+def merge_channels(parts: list[Transcript]) -> Transcript:
+    """The channels' transcripts as one, segments in order of time (then of channel); the
+    language is the one heard longest."""
+    segments = sorted(
+        (s for part in parts for s in part.segments), key=lambda s: (s.start, s.channel or 0)
+    )
+    spoken: dict[str, float] = {}
+    for part in parts:
+        if part.language is not None:
+            length = sum(s.end - s.start for s in part.segments)
+            spoken[part.language] = spoken.get(part.language, 0.0) + length
+    language = max(spoken, key=spoken.__getitem__, default=parts[0].language)
+    first = next((p for p in parts if p.language == language), parts[0])
+    return Transcript(
+        segments=segments,
+        language=language,
+        language_probability=first.language_probability,
+        duration=parts[0].duration,
+        model=first.model,
+    )

@@ -225,9 +225,9 @@ class Worker:
                     conn, job.id, job.attempts, event, message.id, message.payload
                 ):
                     raise LeaseLost(job.id)
-                secret = await repo.tenant_webhook_secret(conn, job.tenant)
+                signing = await repo.tenant_webhook_secrets(conn, job.tenant)
             delivery = await self.webhooks.send(
-                job.webhook_url, secret or "", message.id, message.payload.encode()
+                job.webhook_url, signing or "", message.id, message.payload.encode()
             )
         except LeaseLost:
             raise

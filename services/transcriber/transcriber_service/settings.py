@@ -86,6 +86,14 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         "spend no attempt; the job's lease stays alive meanwhile.",
     )
     beam_size: int = Field(5, ge=1, le=20, description="Beam size asked of the model server.")
+    max_channels: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Most audio channels a `multichannel` job transcribes, each on its own "
+        "(each costs a decode and a transcription of the whole media); media with more "
+        "fails as MEDIA_TOO_LARGE.",
+    )
     webhook_timeout_seconds: float = Field(
         10.0,
         gt=0,

@@ -3,8 +3,9 @@
 Headers ``webhook-id`` (the same on every retry of one message), ``webhook-timestamp``
 (unix seconds) and ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of
 ``{id}.{timestamp}.{body}`` keyed with the base64 part of the tenant's ``whsec_``
-secret). Any 2xx within the deadline is delivered; redirects are not followed, and the
-receiver's address goes through the same private-address guard as media URLs.
+secret; during a secret rotation's overlap, a second such signature with the previous
+secret, space separated). Any 2xx within the deadline is delivered; redirects are not
+followed, and the receiver's address goes through the same private-address guard as media URLs.
 
 A receiver is a peer we do not control, so every exchange is bounded: one deadline
 (``WEBHOOK_TIMEOUT_SECONDS``) covers resolving, connecting, sending and the answer; the
@@ -34,12 +35,18 @@ from transcription_core.retry_after import parse_retry_after
 from transcription_core.urls import Network, UnsafeUrl, check_resolved_host, check_url
 
 
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for one message."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+def sign(secret: str | Sequence[str], message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one message: one signature per secret,
+    space separated (two while a rotated secret's overlap lasts; a receiver verifies with
+    either)."""
+    keys = [secret] if isinstance(secret, str) else list(secret)
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    signatures = []
+    for key in keys:
+        raw = base64.b64decode(key.removeprefix("whsec_"))
+        digest = hmac.new(raw, signed, hashlib.sha256).digest()
+        signatures.append("v1," + base64.b64encode(digest).decode())
+    return " ".join(signatures)
 
 
 def message_body(event: str, job: dict[str, Any]) -> bytes:
@@ -80,8 +87,12 @@ class WebhookSender:
         self._allowed_networks = tuple(allowed_networks)
         self._max_response_bytes = max_response_bytes
 
-    async def send(self, url: str, secret: str, message_id: str, body: bytes) -> Delivery:
-        """POST one message; ``body`` is the same bytes on every retry of ``message_id``.
+    async def send(
+        self, url: str, secret: str | Sequence[str], message_id: str, body: bytes
+    ) -> Delivery:
+        """POST one message, signed with each of the tenant's ``secret`` (the current one,
+        and the previous one during a rotation's overlap); ``body`` is the same bytes on
+        every retry of ``message_id``.
 
         Never raises (but for cancellation): whatever the URL or the receiver does, the
         result is a :class:`Delivery`, all within the one deadline ``timeout``.

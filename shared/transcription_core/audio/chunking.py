@@ -1,5 +1,9 @@
 """Cut decoded audio into chunks of at most 30 s at pauses in the speech.
 
+The one chunker: the worker plans a job's chunks from its PCM file, the model server's
+OpenAI endpoint a long upload's from its samples (:func:`plan_chunks` takes either); both
+run the same analysis and planner.
+
 The model hears one chunk at a time, so a cut through a word garbles it twice. We find the
 speech with the Silero voice activity detector that faster-whisper bundles and cut only in
 the pauses between speech; the pause where a cut is made is left out, so the model never
@@ -10,7 +14,7 @@ chunks, not with their length. Chunks are therefore packed as close to 30 s as t
 allow, and a pause inside a chunk stays in it whatever its length: Whisper transcribes the
 speech on both sides of up to 20 s of silence or hiss in one window without inventing words
 in it, and the pause's samples cost nothing in a window that is padded to 30 s anyway. On
-the 10.7-minute recording of ``bench/long_media.py`` (pauses of 0.8 to 3.2 s between its
+the 10.7-minute recording of ``bench/scenarios/long_media.py`` (pauses of 0.8 to 3.2 s between its
 pieces) this gives 28 chunks where closing a chunk at every pause of 2 s or more gave 50.
 Dropping the long pauses inside a chunk instead, as faster-whisper's batched pipeline does,
 gave 20 chunks but no fewer 30 s windows (Whisper put off the last sentence of 19 of them to
@@ -19,10 +23,11 @@ Packing to less than 30 s does not give Whisper room to finish the last sentence
 ``max_chunk_s`` of 28, 26, 24, 22 and 20 s gave 38, 47, 38, 50 and 56 windows where 30 s
 gives 38, and word error rates of 3.93 to 9.71 % (more cuts through continuous reading).
 
-1. **Analyse** (:func:`analyse_pcm`): one pass over the PCM file in 30 s windows, read
-   with plain reads, so a two-hour file never sits in memory as one float array (nor as
-   memmapped pages, which count as resident memory too); the window also bounds the VAD
-   model's working memory (about 45 MB for 30 s). For every 512-sample frame (32 ms) the
+1. **Analyse** (:func:`analyse_pcm`, :func:`analyse_audio`): one pass over the audio in
+   30 s windows (a PCM file's read with plain reads, so a two-hour file never sits in
+   memory as one float array, nor as memmapped pages, which count as resident memory
+   too); the window also bounds the VAD model's working memory (about 45 MB for 30 s).
+   For every 512-sample frame (32 ms) the
    VAD's speech probability, with the detector's LSTM state carried from window to window,
    which gives exactly what one call on the whole file would; and for every 10 ms hop the
    mean-square energy. Both arrays are small (2 hours: 0.9 MB of probabilities, 2.9 MB of
@@ -45,21 +50,20 @@ Deterministic: the same PCM file gives the same chunks (the window size does not
 only an onnxruntime build on another CPU could round differently). A retried job can
 therefore match chunks it saved by ``index`` and sample boundaries.
 
-No speech at all raises ``MediaError(NO_AUDIO_FOUND, "no speech found ...")``.
+No speech at all gives no chunks (the worker fails the job with ``NO_AUDIO_FOUND``; the
+model server answers an empty transcript).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from faster_whisper.vad import VadOptions, get_vad_model
 
-from transcriber_service.errors import MediaError
-from transcriber_service.media import PCM_DTYPE, SAMPLE_RATE, pcm_num_samples
-from transcription_core.status import FailureReason
+from transcription_core.audio.pcm import PCM_DTYPE, SAMPLE_RATE, pcm_num_samples, to_float32
 
 #: Samples per VAD frame (Silero's window at 16 kHz).
 VAD_FRAME = 512
@@ -118,36 +122,54 @@ class SpeechAnalysis:
 
 
 def plan_chunks(
-    pcm_path: Path,
+    audio: Path | np.ndarray,
     *,
     max_chunk_s: float = 30.0,
     vad_options: VadOptions | None = None,
     window_s: float = 30.0,
 ) -> list[Chunk]:
-    """The chunks of speech in a 16 kHz mono s16le PCM file, in order.
-
-    Raises ``MediaError(NO_AUDIO_FOUND)`` when the file holds no speech.
-    """
-    analysis = analyse_pcm(pcm_path, window_s=window_s)
+    """The chunks of speech, in order (none: no speech), in a 16 kHz mono s16le PCM file
+    (a :class:`~pathlib.Path`) or in 16 kHz mono float32 samples."""
+    if isinstance(audio, Path):
+        analysis = analyse_pcm(audio, window_s=window_s)
+    else:
+        analysis = analyse_audio(audio, window_s=window_s)
     return chunks_from_analysis(analysis, max_chunk_s=max_chunk_s, vad_options=vad_options)
 
 
 def analyse_pcm(pcm_path: Path, *, window_s: float = 30.0) -> SpeechAnalysis:
     """Speech probabilities and energies of a PCM file, read in windows of ``window_s``."""
     num_samples = pcm_num_samples(pcm_path)
-    window = max(1, round(window_s * SAMPLE_RATE / _WINDOW_UNIT)) * _WINDOW_UNIT
+    window = _window(window_s)
+    with pcm_path.open("rb") as pcm:
+        # Plain reads, not a memmap: mapped pages would count in our resident memory
+        # until the end, so it would grow with the file after all.
+        windows = (
+            to_float32(np.fromfile(pcm, dtype=PCM_DTYPE, count=window))
+            for _ in range(0, num_samples, window)
+        )
+        return _analyse(windows, num_samples)
+
+
+def analyse_audio(audio: np.ndarray, *, window_s: float = 30.0) -> SpeechAnalysis:
+    """Speech probabilities and energies of float32 samples, in windows of ``window_s``."""
+    window = _window(window_s)
+    windows = (audio[start : start + window] for start in range(0, audio.shape[0], window))
+    return _analyse(windows, audio.shape[0])
+
+
+def _window(window_s: float) -> int:
+    return max(1, round(window_s * SAMPLE_RATE / _WINDOW_UNIT)) * _WINDOW_UNIT
+
+
+def _analyse(windows: Iterable[np.ndarray], num_samples: int) -> SpeechAnalysis:
     vad = _StreamingVad()
     probs: list[np.ndarray] = []
     energy: list[np.ndarray] = []
-    with pcm_path.open("rb") as pcm:
-        for _ in range(0, num_samples, window):
-            # A plain read, not a memmap: mapped pages would count in our resident memory
-            # until the end, so it would grow with the file after all.
-            samples = np.fromfile(pcm, dtype=PCM_DTYPE, count=window)
-            audio = samples.astype(np.float32) / 32768.0
-            probs.append(vad.probabilities(_pad_to(audio, VAD_FRAME)))
-            hops = _pad_to(audio, ENERGY_HOP).reshape(-1, ENERGY_HOP).astype(np.float64)
-            energy.append(np.mean(hops * hops, axis=1).astype(np.float32))
+    for audio in windows:
+        probs.append(vad.probabilities(_pad_to(audio, VAD_FRAME)))
+        hops = _pad_to(audio, ENERGY_HOP).reshape(-1, ENERGY_HOP).astype(np.float64)
+        energy.append(np.mean(hops * hops, axis=1).astype(np.float32))
     return SpeechAnalysis(
         num_samples=num_samples,
         speech_probs=np.concatenate(probs) if probs else np.zeros(0, np.float32),
@@ -168,7 +190,7 @@ def chunks_from_analysis(
         raise ValueError("max_chunk_s must be at least 1 second")
     regions = speech_regions(analysis.speech_probs, analysis.num_samples, options)
     if not regions:
-        raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
+        return []
     pieces: list[tuple[int, int]] = []
     for start, end in regions:
         pieces.extend(split_at_quietest(start, end, analysis.energy, max_samples))
@@ -327,6 +349,7 @@ __all__ = [
     "DEFAULT_VAD_OPTIONS",
     "Chunk",
     "SpeechAnalysis",
+    "analyse_audio",
     "analyse_pcm",
     "chunks_from_analysis",
     "plan_chunks",

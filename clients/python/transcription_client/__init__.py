@@ -1,0 +1,66 @@
+"""Typed client of the transcription service: its API (:class:`Client`,
+:class:`AsyncClient`) and its webhooks (:func:`verify_webhook`). See the README."""
+
+from transcription_client.async_client import AsyncClient
+from transcription_client.client import Client
+from transcription_client.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    FieldError,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    ServiceUnavailable,
+    TranscriptionClientError,
+    TransportError,
+    Unauthorized,
+    UnexpectedResponse,
+    ValidationError,
+    WaitTimeout,
+    WebhookVerificationError,
+)
+from transcription_client.models import (
+    TERMINAL,
+    Job,
+    JobPage,
+    JobStatus,
+    Segment,
+    TextFormat,
+    Transcript,
+    TranscriptFormat,
+    WebhookEvent,
+    Word,
+)
+from transcription_client.webhooks import verify_webhook
+
+__all__ = [
+    "TERMINAL",
+    "ApiError",
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "FieldError",
+    "Job",
+    "JobPage",
+    "JobStatus",
+    "NotFound",
+    "PayloadTooLarge",
+    "Segment",
+    "ServerError",
+    "ServiceUnavailable",
+    "TextFormat",
+    "Transcript",
+    "TranscriptFormat",
+    "TranscriptionClientError",
+    "TransportError",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "ValidationError",
+    "WaitTimeout",
+    "WebhookEvent",
+    "WebhookVerificationError",
+    "Word",
+    "verify_webhook",
+]
