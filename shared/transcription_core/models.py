@@ -142,7 +142,7 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: The client's options, fixed at enqueue (``transcription_core.options``; migration
-    #: 0005). A job enqueued before them has the defaults.
+    #: 0006). A job enqueued before them has the defaults.
     task: Mapped[str] = mapped_column(sa.String(16), server_default="transcribe")
     word_timestamps: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
     prompt: Mapped[str | None] = mapped_column(sa.Text)

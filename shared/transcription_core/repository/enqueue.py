@@ -76,7 +76,7 @@ async def insert_job_asyncpg(conn: asyncpg.Connection, new: NewJob, actor: str =
 NOTIFY_CHANNEL = "transcription_jobs"
 NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"
 #: The payload of "a slot freed up": a transcriber's (its row shows more room) and the
-#: jobs table trigger's for a job leaving flight for good (migration 0005); work coming
+#: jobs table trigger's for a job leaving flight for good (migration 0007); work coming
 #: (a job enqueued or made claimable) has an empty one. A freed slot can only matter to
 #: an orchestrator whose last round left due jobs waiting for room, so the others skip
 #: the round it would cost.

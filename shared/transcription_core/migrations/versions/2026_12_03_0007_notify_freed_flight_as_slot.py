@@ -1,7 +1,7 @@
 """a job leaving flight for good notifies with the payload 'slot'
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30 12:00:00
 
 The jobs table's UPDATE trigger woke the orchestrator with an empty payload both when a
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
