@@ -58,6 +58,8 @@ async def test_jfk_succeeds_and_the_signed_webhook_carries_the_reference_text(
         assert srt.status_code == 200 and srt.text.startswith("1\n00:00:0")
         events = [e.to_status for e in await stack.events(job["id"])]
         assert events == ["QUEUED", "TRIGGERED", "PROCESSING", "SUCCEEDED"]
+        async with stack.engine.connect() as conn:  # one chunk: the transcript holds it
+            assert await repo.saved_chunks(conn, job["id"]) == []
 
 
 async def test_a_receiver_failing_three_times_gets_the_fourth_with_the_same_id(
@@ -232,3 +234,4 @@ async def test_not_media_is_permafailed_undecodable(pg_url: str, model_server_ur
         assert done["failure_reason"] == "MEDIA_UNDECODABLE" and done["attempts"] == 1
         payload = json.loads(stack.receiver.deliveries[0].body)
         assert payload["type"] == "transcription.failed"
+

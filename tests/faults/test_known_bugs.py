@@ -190,7 +190,7 @@ class _HangingPipeline:
         self.release = asyncio.Event()
         self.attempts: list[int] = []
 
-    async def transcribe(self, job: Any) -> dict[str, Any]:
+    async def transcribe(self, job: Any, *_: Any) -> dict[str, Any]:
         self.attempts.append(job.attempts)
         await self.release.wait()
         return TRANSCRIPT

@@ -74,7 +74,7 @@ class Scripted:
         assert row is not None and row.status == S.PROCESSING
         check_failure_fields(row)
 
-    async def transcribe(self, job: Any) -> dict[str, Any]:
+    async def transcribe(self, job: Any, *_: Any) -> dict[str, Any]:
         await self.check_in_flight()
         if self.pipeline == "transcript":
             return TRANSCRIPT

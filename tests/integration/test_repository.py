@@ -495,3 +495,21 @@ async def test_inserting_a_job_notifies_nobody_until_notify_new_jobs(
         await asyncio.wait_for(heard.get(), timeout=5)
     finally:
         await listener.close()
+
+
+async def test_a_transcript_or_chunk_saved_again_replaces_the_first(engine: AsyncEngine) -> None:
+    """One statement each (an upsert): the second save of the same job (and chunk
+    index) replaces the first, on both stores."""
+    await make_tenant(engine)
+    job = await make_job(engine)
+    async with engine.begin() as conn:
+        await repo.save_transcript(conn, job.id, {"text": "first"})
+        await repo.save_chunk(conn, job.id, 0, 0.0, 30.0, {"n": 1})
+        await repo.save_chunk(conn, job.id, 1, 30.0, 40.0, {"n": 2})
+    async with engine.begin() as conn:
+        await repo.save_transcript(conn, job.id, {"text": "second"})
+        await repo.save_chunk(conn, job.id, 0, 0.0, 29.5, {"n": 3})
+    async with engine.connect() as conn:
+        assert await repo.get_transcript(conn, job.id) == {"text": "second"}
+        saved = await repo.saved_chunks(conn, job.id)
+    assert [(c.index, c.end, c.result) for c in saved] == [(0, 29.5, {"n": 3}), (1, 40.0, {"n": 2})]

@@ -2,8 +2,8 @@
 
 Memory stays flat whatever the media's size: the download streams to a file, PyAV
 decodes to a 16 kHz PCM file, chunking reads that file in windows, and each chunk's
-samples are read back from it when the chunk is sent. Each finished chunk is saved at
-once, so a retried job starts where the last attempt stopped.
+samples are read back from it when the chunk is sent. Each finished chunk of a media of
+several is saved at once, so a retried job starts where the last attempt stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,11 @@ class Pipeline:
         self.model = model
         self.settings = settings
 
-    async def transcribe(self, job: Job) -> JsonObject:
+    async def transcribe(self, job: Job, saved: Sequence[repo.SavedChunk] = ()) -> JsonObject:
         """The transcript of ``job``'s media, as the API shows it (and it is stored);
-        raises :class:`JobFailure`."""
+        raises :class:`JobFailure`. ``saved``: the chunks earlier attempts saved (read
+        with the attempt's start), reused where they still fit."""
+        saved_by_index = {row.index: row for row in saved}
         settings = self.settings
         with attempt_dir(jobs_root(settings.work_dir), job.id) as tmp:
             media = tmp / "media"
@@ -79,20 +81,26 @@ class Pipeline:
             )
             if job.multichannel and decoded.source_channels > 1:
                 pcm.unlink()
-                transcript = await self._each_channel(job, media, decoded)
+                transcript = await self._each_channel(job, media, decoded, saved_by_index)
             else:
                 media.unlink()
                 chunks = await asyncio.to_thread(plan_chunks, pcm)
                 if not chunks:
                     raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
-                results = await self._transcribe_chunks(job, pcm, chunks)
+                results = await self._transcribe_chunks(job, pcm, chunks, saved_by_index)
                 transcript = assemble(results, chunks, decoded.duration_s, job.language)
                 if job.multichannel:  # one channel: channel 0
                     transcript = _on_channel(transcript, 0)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
         return transcript.to_json()
 
-    async def _each_channel(self, job: Job, media: Path, decoded: DecodedAudio) -> Transcript:
+    async def _each_channel(
+        self,
+        job: Job,
+        media: Path,
+        decoded: DecodedAudio,
+        saved: Mapping[int, repo.SavedChunk],
+    ) -> Transcript:
         """``multichannel``: each channel decoded, chunked and transcribed on its own (its
         chunks numbered from ``channel * CHANNEL_STRIDE``), the segments labelled with it."""
         channels = decoded.source_channels
@@ -115,7 +123,7 @@ class Pipeline:
             planned = await asyncio.to_thread(plan_chunks, pcm)
             chunks = [replace(c, index=channel * CHANNEL_STRIDE + c.index) for c in planned]
             if chunks:
-                results = await self._transcribe_chunks(job, pcm, chunks)
+                results = await self._transcribe_chunks(job, pcm, chunks, saved)
                 heard = assemble(results, chunks, decoded.duration_s, job.language)
                 parts.append(_on_channel(heard, channel))
             pcm.unlink()
@@ -124,10 +132,12 @@ class Pipeline:
         return merge_channels(parts)
 
     async def _transcribe_chunks(
-        self, job: Job, pcm: Path, chunks: list[Chunk]
+        self, job: Job, pcm: Path, chunks: list[Chunk], saved: Mapping[int, repo.SavedChunk]
     ) -> dict[int, dict[str, Any]]:
-        async with self.engine.connect() as conn:
-            saved = {row.index: row for row in await repo.saved_chunks(conn, job.id)}
+        """Each chunk's result: saved by an earlier attempt, or from the model (and then
+        saved at once, so a retry resumes, unless it is the plan's only chunk: the
+        transcript, saved next, holds all of it)."""
+        keep = len(chunks) > 1
         results: dict[int, dict[str, Any]] = {}
         todo = []
         options = job.decode_options.key()
@@ -151,19 +161,19 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job, pcm, first, None)
+                results[first.index] = await self._one_chunk(job, pcm, first, None, keep)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
         async def limited(chunk: Chunk) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language)
+                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language, keep)
 
         await _gather_or_cancel(limited(chunk) for chunk in todo)
         return results
 
     async def _one_chunk(
-        self, job: Job, pcm: Path, chunk: Chunk, language: str | None
+        self, job: Job, pcm: Path, chunk: Chunk, language: str | None, keep: bool
     ) -> dict[str, Any]:
         samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
         started = time.perf_counter()
@@ -195,8 +205,9 @@ class Pipeline:
             "model": prediction.model,
             "segments": [segment.to_json() for segment in prediction.segments],
         }
-        async with self.engine.begin() as conn:
-            await repo.save_chunk(conn, job.id, chunk.index, chunk.start_s, chunk.end_s, result)
+        if keep:
+            async with self.engine.begin() as conn:
+                await repo.save_chunk(conn, job.id, chunk.index, chunk.start_s, chunk.end_s, result)
         return result
 
 

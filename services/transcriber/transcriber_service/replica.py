@@ -6,7 +6,9 @@ it (``orchestrator_service.dispatch``), so the row must follow the worker closel
 * written at start, at every change of what the worker runs or takes (a job started
   or ended, shutdown begun: ``version`` is bumped each time, and the trigger's answer
   carries the same state), and every third of ``LEASE_SECONDS`` as a heartbeat: a
-  replica not heard from for a lease no longer counts;
+  replica not heard from for a lease no longer counts. Writes are at least
+  :data:`WRITE_SPACING_SECONDS` apart: a lone change is written at once, a burst of
+  them (tens of jobs a second starting and ending) in one write;
 * when a slot frees up, the orchestrators are woken (NOTIFY on PostgreSQL, payload
   ``repository.SLOT_FREED``, in the row's own transaction: it arrives with the row
   committed), so the slot is filled at once rather than at the next poll;
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 REMOVE_TIMEOUT_SECONDS = 5.0
 #: Wait before writing again after a failed write (the next change also retries).
 RETRY_SECONDS = 1.0
+#: The least time between two writes of the row.
+WRITE_SPACING_SECONDS = 0.1
 
 
 def replica_id() -> str:
@@ -102,9 +106,11 @@ class ReplicaReporter:
         self._task = asyncio.create_task(self._run(), name="replica-reporter")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
             wait = self.heartbeat_seconds
+            written_at = loop.time()
             try:
                 await self._write()
             except Exception:
@@ -115,6 +121,7 @@ class ReplicaReporter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._changed.wait()
+            await asyncio.sleep(max(0.0, written_at + WRITE_SPACING_SECONDS - loop.time()))
 
     async def _write(self) -> None:
         state = self.state()

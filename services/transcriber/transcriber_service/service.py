@@ -120,11 +120,14 @@ class Worker:
     # --- one attempt ------------------------------------------------------------------
 
     async def run_attempt(self, job_id: str, attempt: int) -> None:
+        saved_chunks: list[repo.SavedChunk] = []
         async with self.engine.begin() as conn:
             job = await repo.start(conn, job_id, attempt, self.settings.lease_seconds, self.actor)
-            # A transcript saved by an earlier attempt, read with the start: one
-            # transaction fewer for each job.
+            # What earlier attempts saved (the transcript, else its chunks), read with the
+            # start: no transaction of their own.
             saved = None if job is None else await repo.get_transcript(conn, job_id)
+            if job is not None and saved is None:
+                saved_chunks = await repo.saved_chunks(conn, job_id)
         if job is None:
             log.info(
                 "trigger for job %s, no longer TRIGGERED at attempt %d",
@@ -134,7 +137,7 @@ class Worker:
             )
             return
         metrics.ATTEMPTS.inc()
-        work = asyncio.create_task(self._work(job, saved))
+        work = asyncio.create_task(self._work(job, saved, saved_chunks))
         heartbeat = asyncio.create_task(self._keep_lease(job_id, attempt, work))
         try:
             change = await work
@@ -185,17 +188,22 @@ class Worker:
                 work.cancel()
                 return False
 
-    async def _work(self, job: Job, transcript: JsonObject | None) -> Change:
+    async def _work(
+        self, job: Job, transcript: JsonObject | None, saved_chunks: list[repo.SavedChunk]
+    ) -> Change:
         if transcript is None and job.pending_failure_message:
             return await self._deliver(job, WebhookEvent.FAILED, None)
-        if transcript is None:
-            try:
-                transcript = await self.pipeline.transcribe(job)
-            except JobFailure as failure:
-                return await self._transcription_failed(job, failure)
-            async with self.engine.begin() as conn:
-                await repo.save_transcript(conn, job.id, transcript)
-        return await self._deliver(job, WebhookEvent.SUCCEEDED, transcript)
+        if transcript is not None:
+            return await self._deliver(job, WebhookEvent.SUCCEEDED, transcript)
+        try:
+            transcript = await self.pipeline.transcribe(job, saved_chunks)
+        except JobFailure as failure:
+            return await self._transcription_failed(job, failure)
+        return await self._deliver(job, WebhookEvent.SUCCEEDED, transcript, store=True)
+
+    async def _store_transcript(self, job: Job, transcript: JsonObject) -> None:
+        async with self.engine.begin() as conn:
+            await repo.save_transcript(conn, job.id, transcript)
 
     async def _transcription_failed(self, job: Job, failure: JobFailure) -> Change:
         """Retried later, or the client's failure message is due: it is sent at once."""
@@ -211,27 +219,41 @@ class Worker:
         return change.then(await self._deliver(change.after, WebhookEvent.FAILED, None))
 
     async def _deliver(
-        self, job: Job, event: WebhookEvent, transcript: JsonObject | None
+        self,
+        job: Job,
+        event: WebhookEvent,
+        transcript: JsonObject | None,
+        *,
+        store: bool = False,
     ) -> Change:
         """Send ``event``'s message once. Whatever goes wrong on the way (the message
-        cannot be built, the URL makes a library raise) is a failed delivery."""
+        cannot be built, the URL makes a library raise) is a failed delivery.
+
+        ``store``: ``transcript`` is new; it is saved in the transaction that records
+        the message (one transaction fewer for each job), or on its own if that
+        transaction does not commit (an error in it is then the attempt's)."""
         message = Message.next(job, event)
         try:
             if message.payload is None:
                 message = Message(event, message.id, message_payload(job, message, transcript))
             assert message.id is not None and message.payload is not None
             async with self.engine.begin() as conn:
+                if store and transcript is not None:
+                    await repo.save_transcript(conn, job.id, transcript)
                 if not await repo.set_webhook_message(
                     conn, job.id, job.attempts, event, message.id, message.payload
                 ):
                     raise LeaseLost(job.id)
                 signing = await repo.tenant_webhook_secrets(conn, job.tenant)
+            store = False
             delivery = await self.webhooks.send(
                 job.webhook_url, signing or "", message.id, message.payload.encode()
             )
         except LeaseLost:
             raise
         except Exception as exc:
+            if store and transcript is not None:
+                await self._store_transcript(job, transcript)
             log.exception(
                 "job %s: message not sent", job.id, extra={"job_id": job.id, "action": "deliver"}
             )
