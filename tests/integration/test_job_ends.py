@@ -8,6 +8,7 @@ by round and counts what each job went through.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
@@ -446,3 +447,38 @@ async def test_a_successful_attempt_takes_three_transactions(
         row = await repo.get_job(conn, job.id)
     assert row is not None and row.status == S.SUCCEEDED
     assert len(begins) == 3
+
+
+async def test_a_stopping_worker_waits_for_an_attempts_last_write(
+    pg_url: str, pg_engine: AsyncEngine, http: httpx.AsyncClient
+) -> None:
+    """A replica told to stop while an attempt writes its end: the write is shielded
+    from the drain's cancel, but the drain did not wait for it, so the app closed the
+    engine under it and the process exited (the job then waited out its lease and ran
+    again). The drain now waits for the attempts' last writes."""
+    writing = asyncio.Event()
+
+    class SlowLastWrite(Worker):
+        async def _finish(self, change: Any) -> None:
+            writing.set()
+            await asyncio.sleep(0.5)
+            await super()._finish(change)
+
+    async with WebhookReceiver() as receiver:
+        await make_tenant(pg_engine)
+        await make_replica(pg_engine)
+        job = await make_job(pg_engine, webhook_url=receiver.hook_url())
+        worker = SlowLastWrite(
+            pg_engine,
+            Scripted(TRANSCRIPT),  # type: ignore[arg-type]
+            WebhookSender(http, timeout=5, allow_private=True),
+            TranscriberSettings(database_url=pg_url, allow_private_urls=True, **POLICY),
+        )
+        async with pg_engine.begin() as conn:
+            (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
+        assert worker.accept(job.id, claimed.attempt)
+        await writing.wait()
+        await worker.drain(0)
+        async with pg_engine.connect() as conn:
+            row = await repo.get_job(conn, job.id)
+    assert row is not None and row.status == S.SUCCEEDED, row

@@ -74,6 +74,8 @@ class Worker:
         self.actor = actor
         self.active: dict[str, asyncio.Task[None]] = {}
         self.active_attempts: dict[str, int] = {}
+        #: Attempts' last writes, shielded from a cancel: a drain waits for them.
+        self.last_writes: set[asyncio.Task[None]] = set()
         self.accepting = True
         #: Called whenever what this worker runs or takes changes (``replica.py``).
         self.on_change: Callable[[], None] = lambda: None
@@ -116,6 +118,10 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        # A cancel that found an attempt writing its end left that write running: the
+        # engine must outlive it (it gives up by itself after FINAL_WRITE_PATIENCE_SECONDS).
+        if self.last_writes:
+            await asyncio.wait(self.last_writes)
 
     # --- one attempt ------------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class Worker:
                 )
                 return
             # A rollout or scale-down: hand the job back for another worker, at once.
-            await asyncio.shield(self._finish(lifecycle.handed_back(job, utcnow())))
+            await self._last_write(lifecycle.handed_back(job, utcnow()))
             raise
         except Exception as exc:
             log.exception(
@@ -167,7 +173,14 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await asyncio.shield(self._finish(change))
+        await self._last_write(change)
+
+    async def _last_write(self, change: Change) -> None:
+        """:meth:`_finish`, carried through a cancel of the attempt (a drain waits for it)."""
+        write = asyncio.ensure_future(self._finish(change))
+        self.last_writes.add(write)
+        write.add_done_callback(self.last_writes.discard)
+        await asyncio.shield(write)
 
     async def _keep_lease(self, job_id: str, attempt: int, work: asyncio.Task[Change]) -> bool:
         """Renew the lease every third of it; cancel the work if it is lost."""
