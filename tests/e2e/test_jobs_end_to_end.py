@@ -234,4 +234,3 @@ async def test_not_media_is_permafailed_undecodable(pg_url: str, model_server_ur
         assert done["failure_reason"] == "MEDIA_UNDECODABLE" and done["attempts"] == 1
         payload = json.loads(stack.receiver.deliveries[0].body)
         assert payload["type"] == "transcription.failed"
-
