@@ -58,6 +58,7 @@ PACKAGES = (
     "packaging",
     "pyyaml",
     "fastapi",
+    "opentelemetry-api",
     "starlette",
     "annotated-doc",
     "pydantic",
@@ -226,7 +227,7 @@ def tar_xz(source: Path, dest: Path, preset: int) -> int:
     """``source``'s contents (not the folder itself) into ``dest``; its size."""
     import lzma
 
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": preset | lzma.PRESET_EXTREME}]
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": preset}]
     with (
         lzma.open(dest, "wb", format=lzma.FORMAT_XZ, filters=filters) as raw,
         tarfile.open(fileobj=raw, mode="w") as tar,

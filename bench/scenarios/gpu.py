@@ -8,13 +8,14 @@
 * *server*: the model server as its own process (``uvicorn --factory
   model_server.app:create_app``, what ``transcription serve model-server`` runs), real HTTP
   on 127.0.0.1, once per ``--batch-sizes`` value (``MAX_BATCH_SIZE``; ``MAX_QUEUED_CHUNKS``
-  large enough that no request is refused). For each ``--concurrency`` value, that many
-  clients post the workload's chunks (16 kHz PCM, as the transcriber sends them,
-  ``language=en``, beam 5) to ``/v1/predict``, each client its next chunk as soon as its
-  last one is answered (closed loop), so the server batches concurrent requests as it
-  does in production. ``--copies`` copies of the chunk list are sent (so a high
-  concurrency has enough to send); the text of the first copy gives the WER. From the
-  server's ``/metrics``: batches, mean batch size, compute seconds.
+  large enough that no request is refused). For each ``--concurrency`` value up to four
+  times the batch size (more clients only queue longer), that many clients post the
+  workload's chunks (16 kHz PCM, as the transcriber sends them, ``language=en``, beam 5)
+  to ``/v1/predict``, each client its next chunk as soon as its last one is answered
+  (closed loop), so the server batches concurrent requests as it does in production. A
+  run sends the chunk list as many times as it takes to give every client ``--rounds``
+  chunks (``--copies`` fixes it); the first copy's text gives the WER. From the server's
+  ``/metrics``: batches, mean batch size, compute seconds.
 * *sequential*: ``WhisperModel(dir, device, compute_type).transcribe(recording,
   beam_size=5, language="en")`` in this process, its defaults otherwise (no VAD).
 * *pipeline*: ``BatchedInferencePipeline(that model).transcribe(recording, beam_size=5,
@@ -61,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench import measure, report, stack
+from bench import measure, metrics, report
 from bench.speech import GAPS_S, SAMPLE_RATE, TAIL_S
 from testkit.machine import loadavg
 from testkit.procs import Service
@@ -386,6 +387,13 @@ async def drive(
 # --- main --------------------------------------------------------------------------------
 
 
+def useful(concurrencies: list[int], batch_size: int) -> list[int]:
+    """The concurrencies worth running at a batch size: up to four batches' worth of
+    clients (more only queue longer at the same throughput), and at least the lowest."""
+    kept = [c for c in concurrencies if c <= 4 * batch_size]
+    return kept or [min(concurrencies)]
+
+
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -407,12 +415,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--compute-type", default="default", help="default: float16 on CUDA, int8 on the CPU"
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: nproc)")
-    parser.add_argument("--batch-sizes", default="1,4,8,16,32", help="MAX_BATCH_SIZE values")
-    parser.add_argument("--concurrency", default="1,8,32,64", help="clients sending at once")
+    parser.add_argument("--batch-sizes", default="1,8,16,32", help="MAX_BATCH_SIZE values")
+    parser.add_argument("--concurrency", default="1,8,16,32,64", help="clients sending at once")
     parser.add_argument("--cycles", type=int, default=10, help="cycles of the recording")
-    parser.add_argument(
-        "--copies", type=int, default=0, help="copies of the chunks sent (0: enough for 4 rounds)"
-    )
+    parser.add_argument("--rounds", type=int, default=4, help="chunks per client, at least")
+    parser.add_argument("--copies", type=int, default=0, help="copies of the chunks sent a run")
     parser.add_argument("--smoke", action="store_true", help="the smallest run (short clips)")
     parser.add_argument("--workload", type=Path, help="read the workload from this file")
     parser.add_argument("--write-workload", type=Path, help="write the workload here and stop")
@@ -451,10 +458,14 @@ def main(argv: list[str] | None = None) -> None:
         compute_type = "float16" if args.device == "cuda" else "int8"
     threads = args.threads or len(os.sched_getaffinity(0))
     concurrencies = ints(args.concurrency)
-    copies = args.copies or max(1, math.ceil(4 * max(concurrencies) / len(workload.chunks)))
+    rounds = args.rounds
+
+    def copies(concurrency: int) -> int:
+        return args.copies or max(1, math.ceil(rounds * concurrency / len(workload.chunks)))
+
     report.log(
         f"{device['name']}: model {model_dir} ({compute_type}); workload {workload.kind}: "
-        f"{workload.seconds:.1f} s, {len(workload.chunks)} chunks, {copies} copies to the server"
+        f"{workload.seconds:.1f} s, {len(workload.chunks)} chunks"
     )
     result: dict[str, Any] = {
         "machine": info,
@@ -471,20 +482,37 @@ def main(argv: list[str] | None = None) -> None:
             "chunks": len(workload.chunks),
             "chunk_seconds": round(sum(b - a for a, b in workload.chunks) / SAMPLE_RATE, 2),
             "reference_words": len(words(workload.reference)),
-            "copies_to_server": copies,
+            "copies_by_concurrency": {c: copies(c) for c in concurrencies},
         },
     }
     memory = GpuMemory(args.device)
     result["memory_note"] = memory.note
+    name = args.name or f"gpu-{slug(device['name'])}"
+
+    def save(complete: bool) -> None:
+        """Written after each step, so a run cut short by a time limit leaves its numbers."""
+        result["complete"] = complete
+        result["loadavg_at_end"] = loadavg()
+        result["advice"] = advice(result) if result["server"]["runs"] else None
+        report.write(args.out, name, result, render(result))
+
+    result["server"] = {"runs": [], "words": None}
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         result["plain"] = run_plain(args, workload, model_dir, compute_type, threads, memory)
-        result["server"] = run_server(
-            args, workload, model_dir, compute_type, threads, memory, copies, Path(tmp)
+        save(False)
+        run_server(
+            args,
+            workload,
+            model_dir,
+            compute_type,
+            threads,
+            memory,
+            copies,
+            Path(tmp),
+            result["server"],
+            lambda: save(False),
         )
-    result["loadavg_at_end"] = loadavg()
-    result["advice"] = advice(result)
-    name = args.name or f"gpu-{slug(device['name'])}"
-    report.write(args.out, name, result, render(result))
+    save(True)
 
 
 def default_model_dir() -> str:
@@ -576,15 +604,17 @@ def run_server(
     compute_type: str,
     threads: int,
     memory: GpuMemory,
-    copies: int,
+    copies: Callable[[int], int],
     tmp: Path,
-) -> dict[str, Any]:
+    out: dict[str, Any],
+    save: Callable[[], None],
+) -> None:
+    """Fills ``out`` (``runs``, ``words``), calling ``save`` after each batch size."""
     chunks = [to_pcm(c) for c in workload.chunk_audio()]
     warm = to_pcm(workload.warmup)
     batch_sizes = ints(args.batch_sizes)
     concurrencies = ints(args.concurrency)
-    runs: list[dict[str, Any]] = []
-    words_run: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = out["runs"]
     for size in batch_sizes:
         env = {
             "MODEL": model_dir,
@@ -605,8 +635,10 @@ def run_server(
                 asyncio.run(drive(server.url, [warm], size, size))
             report.log(f"server MAX_BATCH_SIZE={size}: ready in {load_s:.1f} s, warmed up")
             measure.reset_peak_rss(server.pid)
-            for concurrency in concurrencies:
-                entry = server_run(server, memory, chunks, copies, concurrency, workload)
+            for concurrency in useful(concurrencies, size):
+                entry = server_run(
+                    server, memory, chunks, copies(concurrency), concurrency, workload
+                )
                 entry.update({"batch_size": size, "ready_seconds": round(load_s, 1)})
                 entry["gpu_memory_after_load"] = load_peak
                 runs.append(entry)
@@ -617,12 +649,14 @@ def run_server(
                     f"mean batch {entry['model_server']['mean_batch_size']}"
                 )
             if size == max(batch_sizes) and not args.no_words:
+                top = max(concurrencies)
                 words_run = server_run(
-                    server, memory, chunks, copies, max(concurrencies), workload, words=True
+                    server, memory, chunks, copies(top), top, workload, words=True
                 )
                 words_run["batch_size"] = size
+                out["words"] = words_run
                 report.log(f"server batch {size}, word timestamps: {words_run['wall_seconds']} s")
-    return {"runs": runs, "words": words_run}
+        save()
 
 
 def server_run(
@@ -635,19 +669,20 @@ def server_run(
     *,
     words: bool = False,
 ) -> dict[str, Any]:
-    before = stack.metrics(server.url)
+    before = metrics.metrics(server.url)
     with memory.watch({"server": server.pid}) as peaks:
         done = asyncio.run(drive(server.url, chunks, copies, concurrency, word_timestamps=words))
-    after = stack.metrics(server.url)
+    after = metrics.metrics(server.url)
     media = workload.seconds * copies
     return {
         "concurrency": concurrency,
+        "copies": copies,
         "word_timestamps": words,
         "wall_seconds": round(done["wall_seconds"], 3),
         "media_seconds_per_second": round(media / done["wall_seconds"], 2),
         "wer": wer(workload.reference, done["text"]),
         "refused_503": done["refused_503"],
-        "model_server": stack.model_server_summary(stack.metrics_delta(before, after)),
+        "model_server": metrics.model_server_summary(metrics.metrics_delta(before, after)),
         "gpu_memory_peak": peaks,
         "server_rss_peak_mb": round(measure.rss_kib(server.pid, "VmHWM") / 1024, 1),
         "loadavg": loadavg(),
@@ -659,19 +694,27 @@ def server_run(
 
 
 def advice(result: dict[str, Any]) -> dict[str, Any]:
-    """The smallest batch size within 5 % of the best throughput, its concurrency, and
-    what a replica then serves."""
+    """The smallest batch size within 5 % of the best throughput; what a replica then
+    serves with ``containerConcurrency`` = ``MAX_BATCH_SIZE`` (the manifests' rule), and
+    what more clients would give it."""
     runs = result["server"]["runs"]
-    best = max(runs, key=lambda r: r["media_seconds_per_second"])
-    good = [
-        r for r in runs if r["media_seconds_per_second"] >= 0.95 * best["media_seconds_per_second"]
+    best = max(r["media_seconds_per_second"] for r in runs)
+    size = min(r["batch_size"] for r in runs if r["media_seconds_per_second"] >= 0.95 * best)
+    at_size = [r for r in runs if r["batch_size"] == size]
+    equal = [r for r in at_size if r["concurrency"] == size]
+    rate = (equal or [max(at_size, key=lambda r: r["media_seconds_per_second"])])[0][
+        "media_seconds_per_second"
     ]
-    pick = min(good, key=lambda r: (r["batch_size"], r["concurrency"]))
-    rate = pick["media_seconds_per_second"]
+    best_at_size = max(at_size, key=lambda r: r["media_seconds_per_second"])
     return {
-        "max_batch_size": pick["batch_size"],
-        "container_concurrency": max(pick["concurrency"], 2 * pick["batch_size"]),
+        "max_batch_size": size,
+        "container_concurrency": size,
+        "measured_at_concurrency": size if equal else None,
         "media_seconds_per_second_per_replica": rate,
+        "best_concurrency_at_that_batch_size": best_at_size["concurrency"],
+        "best_media_seconds_per_second_at_that_batch_size": best_at_size[
+            "media_seconds_per_second"
+        ],
         "planned_at_utilisation": UTILISATION,
         "replicas_per_job_per_second_of_mean_media": round(
             MEAN_JOB_MEDIA_S / (rate * UTILISATION), 2
@@ -702,8 +745,8 @@ def render(result: dict[str, Any]) -> str:
         f"{device['ctranslate2_cuda_devices']} CUDA device(s). Model `{model['name']}` "
         f"({model['compute_type']}). Workload: {work['kind']}, {work['seconds']} s, "
         f"{work['chunks']} chunks ({work['chunk_seconds']} s of audio in them), "
-        f"{work['reference_words']} reference words; the server gets "
-        f"{work['copies_to_server']} copies of the chunks per run. {result['memory_note']}.",
+        f"{work['reference_words']} reference words. {result['memory_note']}."
+        + ("" if result.get("complete") else " **Incomplete: the run stopped early.**"),
         "",
         "## Plain faster-whisper, in the benchmark's process",
         "",
@@ -729,16 +772,16 @@ def render(result: dict[str, Any]) -> str:
         "",
         "## The model server over HTTP, by MAX_BATCH_SIZE and concurrency",
         "",
-        "| MAX_BATCH_SIZE | clients | wall s | media s / s | mean batch | compute s | WER % "
-        "| GPU MiB (server peak) | RSS MB (peak) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| MAX_BATCH_SIZE | clients | copies | wall s | media s / s | mean batch | compute s "
+        "| WER % | GPU MiB (server peak) | RSS MB (peak) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = list(server["runs"]) + ([server["words"]] if server["words"] else [])
     for run in rows:
         summary = run["model_server"]
         label = f"{run['batch_size']}" + (" (words)" if run["word_timestamps"] else "")
         lines.append(
-            f"| {label} | {run['concurrency']} | {run['wall_seconds']:.2f} | "
+            f"| {label} | {run['concurrency']} | {run['copies']} | {run['wall_seconds']:.2f} | "
             f"{run['media_seconds_per_second']:.1f} | {summary['mean_batch_size']} | "
             f"{summary['compute_seconds']} | {run['wer']['wer_percent']:.2f} | "
             f"{_mib(run['gpu_memory_peak'], 'server_mib')} | {run['server_rss_peak_mb']} |"
@@ -758,18 +801,23 @@ def render(result: dict[str, Any]) -> str:
             f"(batch {same['batch_size']}, {same['concurrency']} clients), and the pipeline "
             f"{plain['pipeline_words']['wall_seconds'] / pipe['wall_seconds']:.2f} x.",
         ]
-    lines += [
-        "",
-        "## What to set from this run",
-        "",
-        f"- `MAX_BATCH_SIZE={tip['max_batch_size']}`: the smallest batch size within 5 % of "
-        f"the best throughput ({tip['media_seconds_per_second_per_replica']} media s / s).",
-        f"- the model server's `containerConcurrency`: {tip['container_concurrency']} "
-        "(at least twice MAX_BATCH_SIZE, so a batch waits while one decodes; the "
-        "transcribers' CHUNK_CONCURRENCY likewise).",
-        f"- replicas: job rate (jobs / s) x mean media seconds / "
-        f"({tip['media_seconds_per_second_per_replica']} x {tip['planned_at_utilisation']}); "
-        f"for media of {tip['mean_media_seconds']:.0f} s on average, "
-        f"{tip['replicas_per_job_per_second_of_mean_media']} replicas per job a second.",
-    ]
+    if tip:
+        lines += [
+            "",
+            "## What to set from this run",
+            "",
+            f"- `MAX_BATCH_SIZE={tip['max_batch_size']}` (`model-server.env`): the smallest "
+            "batch size within 5 % of the best throughput.",
+            f"- `containerConcurrency: {tip['container_concurrency']}` (`model-server.yaml`): "
+            "equal to MAX_BATCH_SIZE, the manifests' rule; a replica then serves "
+            f"{tip['media_seconds_per_second_per_replica']} media s / s "
+            "(the best at that batch size: "
+            f"{tip['best_media_seconds_per_second_at_that_batch_size']} with "
+            f"{tip['best_concurrency_at_that_batch_size']} clients).",
+            f"- replicas = job rate (jobs / s) x mean media seconds / "
+            f"({tip['media_seconds_per_second_per_replica']} x {tip['planned_at_utilisation']}): "
+            f"for media of {tip['mean_media_seconds']:.0f} s on average (the capacity "
+            f"simulation's day), {tip['replicas_per_job_per_second_of_mean_media']} replicas "
+            "per job a second.",
+        ]
     return "\n".join(lines)

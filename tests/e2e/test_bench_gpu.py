@@ -11,11 +11,18 @@ measured what it says, and that its report says there is no GPU memory on the CP
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from bench.gpu import pack
 from bench.scenarios import gpu
+from testkit.text import words
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu" / "run-on-gpu-machine.sh"
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -46,7 +53,49 @@ def test_the_smallest_gpu_benchmark_runs_on_the_cpu(tmp_path: Path) -> None:
         assert run["wer"]["wer_percent"] < 25, run["text"]
         assert run["gpu_memory_peak"] == {"how": "none"}
         assert run["server_rss_peak_mb"] > 0
-    words = result["server"]["words"]
-    assert words["word_timestamps"] and words["batch_size"] == 2
+    with_words = result["server"]["words"]
+    assert with_words["word_timestamps"] and with_words["batch_size"] == 2
     assert "Word timestamps" in summary and "MAX_BATCH_SIZE=" in summary
     assert result["advice"]["max_batch_size"] in (1, 2)
+
+
+def test_the_bundle_for_a_gpu_machine_unpacks_and_passes_its_check_without_pyav(
+    tmp_path: Path,
+) -> None:
+    """The one-shot run for a GPU machine without network, on the CPU: the bundle (the
+    smoke workload as PCM, tiny.en quantised to int8; the Python packages are this
+    environment's, not downloaded), unpacked by the script, which loads the model from it
+    and transcribes the warm-up clip with PyAV, asyncpg and SQLAlchemy replaced by their
+    stand-ins, as on a machine that lacks them."""
+    bundle, results = tmp_path / "bundle", tmp_path / "results"
+    assert pack.main(["--out", str(bundle), "--no-site", "--smoke", "--xz-preset", "0"]) == 0
+    manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    model = manifest["files"]["model.tar.xz"]
+    assert model["model_bin_bytes_int8"] < 0.55 * model["model_bin_bytes_before"]
+    assert manifest["total_mib"] < manifest["limit_mib"]
+
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "DEVICE": "cpu",
+        "CHECK_ONLY": "1",
+        "STANDINS": "av asyncpg sqlalchemy",
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPT), str(bundle), str(results)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for module in ("av", "asyncpg", "sqlalchemy"):
+        assert f"module {module}: stand-in" in out
+    assert "imports: model_server.app, bench.scenarios.gpu: ok" in out
+    assert "workload: two short clips (smoke)" in out
+    [text] = [line for line in out.splitlines() if line.startswith("warm-up text:")]
+    assert "folder" in words(text)  # hotwords.mp3, heard by the int8 model from the bundle
+    assert "check: ok" in out
+    [log] = results.glob("run-on-gpu-machine-*.log")
+    assert "check: ok" in log.read_text()
