@@ -8,14 +8,14 @@ Run it where there is network (a package index) and PyAV; it writes to ``--out``
 * ``workload.tar.xz``: the benchmark's workload (``bench gpu --write-workload``: the
   long recording's samples as 16-bit PCM, its chunks as the transcriber's chunker plans
   them, its reference), so the GPU machine needs neither PyAV nor onnxruntime. Ten cycles
-  of the same speech: xz's large window keeps one (about 2 MB).
+  of the same speech: xz's large window keeps one (1.2 MiB).
 * ``model.tar.xz``: the model directory with its weights quantised to int8 per row, as
   CTranslate2's converter does it (``--quantization int8``), so tiny.en's 75.5 MB of
   float16 weights travel as about 28 MB. CTranslate2 converts them back to the compute
   type asked for (float16 on the GPU) when it loads them.
 * ``site.tar.xz``: the Python packages the model server and the benchmark import, as
   wheels for the machine's Python (``--python-version``, manylinux x86_64) fetched with
-  ``pip download``, unpacked: CTranslate2 (about 25 MB compressed), faster-whisper,
+  ``pip download``, unpacked: CTranslate2 (most of its 30.8 MiB compressed), faster-whisper,
   tokenizers, FastAPI, uvicorn, pydantic, httpx and their dependencies. Not included:
   numpy (the GPU machine's torch installation has it; the run script checks), PyAV,
   asyncpg and SQLAlchemy (stand-ins in ``bench/gpu/stubs/`` take their place), onnxruntime

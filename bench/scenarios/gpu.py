@@ -20,7 +20,8 @@
   beam_size=5, language="en")`` in this process, its defaults otherwise (no VAD).
 * *pipeline*: ``BatchedInferencePipeline(that model).transcribe(recording, beam_size=5,
   language="en", batch_size=b, clip_timestamps=<the server's chunks>)`` for each batch
-  size: faster-whisper's batching on exactly the chunks the server gets.
+  size: faster-whisper's batching on exactly the chunks the server gets (its defaults
+  otherwise: no timestamps, so it does less than the server).
 * *word timestamps*: the server at the largest batch size and concurrency, and the
   pipeline at the largest batch size, again with ``word_timestamps`` on: the cost.
 
