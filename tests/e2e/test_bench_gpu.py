@@ -57,6 +57,13 @@ def test_the_smallest_gpu_benchmark_runs_on_the_cpu(tmp_path: Path) -> None:
     assert with_words["word_timestamps"] and with_words["batch_size"] == 2
     assert "Word timestamps" in summary and "MAX_BATCH_SIZE=" in summary
     assert result["advice"]["max_batch_size"] in (1, 2)
+    assert result["complete"]
+    # The same report for a GPU names it (what nvidia-smi says; see test_bench_gpu_memory).
+    result["device"].update(
+        name="NVIDIA H100",
+        gpu={"name": "NVIDIA H100", "memory_total_mib": 81559.0, "driver": "580", "count": 1},
+    )
+    assert "on NVIDIA H100\n\nDevice: NVIDIA H100 (81559.0 MiB, driver 580" in gpu.render(result)
 
 
 def test_the_bundle_for_a_gpu_machine_unpacks_and_passes_its_check_without_pyav(
