@@ -258,7 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.speech import tiny_model_path
 
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"python_version": args.python_version, "files": {}}
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    manifest: dict[str, Any] = {
+        "commit": commit or None,
+        "python_version": args.python_version,
+        "files": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-gpu-pack-") as tmp_name:
         tmp = Path(tmp_name)
 

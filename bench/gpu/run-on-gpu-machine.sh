@@ -42,6 +42,7 @@ else
     say "no nvidia-smi"
 fi
 [ -f "$BUNDLE/MANIFEST.json" ] || fail "no bundle in $BUNDLE (python -m bench.gpu.pack)"
+say "bundle: $(tr -d '\n ' < "$BUNDLE/MANIFEST.json" | grep -o '"commit":[^,]*,"python_version":[^,]*' || true)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-gpu-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

@@ -1,6 +1,6 @@
 """The GPU benchmark's reading of ``nvidia-smi``, which only a GPU machine has: here a
 stand-in ``nvidia-smi`` on the PATH answers each query as the real one does (CSV, no
-header, no units), so the code that runs there in a short lease has run once before."""
+header, no units), so the code that runs there, where GPU time is short, has run once before."""
 
 from __future__ import annotations
 
