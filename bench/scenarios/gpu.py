@@ -471,10 +471,14 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {
         "machine": info,
         "device": device,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        # Names, not paths: no path of the machine in the results.
+        "args": {
+            k: Path(v).name if k in ("model_dir", "workload", "out") and v else v
+            for k, v in vars(args).items()
+        },
         "model": {
-            "dir": str(model_dir),
             "name": model_name,
+            "source": "--model-dir" if args.model_dir else "the bundled tiny.en",
             "compute_type": compute_type,
         },
         "workload": {
