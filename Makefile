@@ -84,6 +84,9 @@ bench-ceiling: $(STAMP) ## the pipeline's highest held job rate, the model a sta
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
 	$(BIN)/python -m bench model-server-memory
 
+bench-gpu: $(STAMP) ## the model server against faster-whisper on CUDA (MODEL_DIR=a faster-whisper model dir; default tiny.en); results in bench/results/
+	$(BIN)/python -m bench gpu --device cuda $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
+
 faults: $(STAMP) ## every fault drill at full length; report in faults/results/
 	$(BIN)/python -m faults
 
@@ -96,4 +99,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test promtool chromium lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory faults migrate docs clean
+.PHONY: help install run test promtool chromium lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory bench-gpu faults migrate docs clean

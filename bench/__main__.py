@@ -32,6 +32,7 @@ SCENARIOS = {
     "transcriber-memory": "the transcriber's decode and chunking, peak RSS by length",
     "model-server-memory": "the model server's peak RSS given a 10-hour FLAC",
     "model-server-batching": "batched decoding against sequential faster-whisper",
+    "gpu": "the model server against faster-whisper on a GPU (or the CPU): throughput, memory",
     "webhook-memory": "the transcriber's peak RSS while a receiver answers 1 GiB",
     "sustained": "short clips at a fixed rate through the whole service",
     "model-busy": "the service at twice its model server's capacity",
