@@ -61,9 +61,7 @@ def test_the_stored_shape_is_the_contracts_and_reads_back() -> None:
 
 
 def test_words_and_a_speaker_are_kept_when_a_segment_has_them() -> None:
-    segment = Segment(
-        1.0, 2.0, " Hi.", words=[Word(1.0, 1.5, " Hi.", 0.9, speaker=1)], speaker=1
-    )
+    segment = Segment(1.0, 2.0, " Hi.", words=[Word(1.0, 1.5, " Hi.", 0.9, speaker=1)], speaker=1)
     assert segment.to_json() == {
         "start": 1.0,
         "end": 2.0,
