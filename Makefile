@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .DEFAULT_GOAL := help
 
@@ -13,6 +14,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# PyTorch for the CPU first (the diarize extra's; PyPI's own build is CUDA's, GBs):
+	@# TORCH_INDEX=https://pypi.org/simple for that one instead.
+	$(BIN)/pip install --quiet --retries 1 --timeout 30 --index-url $(TORCH_INDEX) torch \
+		|| echo "WARNING: no torch from $(TORCH_INDEX): pip takes PyPI's (CUDA) build next"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet -e clients/python
 	touch $(STAMP)

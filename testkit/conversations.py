@@ -62,14 +62,14 @@ def voice_audio(name: str) -> np.ndarray:
     from faster_whisper import decode_audio
 
     if name == "mit-reader":
-        return decode_audio(str(DATA / "multilingual.mp3"))[: 30 * SAMPLE_RATE]
+        return np.asarray(decode_audio(str(DATA / "multilingual.mp3"))[: 30 * SAMPLE_RATE])
     if name == "jfk":
-        return decode_audio(str(DATA / "jfk.flac"))
+        return np.asarray(decode_audio(str(DATA / "jfk.flac")))
     if name in ("left", "right"):
         left, right = decode_audio(str(DATA / "stereo_diarization.wav"), split_stereo=True)
-        return left if name == "left" else right
+        return np.asarray(left if name == "left" else right)
     if name == "hotwords":
-        return decode_audio(str(DATA / "hotwords.mp3"))
+        return np.asarray(decode_audio(str(DATA / "hotwords.mp3")))
     raise ValueError(f"no voice {name!r}; one of {VOICES}")
 
 
@@ -78,7 +78,7 @@ def shifted_voice(audio: np.ndarray, factor: float) -> np.ndarray:
     lowered together; a different voice to a listener and to a speaker model."""
     length = int(len(audio) / factor)
     positions = np.arange(length, dtype=np.float64) * factor
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+    return np.asarray(np.interp(positions, np.arange(len(audio)), audio), dtype=np.float32)
 
 
 @dataclass(frozen=True)

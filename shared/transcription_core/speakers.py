@@ -11,10 +11,19 @@ nearest turn's speaker (a word at a turn's edge, a breath the voice detector cut
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from transcription_core.transcript import Segment, Transcript, Word
+
+#: What the ``diarize`` extra installs that the diarization imports.
+DIARIZE_MODULES = ("resemblyzer", "torch", "librosa", "scipy")
+
+
+def diarization_installed() -> bool:
+    """Whether the ``diarize`` extra is installed in this Python (nothing is imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in DIARIZE_MODULES)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Installed with the ``diarize`` extra (``pip install 'transcription-service[diarize]'``):
 Resemblyzer's speaker encoder (a 3-layer LSTM, its 17 MB of weights inside the package:
-nothing is downloaded at run time) on PyTorch, and SciPy's hierarchical clustering. Without
-the extra, :func:`installed` is False and nothing here imports it.
+nothing is downloaded at run time) on PyTorch, librosa's mel spectrogram, and SciPy's
+hierarchical clustering. Only this package needs the extra (tests/deploy checks it); the
+worker imports it at its first ``diarize`` job, where
+:func:`transcription_core.speakers.diarization_installed` says the extra is there.
 
 The steps, on the 16 kHz PCM file the worker decoded the media to, read region by region
 (memory does not grow with the media, but for the embeddings, 1 KiB per half second of
@@ -29,7 +31,6 @@ speakers in order of first speech.
 from __future__ import annotations
 
 import importlib.util
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,6 @@ VAD_OPTIONS = VadOptions(
 )
 
 
-def installed() -> bool:
-    """Whether the ``diarize`` extra is installed here."""
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("resemblyzer", "torch", "librosa", "scipy")
-    )
-
-
 def _weights() -> Path:
     """The encoder's weights inside the resemblyzer package, found without importing it:
     its ``__init__`` imports webrtcvad, which imports ``pkg_resources`` (gone from recent
@@ -98,7 +91,8 @@ def _encoder() -> Any:
         def forward(self, mels: torch.Tensor) -> torch.Tensor:
             _, (hidden, _) = self.lstm(mels)
             raw = self.relu(self.linear(hidden[-1]))
-            return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-9)
+            unit: torch.Tensor = raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-9)
+            return unit
 
     encoder = Encoder()
     checkpoint = torch.load(_weights(), map_location="cpu", weights_only=True)
@@ -120,7 +114,8 @@ def mel_frames(samples: np.ndarray) -> np.ndarray:
 
 
 class Diarizer:
-    """The speaker encoder, loaded once; :meth:`turns` is thread-safe (one at a time)."""
+    """The speaker encoder, loaded once; :meth:`turns` may run in several threads at once
+    (inference keeps no state)."""
 
     def __init__(self, threads: int = 1) -> None:
         import torch
@@ -128,7 +123,6 @@ class Diarizer:
         torch.set_num_threads(threads)
         self._encoder = _encoder()
         self._torch = torch
-        self._lock = threading.Lock()
 
     def turns(
         self, pcm: Path, analysis: SpeechAnalysis, hint: SpeakerHint, ceiling: int
@@ -136,8 +130,7 @@ class Diarizer:
         """The speaker turns of the PCM file ``pcm`` (16 kHz mono s16le), whose VAD
         analysis is ``analysis``; at most ``ceiling`` speakers."""
         regions = speech_regions(analysis.speech_probs, analysis.num_samples, VAD_OPTIONS)
-        with self._lock:
-            windows, embeddings = self._embed(pcm, regions)
+        windows, embeddings = self._embed(pcm, regions)
         if not windows:
             return []
         labels = cluster(np.stack(embeddings), hint, ceiling)
