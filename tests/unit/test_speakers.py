@@ -116,3 +116,15 @@ def test_the_srt_label_counts_in_its_lines_length() -> None:
     for _start, _end, cue in cues:
         assert cue.startswith("[Speaker 0] ")
         assert all(len(line) <= 20 for line in cue.split("\n"))
+
+
+def test_a_transcriber_told_to_diarize_without_the_extra_does_not_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transcriber_service import app
+    from transcriber_service.settings import TranscriberSettings
+
+    monkeypatch.setattr(app, "diarization_installed", lambda: False)
+    with pytest.raises(RuntimeError, match="DIARIZATION=true, but the diarize extra"):
+        app.create_app(TranscriberSettings(diarization=True))
+    app.create_app(TranscriberSettings(diarization=False))  # without it, it starts
