@@ -166,7 +166,10 @@ async def get_transcript(
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
     stored = transcript.get("text")
-    labelled = any("speaker" in s for s in transcript.get("segments") or [])
+    segments = transcript.get("segments")
+    labelled = isinstance(segments, list) and any(
+        isinstance(s, dict) and "speaker" in s for s in segments
+    )
     if format == "text" and isinstance(stored, str) and stored and not labelled:
         rendered = stored  # as it was written
     elif format in ("srt", "vtt"):
