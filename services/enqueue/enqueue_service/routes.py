@@ -166,9 +166,9 @@ async def get_transcript(
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
     stored = transcript.get("text")
-    segments = transcript.get("segments")
-    labelled = isinstance(segments, list) and any(
-        isinstance(s, dict) and "speaker" in s for s in segments
+    stored_segments = transcript.get("segments")
+    labelled = isinstance(stored_segments, list) and any(
+        isinstance(s, dict) and "speaker" in s for s in stored_segments
     )
     if format == "text" and isinstance(stored, str) and stored and not labelled:
         rendered = stored  # as it was written
