@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from transcription_core.transcript import Segment, Transcript, Word
 
 #: What the ``diarize`` extra installs that the diarization imports.
-DIARIZE_MODULES = ("resemblyzer", "torch", "librosa", "scipy")
+DIARIZE_MODULES = ("resemblyzer", "torch", "scipy")
 
 
 def diarization_installed() -> bool:

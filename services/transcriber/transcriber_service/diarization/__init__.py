@@ -2,8 +2,8 @@
 
 Installed with the ``diarize`` extra (``pip install 'transcription-service[diarize]'``):
 Resemblyzer's speaker encoder (a 3-layer LSTM, its 17 MB of weights inside the package:
-nothing is downloaded at run time) on PyTorch, librosa's mel spectrogram, and SciPy's
-hierarchical clustering. Only this package needs the extra (tests/deploy checks it); the
+nothing is downloaded at run time) on PyTorch (its mel spectrogram computed here, in NumPy), and
+SciPy's hierarchical clustering. Only this package needs the extra (tests/deploy checks it); the
 worker imports it at its first ``diarize`` job, where
 :func:`transcription_core.speakers.diarization_installed` says the extra is there.
 
@@ -102,15 +102,58 @@ def _encoder() -> Any:
     return encoder.eval()
 
 
-def mel_frames(samples: np.ndarray) -> np.ndarray:
-    """The encoder's input: a 40-band mel power spectrogram, 25 ms windows every 10 ms,
-    one row per frame (Resemblyzer's ``wav_to_mel_spectrogram``)."""
-    import librosa
+#: The encoder's spectrogram: 25 ms windows (400 samples) every 10 ms, 40 mel bands.
+N_FFT = 400
+HOP = 160
+N_MELS = 40
 
-    frames = librosa.feature.melspectrogram(
-        y=samples, sr=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=40
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    mel = hz / (200.0 / 3)
+    log_part = hz >= 1000.0
+    mel[log_part] = 15.0 + np.log(hz[log_part] / 1000.0) / (np.log(6.4) / 27.0)
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = mel * (200.0 / 3)
+    log_part = mel >= 15.0
+    hz[log_part] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel[log_part] - 15.0))
+    return hz
+
+
+def _mel_filters() -> np.ndarray:
+    """librosa's ``filters.mel(sr=16000, n_fft=400, n_mels=40)``: triangles on Slaney's
+    scale from 0 Hz to 8 kHz, each normalized to unit area (``norm="slaney"``)."""
+    bins = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([8000.0]))[0], N_MELS + 2)
     )
-    return np.asarray(frames.astype(np.float32).T)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return np.asarray(weights)
+
+
+_FILTERS = _mel_filters()
+_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann
+
+
+def mel_frames(samples: np.ndarray) -> np.ndarray:
+    """The encoder's input: a 40-band mel power spectrogram, one row per 10 ms frame, as
+    Resemblyzer computes it (librosa's ``melspectrogram``: centred frames, zero-padded).
+    In NumPy: librosa's first call compiles with numba, 220 MB of memory for good."""
+    padded = np.pad(samples.astype(np.float64), N_FFT // 2)
+    count = 1 + (len(padded) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        padded, (count, N_FFT), (padded.strides[0] * HOP, padded.strides[0]), writeable=False
+    )
+    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
+    return np.asarray((power @ _FILTERS.T).astype(np.float32))
 
 
 class Diarizer:
