@@ -5,6 +5,7 @@ fixtures with known turns (``testkit.conversations``)."""
 
 from __future__ import annotations
 
+import os
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from transcription_core.speakers import diarization_installed
+
+if not diarization_installed():
+    WHY = "the diarize extra is not installed: `make install-diarize` (`make test` does)"
+    if os.environ.get("CI"):
+        pytest.fail(WHY, pytrace=False)
+    pytest.skip(WHY, allow_module_level=True)
 from standardwebhooks import Webhook
 
 from stack import Stack, running_stack
