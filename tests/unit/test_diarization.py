@@ -90,3 +90,15 @@ def test_windows_become_turns_cut_between_their_centres() -> None:
         SpeakerTurn(4.0, 4.5, 9),
         SpeakerTurn(5.0, 5.1, 9),  # too short for a window: the nearest one's speaker
     ]
+
+
+def test_a_long_region_is_read_in_pieces_of_at_most_a_minute() -> None:
+    from transcriber_service.diarization import PIECE_S, _pieces
+
+    piece = int(PIECE_S * 16_000)
+    assert _pieces([(0, 100)]) == [(0, 100)]
+    hour = 3600 * 16_000
+    cut = _pieces([(5, 5 + hour)])
+    assert cut[0] == (5, 5 + piece) and cut[-1][1] == 5 + hour
+    assert all(b - a < 2 * piece for a, b in cut)
+    assert all(cut[i][1] == cut[i + 1][0] for i in range(len(cut) - 1))

@@ -7,9 +7,9 @@ SciPy's hierarchical clustering. Only this package needs the extra (tests/deploy
 worker imports it at its first ``diarize`` job, where
 :func:`transcription_core.speakers.diarization_installed` says the extra is there.
 
-The steps, on the 16 kHz PCM file the worker decoded the media to, read region by region
-(memory does not grow with the media, but for the embeddings, 1 KiB per half second of
-speech):
+The steps, on the 16 kHz PCM file the worker decoded the media to, read region by region, a
+region of a minute or more in pieces of 30 s (memory does not grow with the media, but for
+the embeddings, 1 KiB per 0.4 s of speech):
 
 1. Speech regions from the Silero VAD analysis the chunk planner already made (less
    padding, shorter pauses: a change of speaker is often a short pause).
@@ -46,6 +46,8 @@ from transcription_core.speakers import SpeakerHint, SpeakerTurn
 STEP_S = 0.4
 #: Mel frames per window (10 ms each): the encoder's 1.6 s partial utterance.
 WINDOW_FRAMES = 160
+#: Longest stretch of audio read and embedded at once (a longer region is cut).
+PIECE_S = 30.0
 #: Regions shorter than this are not embedded; they take the nearest turn's speaker.
 MIN_REGION_S = 0.4
 #: Average-linkage cosine distance at which two clusters stay apart (without an exact
@@ -172,7 +174,7 @@ class Diarizer:
     ) -> list[SpeakerTurn]:
         """The speaker turns of the PCM file ``pcm`` (16 kHz mono s16le), whose VAD
         analysis is ``analysis``; at most ``ceiling`` speakers."""
-        regions = speech_regions(analysis.speech_probs, analysis.num_samples, VAD_OPTIONS)
+        regions = _pieces(speech_regions(analysis.speech_probs, analysis.num_samples, VAD_OPTIONS))
         windows, embeddings = self._embed(pcm, regions)
         if not windows:
             return []
@@ -205,6 +207,20 @@ class Diarizer:
                 windows.append((index, start / SAMPLE_RATE + centre))
                 embeddings.append(embedding)
         return windows, embeddings
+
+
+def _pieces(regions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The regions, each longer than :data:`PIECE_S` cut into pieces of that length (the
+    last one longer, up to twice): what is read and embedded at once stays bounded, however
+    long a stretch without a pause (music, noise) runs."""
+    piece = round(PIECE_S * SAMPLE_RATE)
+    out: list[tuple[int, int]] = []
+    for start, end in regions:
+        while end - start >= 2 * piece:
+            out.append((start, start + piece))
+            start += piece
+        out.append((start, end))
+    return out
 
 
 def _normalized(samples: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
