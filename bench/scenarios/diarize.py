@@ -243,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="diarize")
     parser.add_argument("--out", type=Path, default=report.RESULTS)
     args = parser.parse_args(argv)
+    from transcription_core.speakers import diarization_installed
+
+    if not diarization_installed():
+        report.log("diarize: the diarize extra is not installed (make install-diarize); skipped")
+        return 0
     machine = report.machine(postgres=False)
     conversations = real_voice_conversations()
     if args.only == "all":

@@ -128,3 +128,18 @@ def test_a_transcriber_told_to_diarize_without_the_extra_does_not_start(
     with pytest.raises(RuntimeError, match="DIARIZATION=true, but the diarize extra"):
         app.create_app(TranscriberSettings(diarization=True))
     app.create_app(TranscriberSettings(diarization=False))  # without it, it starts
+
+
+def test_a_local_run_labels_speakers_where_the_extra_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import transcription_core.speakers as speakers
+    from transcription_cli.services import run_environment
+
+    monkeypatch.delenv("DIARIZATION", raising=False)
+    for installed, expected in ((True, "true"), (False, "false")):
+        monkeypatch.setattr(speakers, "diarization_installed", lambda i=installed: i)
+        assert run_environment("127.0.0.1", 8000)["DIARIZATION"] == expected
+    monkeypatch.setenv("DIARIZATION", "false")  # the environment has the last word
+    monkeypatch.setattr(speakers, "diarization_installed", lambda: True)
+    assert run_environment("127.0.0.1", 8000)["DIARIZATION"] == "false"
