@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "benchmark": "diarize",
         "machine": machine,
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        # Whether senko ran, not where its Python is (a path of this machine).
+        "config": {k: v for k, v in vars(args).items() if k != "out"}
+        | {"compare_senko": bool(args.compare_senko)},
         "result": result,
     }
     report.write(args.out, args.name, data, markdown(data))
