@@ -72,7 +72,7 @@ chromium: ## install headless Chromium (Debian package chromium-headless-shell) 
 			"browser test will be SKIPPED; install chromium-headless-shell to run it"; \
 	fi
 
-lint: $(STAMP) ## ruff check, format check, mypy --strict on the services and the client
+lint: $(STAMP) $(DIARIZE_STAMP) ## ruff check, format check, mypy --strict on the services and the client (the diarize extra too: mypy reads torch's types)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
