@@ -15,6 +15,7 @@
 #
 #   docker build --target control -t registry.example.com/transcription:0.1.0 .
 #   docker build --target worker -t registry.example.com/transcription-worker:0.1.0 .
+#   (--build-arg DIARIZE=1: with the diarize extra, for speaker labels; RUNBOOK.md)
 #
 # The tag is the project's version (pyproject.toml); tests/deploy checks that they agree,
 # and that the control image's extras pull in no model stack.
@@ -41,7 +42,16 @@ FROM source AS control-venv
 RUN pip install ".[enqueue,orchestrator]"
 
 FROM source AS worker-venv
-RUN pip install ".[transcriber,model-server]"
+# DIARIZE=1: also the diarize extra (speaker labels, the transcriber's), with PyTorch for the
+# CPU from TORCH_INDEX (PyPI's own is the CUDA build, GBs): about 1.4 GB more.
+ARG DIARIZE=0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN if [ "$DIARIZE" = 1 ]; then \
+        pip install --index-url "$TORCH_INDEX" torch \
+        && pip install ".[transcriber,model-server,diarize]"; \
+    else \
+        pip install ".[transcriber,model-server]"; \
+    fi
 
 # --- runtime: what every image shares ------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DIARIZE_STAMP := $(VENV)/.installed-diarize
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .DEFAULT_GOAL := help
 
@@ -19,11 +21,22 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 install: $(STAMP) ## create .venv and install the service with its dev tools and the Python client
 
+# The diarize extra (speaker labels) for its tests; `make run` and `make install` go
+# without it. PyTorch for the CPU first: PyPI's own build is CUDA's (GBs);
+# TORCH_INDEX=https://pypi.org/simple for that one instead. About a minute.
+$(DIARIZE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --retries 1 --timeout 30 --index-url $(TORCH_INDEX) torch \
+		|| echo "WARNING: no torch from $(TORCH_INDEX): pip takes PyPI's (CUDA) build next"
+	$(BIN)/pip install --quiet -e '.[diarize]'
+	touch $(DIARIZE_STAMP)
+
+install-diarize: $(DIARIZE_STAMP) ## add the diarize extra (speaker labels, CPU PyTorch) to .venv; make test does
+
 run: $(STAMP) ## run all four services on this machine (SQLite, tiny.en, two transcribers)
 	@echo "operate it from another shell: . .venv/bin/activate; transcription --help"
 	$(BIN)/transcription run --transcribers 2
 
-test: $(STAMP) promtool chromium ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
+test: $(STAMP) $(DIARIZE_STAMP) promtool chromium ## run every test (PostgreSQL from TEST_DATABASE_URL; see README)
 	$(BIN)/pytest
 
 # The alert rules' tests need promtool: Debian's `prometheus` package has it. Where apt-get
@@ -59,7 +72,7 @@ chromium: ## install headless Chromium (Debian package chromium-headless-shell) 
 			"browser test will be SKIPPED; install chromium-headless-shell to run it"; \
 	fi
 
-lint: $(STAMP) ## ruff check, format check, mypy --strict on the services and the client
+lint: $(STAMP) $(DIARIZE_STAMP) ## ruff check, format check, mypy --strict on the services and the client (the diarize extra too: mypy reads torch's types)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -99,4 +112,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install run test promtool chromium lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory bench-gpu faults migrate docs clean
+.PHONY: help install install-diarize run test promtool chromium lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory bench-gpu faults migrate docs clean

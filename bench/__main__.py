@@ -39,6 +39,7 @@ SCENARIOS = {
     "backlog": "claim rounds and drain rate with a deep backlog on a big table",
     "retention": "retention under steady load: the tables stop growing",
     "ceiling": "the highest job rate the pipeline holds, with an instant stand-in model",
+    "diarize": "speaker diarization: DER and CPU per audio minute, on known conversations",
 }
 #: What ``make bench`` runs, in this order.
 ALL = [

@@ -66,6 +66,11 @@ def run_environment(host: str, port_base: int) -> dict[str, str]:
     env = {"ALLOW_PRIVATE_URLS": os.environ.get("ALLOW_PRIVATE_URLS", "true")}
     env["TRANSCRIBER_URL"] = f"http://{host}:{ports['transcriber']}"
     env["MODEL_SERVER_URL"] = f"http://{host}:{ports['model-server']}"
+    # Speaker labels where this Python has the diarize extra (unless the environment says).
+    from transcription_core.speakers import diarization_installed
+
+    default = "true" if diarization_installed() else "false"
+    env["DIARIZATION"] = os.environ.get("DIARIZATION", default)
     return env
 
 

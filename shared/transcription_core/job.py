@@ -57,6 +57,10 @@ class NewJob:
     prompt: str | None = None
     hotwords: str | None = None
     multichannel: bool = False
+    diarize: bool = False
+    speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,11 @@ class Job:
     prompt: str | None
     hotwords: str | None
     multichannel: bool
+    #: ``diarize``: speaker labels; the speaker count, exact or bounded (all optional).
+    diarize: bool
+    speakers: int | None
+    min_speakers: int | None
+    max_speakers: int | None
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -130,6 +139,10 @@ class Job:
             prompt=_optional(row, "prompt", str),
             hotwords=_optional(row, "hotwords", str),
             multichannel=_required(row, "multichannel", bool),
+            diarize=_required(row, "diarize", bool),
+            speakers=_optional(row, "speakers", int),
+            min_speakers=_optional(row, "min_speakers", int),
+            max_speakers=_optional(row, "max_speakers", int),
         )
 
     def columns(self) -> dict[str, object]:

@@ -134,6 +134,10 @@ def enqueued(new: NewJob, now: datetime) -> tuple[Job, Event]:
         prompt=new.prompt,
         hotwords=new.hotwords,
         multichannel=new.multichannel,
+        diarize=new.diarize,
+        speakers=new.speakers,
+        min_speakers=new.min_speakers,
+        max_speakers=new.max_speakers,
     )
     return job, Event(job.id, None, S.QUEUED, 0, None, None, now)
 

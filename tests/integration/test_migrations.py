@@ -103,6 +103,12 @@ def test_jobs_from_before_the_options_read_back_with_the_defaults(
         None,
         False,
     )
+    assert (job.diarize, job.speakers, job.min_speakers, job.max_speakers) == (
+        False,
+        None,
+        None,
+        None,
+    )
     migrate.downgrade(url, "0004")  # and back: the columns go, the job stays
     migrate.upgrade(url)
     assert asyncio.run(_read_job(url, job_id)) is not None

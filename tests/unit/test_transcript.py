@@ -61,13 +61,13 @@ def test_the_stored_shape_is_the_contracts_and_reads_back() -> None:
 
 
 def test_words_and_a_speaker_are_kept_when_a_segment_has_them() -> None:
-    segment = Segment(1.0, 2.0, " Hi.", words=[Word(1.0, 1.5, " Hi.", 0.9)], speaker="left")
+    segment = Segment(1.0, 2.0, " Hi.", words=[Word(1.0, 1.5, " Hi.", 0.9, speaker=1)], speaker=1)
     assert segment.to_json() == {
         "start": 1.0,
         "end": 2.0,
         "text": " Hi.",
-        "words": [{"start": 1.0, "end": 1.5, "word": " Hi.", "probability": 0.9}],
-        "speaker": "left",
+        "words": [{"start": 1.0, "end": 1.5, "word": " Hi.", "probability": 0.9, "speaker": 1}],
+        "speaker": 1,
     }
     assert Segment.from_json(segment.to_json()) == segment
 

@@ -155,7 +155,10 @@ async def get_transcript(
     ] = DEFAULT_MAX_LINES,
 ) -> Response:
     """Captions (srt, vtt) are cut at word timings where the job has them
-    (`word_timestamps`), and no cue lasts longer than its speech."""
+    (`word_timestamps`), and no cue lasts longer than its speech. With speaker labels
+    (`diarize`), vtt names each cue's speaker in a voice tag (`<v Speaker 0>`), srt opens
+    it with `[Speaker 0]`, and text opens a paragraph per change of speaker with
+    `Speaker 0:`."""
     job, transcript = await service.get_job(engine, tenant, job_id)
     if transcript is None:
         raise Conflict(f"the job is {job.status} and has no transcript yet")
@@ -163,7 +166,11 @@ async def get_transcript(
         return JSONResponse(transcript)
     media_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}[format]
     stored = transcript.get("text")
-    if format == "text" and isinstance(stored, str) and stored:
+    stored_segments = transcript.get("segments")
+    labelled = isinstance(stored_segments, list) and any(
+        isinstance(s, dict) and "speaker" in s for s in stored_segments
+    )
+    if format == "text" and isinstance(stored, str) and stored and not labelled:
         rendered = stored  # as it was written
     elif format in ("srt", "vtt"):
         segments = Transcript.from_json(transcript).segments

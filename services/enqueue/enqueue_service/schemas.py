@@ -67,12 +67,22 @@ class JobCreate(BaseModel):
 
     diarize: bool = Field(
         False,
-        description="Label segments with their speaker. Not installed in this deployment: "
-        "`true` is refused (422).",
+        description="Label each segment (and word) with its `speaker`, numbered 0, 1, ... in "
+        "order of first speech. Refused (422) where the deployment has no diarization "
+        "(DIARIZATION=false), and with `multichannel`.",
     )
-    speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
-    min_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
-    max_speakers: int | None = Field(None, ge=1, le=32, description="With `diarize`.")
+    speakers: int | None = Field(
+        None, ge=1, le=32, description="With `diarize`: how many speakers there are."
+    )
+    min_speakers: int | None = Field(
+        None, ge=1, le=32, description="With `diarize`: the fewest speakers to find."
+    )
+    max_speakers: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="With `diarize`: the most speakers to find (and at most DIARIZE_MAX_SPEAKERS).",
+    )
 
     @field_validator("language")
     @classmethod

@@ -107,19 +107,7 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
                     f"{settings.max_prompt_chars} (MAX_PROMPT_CHARS)",
                 }
             )
-    asked = [
-        name
-        for name in ("diarize", "speakers", "min_speakers", "max_speakers")
-        if getattr(body, name) not in (None, False)
-    ]
-    if asked:
-        errors.append(
-            {
-                "field": asked[0],
-                "message": "diarization is not installed in this deployment: "
-                "leave out diarize and the speaker counts",
-            }
-        )
+    errors.extend(speaker_problems(body, settings))
     task = Task(body.task)
     problem = capability_problem(settings.model, task, body.language)
     if problem is not None:
@@ -127,6 +115,46 @@ def validate_job(body: JobCreate, settings: EnqueueSettings) -> None:
         errors.append({"field": field, "message": problem})
     if errors:
         raise InvalidRequest("the job is invalid", errors=errors)
+
+
+def speaker_problems(body: JobCreate, settings: EnqueueSettings) -> list[dict[str, str]]:
+    """What is wrong with a job's ``diarize`` and speaker counts, if anything."""
+    counts = [n for n in ("speakers", "min_speakers", "max_speakers") if getattr(body, n)]
+    if not body.diarize:
+        if counts:
+            return [{"field": counts[0], "message": f"{counts[0]} is given with diarize only"}]
+        return []
+    if not settings.diarization:
+        return [
+            {
+                "field": "diarize",
+                "message": "diarization is not installed in this deployment "
+                "(DIARIZATION=false: the transcribers lack the diarize extra): "
+                "leave out diarize and the speaker counts",
+            }
+        ]
+    problems = []
+    if body.multichannel:
+        problems.append(
+            {
+                "field": "multichannel",
+                "message": "diarize and multichannel cannot be asked together: each channel "
+                "is labelled already; ask for one of them",
+            }
+        )
+    if body.speakers is not None and (body.min_speakers or body.max_speakers):
+        problems.append(
+            {
+                "field": "speakers",
+                "message": "give speakers (exact) or min_speakers/max_speakers, not both",
+            }
+        )
+    low, high = body.min_speakers, body.max_speakers
+    if low is not None and high is not None and low > high:
+        problems.append(
+            {"field": "min_speakers", "message": f"min_speakers {low} is over max_speakers {high}"}
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -199,6 +227,10 @@ async def enqueue(
         prompt=body.prompt,
         hotwords=body.hotwords,
         multichannel=body.multichannel,
+        diarize=body.diarize,
+        speakers=body.speakers,
+        min_speakers=body.min_speakers,
+        max_speakers=body.max_speakers,
     )
     window = timedelta(hours=settings.idempotency_window_hours)
     for _ in range(3):

@@ -6,10 +6,17 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from transcription_core.settings import DatabaseSettings, ServedModelSettings, UrlPolicySettings
+from transcription_core.settings import (
+    DatabaseSettings,
+    DiarizationSettings,
+    ServedModelSettings,
+    UrlPolicySettings,
+)
 
 
-class EnqueueSettings(DatabaseSettings, UrlPolicySettings, ServedModelSettings):
+class EnqueueSettings(
+    DatabaseSettings, UrlPolicySettings, ServedModelSettings, DiarizationSettings
+):
     max_request_bytes: int = Field(
         65_536, ge=1024, description="Largest request body the API accepts (413 above it)."
     )

@@ -28,12 +28,19 @@ from transcription_core.http import (
     install_problem_handlers,
     install_store_problem_handlers,
 )
+from transcription_core.speakers import diarization_installed
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: TranscriberSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.diarization and not diarization_installed():
+        raise RuntimeError(
+            "DIARIZATION=true, but the diarize extra is not installed here: install "
+            "'transcription-service[diarize]', or set DIARIZATION=false for the enqueue "
+            "service and the transcribers alike"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

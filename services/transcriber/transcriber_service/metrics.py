@@ -27,6 +27,11 @@ CHUNK_LATENCY = Histogram(
     "Time for one chunk at the model server, retries included, seen from the worker.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
+DIARIZE_SECONDS = Histogram(
+    "transcription_diarize_seconds",
+    "Time to find the speakers of one `diarize` job's audio (after any wait for a slot).",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
 CHUNKS = Counter(
     "transcription_chunks_total", "Chunks of audio, by source (model, saved).", ["source"]
 )

@@ -27,9 +27,16 @@ from transcriber_service.model_client import ModelServerClient, ModelServerError
 from transcriber_service.settings import TranscriberSettings
 from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
-from transcription_core.audio.chunking import Chunk, plan_chunks
+from transcription_core.audio.chunking import (
+    Chunk,
+    SpeechAnalysis,
+    analyse_pcm,
+    chunks_from_analysis,
+    plan_chunks,
+)
 from transcription_core.audio.pcm import read_pcm
 from transcription_core.job import Job
+from transcription_core.speakers import SpeakerHint, diarization_installed, label_transcript
 from transcription_core.status import FailureReason
 from transcription_core.storable import JsonObject
 from transcription_core.transcript import Segment, Transcript
@@ -54,6 +61,9 @@ class Pipeline:
         self.media_http = media_http
         self.model = model
         self.settings = settings
+        self._diarize_gate = asyncio.Semaphore(settings.diarize_concurrency)
+        self._diarizer_loading = asyncio.Lock()
+        self._diarizer: Any = None
 
     async def transcribe(self, job: Job, saved: Sequence[repo.SavedChunk] = ()) -> JsonObject:
         """The transcript of ``job``'s media, as the API shows it (and it is stored);
@@ -84,15 +94,49 @@ class Pipeline:
                 transcript = await self._each_channel(job, media, decoded, saved_by_index)
             else:
                 media.unlink()
-                chunks = await asyncio.to_thread(plan_chunks, pcm)
+                analysis = await asyncio.to_thread(analyse_pcm, pcm)
+                chunks = await asyncio.to_thread(chunks_from_analysis, analysis)
                 if not chunks:
                     raise MediaError(FailureReason.NO_AUDIO_FOUND, "no speech found in the audio")
                 results = await self._transcribe_chunks(job, pcm, chunks, saved_by_index)
                 transcript = assemble(results, chunks, decoded.duration_s, job.language)
+                if job.diarize:
+                    transcript = await self._diarize(job, pcm, analysis, transcript)
                 if job.multichannel:  # one channel: channel 0
                     transcript = _on_channel(transcript, 0)
         metrics.AUDIO_SECONDS.inc(decoded.duration_s)
         return transcript.to_json()
+
+    async def _diarize(
+        self, job: Job, pcm: Path, analysis: SpeechAnalysis, transcript: Transcript
+    ) -> Transcript:
+        """``diarize``: the speakers' turns found in the audio (at most
+        DIARIZE_CONCURRENCY jobs at once, each in a thread), and the transcript labelled
+        with them (``transcription_core.speakers``)."""
+        diarizer = await self._load_diarizer()
+        hint = SpeakerHint(job.speakers, job.min_speakers, job.max_speakers)
+        async with self._diarize_gate:
+            started = time.perf_counter()
+            turns = await asyncio.to_thread(
+                diarizer.turns, pcm, analysis, hint, self.settings.diarize_max_speakers
+            )
+        metrics.DIARIZE_SECONDS.observe(time.perf_counter() - started)
+        return label_transcript(transcript, turns)
+
+    async def _load_diarizer(self) -> Any:
+        """The speaker model, loaded at the first ``diarize`` job of this replica."""
+        async with self._diarizer_loading:
+            if self._diarizer is None:
+                if not diarization_installed():
+                    raise JobFailure(
+                        FailureReason.MODEL_ERROR,
+                        "diarization is not installed on this transcriber (the diarize "
+                        "extra); its deployment's DIARIZATION setting says otherwise",
+                    )
+                from transcriber_service.diarization import Diarizer
+
+                self._diarizer = await asyncio.to_thread(Diarizer, self.settings.diarize_threads)
+            return self._diarizer
 
     async def _each_channel(
         self,

@@ -6,10 +6,17 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from transcription_core.settings import DatabaseSettings, JobPolicySettings, UrlPolicySettings
+from transcription_core.settings import (
+    DatabaseSettings,
+    DiarizationSettings,
+    JobPolicySettings,
+    UrlPolicySettings,
+)
 
 
-class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings):
+class TranscriberSettings(
+    DatabaseSettings, UrlPolicySettings, JobPolicySettings, DiarizationSettings
+):
     model_server_url: str = Field(
         "http://127.0.0.1:8003", description="Base URL of the model server."
     )
@@ -93,6 +100,27 @@ class TranscriberSettings(DatabaseSettings, UrlPolicySettings, JobPolicySettings
         description="Most audio channels a `multichannel` job transcribes, each on its own "
         "(each costs a decode and a transcription of the whole media); media with more "
         "fails as MEDIA_TOO_LARGE.",
+    )
+    diarize_max_speakers: int = Field(
+        16,
+        ge=1,
+        le=32,
+        description="Most speakers a `diarize` job's transcript is labelled with, whatever "
+        "its `speakers` or `max_speakers` (the clustering keeps the ones who speak most).",
+    )
+    diarize_concurrency: int = Field(
+        1,
+        ge=1,
+        description="Jobs of one replica whose speakers are found at once (each in a thread, "
+        "DIARIZE_THREADS cores each, about 3 CPU s per minute of audio); more wait. The "
+        "speaker model is loaded once per replica, at the first `diarize` job (about 100 MB "
+        "of memory with PyTorch).",
+    )
+    diarize_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="CPU threads PyTorch's speaker model uses in each replica.",
     )
     webhook_timeout_seconds: float = Field(
         10.0,
