@@ -76,7 +76,8 @@ class Counted:
             started = time.perf_counter()
             out = encode(features)
             self.counts["encode_seconds"] += time.perf_counter() - started
-            self.counts["windows"] += int(features.shape[0])
+            # transcribe() encodes one window as (mels, frames), batches as (n, mels, frames)
+            self.counts["windows"] += int(features.shape[0]) if features.ndim == 3 else 1
             return out
 
         whisper.encode = counted_encode

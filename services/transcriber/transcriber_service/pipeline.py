@@ -28,6 +28,7 @@ from transcriber_service.settings import TranscriberSettings
 from transcriber_service.workdir import attempt_dir, jobs_root
 from transcription_core import repository as repo
 from transcription_core.audio.chunking import Chunk, plan_chunks
+from transcription_core.audio.context import format_context, lanes
 from transcription_core.audio.pcm import read_pcm
 from transcription_core.job import Job
 from transcription_core.status import FailureReason
@@ -151,19 +152,33 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job, pcm, first, None)
+                results[first.index] = await self._one_chunk(job, pcm, first, None, None)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
-        async def limited(chunk: Chunk) -> None:
+        async def limited(chunk: Chunk, context: str | None = None) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language)
+                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language, context)
 
-        await _gather_or_cancel(limited(chunk) for chunk in todo)
+        if self.settings.context_lanes == 0:
+            await _gather_or_cancel(limited(chunk) for chunk in todo)
+            return results
+
+        async def lane(run: list[Chunk]) -> None:
+            # In order: each chunk goes with the lane's last segments as its context.
+            heard: list[tuple[float, float, str]] = []
+            for chunk in run:
+                if chunk.index not in results:  # not saved, nor the detection chunk
+                    await limited(chunk, format_context(heard))
+                heard = [
+                    (s["start"], s["end"], s["text"]) for s in results[chunk.index]["segments"]
+                ]
+
+        await _gather_or_cancel(lane(run) for run in lanes(chunks, self.settings.context_lanes))
         return results
 
     async def _one_chunk(
-        self, job: Job, pcm: Path, chunk: Chunk, language: str | None
+        self, job: Job, pcm: Path, chunk: Chunk, language: str | None, context: str | None
     ) -> dict[str, Any]:
         samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
         started = time.perf_counter()
@@ -177,6 +192,7 @@ class Pipeline:
                 initial_prompt=options.prompt,
                 task=options.task,
                 hotwords=options.hotwords,
+                context=context,
             )
         except ModelServerError as exc:
             metrics.MODEL_ERRORS.inc()
