@@ -46,6 +46,7 @@ ALL = [
     ("pickup", []),
     ("long-media", []),
     ("long-media-designs", []),
+    ("long-media-eval", []),
     ("memory", ["--fresh"]),
     ("model-server-memory", []),
     ("sustained", ["--rate", "sustainable"]),
