@@ -118,7 +118,10 @@ def build_set(args: argparse.Namespace, tmp: Path) -> list[Item]:
             reference,
         )
     )
+    wanted = set(args.only.split(",")) if args.only else None
     for recipe in RECIPES:
+        if wanted is not None and recipe.name not in wanted:
+            continue
         recipe = synth.Recipe(**{**recipe.__dict__, "sentences": args.sentences})
         audio, text = synth.render(recipe)
         media = synth.write(audio, tmp / f"{recipe.name}.{recipe.container}", recipe.container)
@@ -127,10 +130,7 @@ def build_set(args: argparse.Namespace, tmp: Path) -> list[Item]:
             f"{'/'.join(str(p) for p in recipe.pauses_s)} s, {recipe.container}"
         )
         items.append(Item(recipe.name, source, media, text))
-    if args.only:
-        wanted = set(args.only.split(","))
-        items = [i for i in items if i.name in wanted]
-    return items
+    return [i for i in items if wanted is None or i.name in wanted]
 
 
 def main(argv: list[str] | None = None) -> None:
