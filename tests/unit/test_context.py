@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from transcription_core.audio.context import format_context, lanes, parse_context
+from transcription_core.audio.context import (
+    MAX_CONTEXT_CHARS,
+    format_context,
+    lanes,
+    parse_context,
+)
 
 
 def test_lanes_are_contiguous_runs_of_nearly_equal_length_in_order() -> None:
@@ -51,3 +56,12 @@ def test_the_context_keeps_the_end_in_whole_words_and_no_marks_from_the_text() -
 def test_anything_but_segments_within_the_window_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_context(bad)
+
+
+def test_whatever_segments_a_model_server_answered_the_context_stays_within_the_limit() -> None:
+    many = [(float(i), float(i) + 0.5, "a") for i in range(500)]
+    context = format_context(many)
+    assert context is not None and len(context) < MAX_CONTEXT_CHARS
+    assert len(parse_context(context)) == 32
+    odd = format_context([(float("nan"), float("inf"), "word"), (-3.0, 99.0, "more")])
+    assert odd == "<|0.00|> word<|0.00|><|0.00|> more<|30.00|>"

@@ -26,6 +26,7 @@ measured the designs, both use these functions.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
@@ -35,6 +36,9 @@ T = TypeVar("T")
 #: At most this many characters of text before a chunk are sent as its context: about
 #: 110 tokens of English, half of the 223 tokens a Whisper prompt holds.
 CONTEXT_CHARS = 500
+#: At most this many segments (so with their marks a context stays far below the limit
+#: below whatever segments a model server answered).
+MAX_CONTEXT_SEGMENTS = 32
 #: The longest ``context`` the model server's ``/v1/predict`` takes (its text and marks).
 MAX_CONTEXT_CHARS = 4000
 #: Whisper's timestamps: 0 to 30 s in steps of 0.02 s.
@@ -77,6 +81,8 @@ def format_context(
         words = _clean(text)
         if not words:
             continue
+        if len(kept) == MAX_CONTEXT_SEGMENTS:
+            break
         if len(words) > room:
             words = words[len(words) - room :]
             space = words.find(" ")
@@ -90,8 +96,8 @@ def format_context(
 
 
 def _mark(start: float, end: float, words: str) -> str:
-    start = min(max(start, 0.0), MAX_TIMESTAMP_S)
-    end = min(max(end, start), MAX_TIMESTAMP_S)
+    start = min(max(start, 0.0), MAX_TIMESTAMP_S) if math.isfinite(start) else 0.0
+    end = min(max(end, start), MAX_TIMESTAMP_S) if math.isfinite(end) else start
     return f"<|{start:.2f}|> {words}<|{end:.2f}|>"
 
 
