@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--context-chars", type=int, default=None, help="most characters of context per chunk"
     )
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        default=None,
+        help="cut each context to its last N tokens (the model server's CONTEXT_TOKENS)",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--only", default="", help="comma-separated file names")
     parser.add_argument("--name", default="long-media-eval")
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
 
     synth.require_espeak()
     context_chars = args.context_chars or context.CONTEXT_CHARS
+    if args.context_tokens is not None:
+        decoding.CONTEXT_TOKENS = args.context_tokens
     info = report.machine(postgres=False)
     whisper = WhisperModel(
         _model_path(args.model), device="cpu", compute_type="int8", cpu_threads=args.threads
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "threads": args.threads,
         "context_chars": context_chars,
+        "context_tokens": decoding.CONTEXT_TOKENS,
         "sentences": args.sentences,
         "cycles": args.cycles,
         "files": results,

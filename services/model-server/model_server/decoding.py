@@ -54,6 +54,10 @@ LANGUAGE_CODES: frozenset[str] = frozenset(_LANGUAGE_CODES)
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 #: Seconds per timestamp token.
 _TIME_PRECISION = 0.02
+#: A chunk's context is cut to its last this many tokens (0: not cut), so that the first
+#: windows of chunks with context have prompts of one length and share a ``generate``
+#: call (CTranslate2 batches only prompts with ``<|startoftranscript|>`` at one index).
+CONTEXT_TOKENS = 0
 
 
 @dataclass(frozen=True)
@@ -182,10 +186,14 @@ class BatchDecoder:
         if prompt is not None:
             state.all_tokens.extend(state.tokenizer.encode(" " + prompt.strip()))
         tokenizer = state.tokenizer
+        context: list[int] = []
         for start, end, text in state.request.context:
-            state.all_tokens.append(tokenizer.timestamp_begin + round(start / _TIME_PRECISION))
-            state.all_tokens.extend(tokenizer.encode(" " + text.strip()))
-            state.all_tokens.append(tokenizer.timestamp_begin + round(end / _TIME_PRECISION))
+            context.append(tokenizer.timestamp_begin + round(start / _TIME_PRECISION))
+            context.extend(tokenizer.encode(" " + text.strip()))
+            context.append(tokenizer.timestamp_begin + round(end / _TIME_PRECISION))
+        if CONTEXT_TOKENS:
+            context = context[-CONTEXT_TOKENS:]
+        state.all_tokens.extend(context)
 
     def _tokenizer(self, language: str, task: str) -> Tokenizer:
         if not self.multilingual:
