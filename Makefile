@@ -81,7 +81,7 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## every benchmark (long: the sustained run alone is 10 min); results in bench/results/
+bench: $(STAMP) espeak-ng ## every benchmark (long: the sustained run alone is 10 min); results in bench/results/
 	command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python -m bench all
 
@@ -93,6 +93,22 @@ bench-backlog: $(STAMP) ## claim rounds and drain rate with 10 M finished and up
 
 bench-ceiling: $(STAMP) ## the pipeline's highest held job rate, the model a stand-in: ramp, then 10 min at the best (~25 min)
 	$(BIN)/python -m bench ceiling
+
+bench-long-eval: $(STAMP) espeak-ng ## WER and time on real and synthetic long recordings: the service's chunks vs faster-whisper (~5 min, tiny.en; ARGS="--model base")
+	$(BIN)/python -m bench long-media-eval $(ARGS)
+
+# The synthetic speech of bench long-media-eval is spoken by espeak-ng (Debian package).
+espeak-ng: ## install espeak-ng (Debian package) for bench long-media-eval, if missing
+	@command -v espeak-ng >/dev/null && exit 0; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing espeak-ng (apt-get) for bench long-media-eval"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends espeak-ng; }; \
+	else \
+		echo "espeak-ng missing and apt-get unavailable (or not root): install espeak-ng"; \
+		exit 1; \
+	fi
 
 bench-model-memory: $(STAMP) ## the model server's peak RSS given a 10-hour FLAC (~2 min); results in bench/results/
 	$(BIN)/python -m bench model-server-memory
@@ -112,4 +128,4 @@ docs: $(STAMP) ## regenerate the settings table in README.md
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install install-diarize run test promtool chromium lint format bench bench-smoke bench-backlog bench-ceiling bench-model-memory bench-gpu faults migrate docs clean
+.PHONY: help install install-diarize run test promtool chromium espeak-ng lint format bench bench-smoke bench-backlog bench-ceiling bench-long-eval bench-model-memory bench-gpu faults migrate docs clean

@@ -106,6 +106,9 @@ def table() -> str:
     c = newest("ceiling")
     if c:
         rows.append(ceiling_row(c))
+    m = newest("long-media-eval")
+    if m and "summary" in m:
+        rows.append(long_media_eval_row(m))
     rows += [
         "",
         "Details, with every number: the `.md` and `.json` files in `bench/results/`. The "
@@ -113,6 +116,26 @@ def table() -> str:
         "about 0.2 cores the run shared the machine and its rates are low.",
     ]
     return "\n".join(rows)
+
+
+def long_media_eval_row(m: dict[str, Any]) -> str:
+    summary = m["summary"]
+    ways = ", ".join(
+        f"{way} {w['wer_percent']} % in {w['x_sequential']} x" for way, w in summary.items()
+    )
+    met = [
+        way
+        for way, w in summary.items()
+        if w["files_within_half_point"] == w["files"] and w["x_sequential"] <= 0.5
+    ]
+    other = max(w["other_cores_mean"] for w in summary.values())
+    files = next(iter(summary.values()))["files"]
+    return (
+        f"| long media, {files} recordings (real and espeak-ng), {m['model']}: WER and time "
+        f"against sequential faster-whisper | {ways} | WER ≤ sequential + 0.5 on every file "
+        f"in ≤ 0.5 x its time: {'met by ' + ', '.join(met) if met else 'NOT met'} | up to "
+        f"{other:.2f} | {machine(m['machine'])} |"
+    )
 
 
 def ceiling_row(c: dict[str, Any]) -> str:

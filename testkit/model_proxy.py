@@ -12,7 +12,8 @@ forwarded. In this order, per ``/v1/`` request:
 * the rest are forwarded.
 
 ``counts`` says what it did ("forwarded", "answered 500", "answered 503", "upstream
-error"); ``stop()`` takes it down altogether (connections refused).
+error"), ``queries`` holds the query string of every ``/v1/`` request forwarded, in order;
+``stop()`` takes it down altogether (connections refused).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ModelProxy(HttpServer):
         self.unavailable_after: int | None = None
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
+        self.queries: list[str] = []
         self._http: httpx.AsyncClient | None = None
 
     @property
@@ -85,6 +87,7 @@ class ModelProxy(HttpServer):
             return True
         if request.path.startswith("/v1/"):
             self.counts["forwarded"] += 1
+            self.queries.append(request.query)
         await write_response(
             writer,
             upstream.status_code,

@@ -76,7 +76,8 @@ class Counted:
             started = time.perf_counter()
             out = encode(features)
             self.counts["encode_seconds"] += time.perf_counter() - started
-            self.counts["windows"] += int(features.shape[0])
+            # transcribe() encodes one window as (mels, frames), batches as (n, mels, frames)
+            self.counts["windows"] += int(features.shape[0]) if features.ndim == 3 else 1
             return out
 
         whisper.encode = counted_encode
@@ -84,7 +85,9 @@ class Counted:
 
     def reset(self) -> None:
         self.counts.clear()
-        self.counts.update(windows=0, encode_seconds=0.0, generate_seconds=0.0, tokens=0)
+        self.counts.update(
+            windows=0, encode_seconds=0.0, generate_seconds=0.0, tokens=0, generate_calls=0
+        )
 
 
 class _CountedGenerate:
@@ -99,6 +102,7 @@ class _CountedGenerate:
         started = time.perf_counter()
         results = self._inner.generate(*args, **kwargs)
         self._counts["generate_seconds"] += time.perf_counter() - started
+        self._counts["generate_calls"] += 1
         self._counts["tokens"] += sum(len(r.sequences_ids[0]) for r in results)
         return results
 

@@ -182,6 +182,17 @@ BAD_REQUESTS = [
         b"\x00\x00" * 160, PCM, {"word_timestamps": "maybe"}, 422, "/problems/validation", id="wt"
     ),
     pytest.param(
+        b"\x00\x00" * 160, PCM, {"context": "plain"}, 422, "/problems/validation", id="ctx"
+    ),
+    pytest.param(
+        b"\x00\x00" * 160,
+        PCM,
+        {"context": "<|0.00|> late<|31.00|>"},
+        422,
+        "/problems/validation",
+        id="ctx-time",
+    ),
+    pytest.param(
         b"\x00\x00" * 16_000 * 61, PCM, {}, 413, "/problems/audio-too-long", id="too-long"
     ),
 ]

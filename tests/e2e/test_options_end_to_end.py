@@ -4,16 +4,20 @@ real PostgreSQL and real speech, with tiny.en and the multilingual base."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from standardwebhooks import Webhook
 
 from stack import Stack, running_stack
 from testkit.data import JFK_TEXT, LEFT_TEXT, RIGHT_TEXT
+from testkit.media import JFK, make_media
 from testkit.procs import model_server
 from testkit.text import word_errors, words
 from transcription_core import repository as repo
+from transcription_core.audio.context import format_context, lanes, parse_context
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -181,3 +185,37 @@ async def test_multichannel_transcribes_each_channel_on_its_own(pg_url: str, tin
     # jfk.flac's two channels hold the same speech: each is transcribed.
     heard = {s["channel"] for s in jfk["transcript"]["segments"]}
     assert heard <= {0, 1} and heard
+
+
+async def test_each_chunk_of_a_context_lane_goes_with_the_segments_before_it(
+    pg_url: str, tiny_url: str, tmp_path: Path
+) -> None:
+    """CONTEXT_LANES=2 on JFK six times (66 s, several chunks): a lane's first chunk goes
+    without context, every later one with the segments the model heard in the chunk
+    before it, timestamps and all; the job's own prompt goes as it is with every chunk."""
+    media = make_media("flac", tmp_path, JFK, repeat=6, name="jfk-x6")
+    async with running_stack(
+        pg_url, tiny_url, transcriber={"context_lanes": 2}, media_root=tmp_path
+    ) as stack:
+        done, _ = await run_job(stack, media.name, language="en", prompt="A speech.")
+        async with stack.engine.connect() as conn:
+            chunks = await repo.saved_chunks(conn, done["id"])
+        sent = [parse_qs(q) for q in stack.model.queries]
+    assert len(chunks) >= 3 and len(sent) == len(chunks)
+    assert all(q["initial_prompt"] == ["A speech."] for q in sent)
+    contexts = [q.get("context", [None])[0] for q in sent]
+    expected: list[str | None] = []
+    for run in lanes(chunks, 2):
+        expected.append(None)
+        expected += [
+            format_context([(s["start"], s["end"], s["text"]) for s in c.result["segments"]])
+            for c in run[:-1]
+        ]
+    assert sorted(map(str, contexts)) == sorted(map(str, expected))
+    assert contexts.count(None) == 2  # the two lanes' first chunks
+    for context in filter(None, contexts):
+        segments = parse_context(context)
+        assert "country" in words(segments[-1][2]) and 0 < segments[-1][1] <= 30
+    # The copies are spliced without a pause ("and so" is heard "and saw" at some seams).
+    reference = words(" ".join([JFK_TEXT] * 6))
+    assert word_errors(reference, words(done["transcript"]["text"])) <= len(reference) // 10

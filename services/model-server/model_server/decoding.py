@@ -52,6 +52,12 @@ from transcription_core.transcript import Transcript
 #: Whisper's language codes (``en``, ``de``, ...).
 LANGUAGE_CODES: frozenset[str] = frozenset(_LANGUAGE_CODES)
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: Seconds per timestamp token.
+_TIME_PRECISION = 0.02
+#: A chunk's context is cut to its last this many tokens (0: not cut), so that the first
+#: windows of chunks with context have prompts of one length and share a ``generate``
+#: call (CTranslate2 batches only prompts with ``<|startoftranscript|>`` at one index).
+CONTEXT_TOKENS = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,11 @@ class ChunkRequest:
     task: str = "transcribe"
     #: Words to expect, put before every window's prompt (faster-whisper's ``hotwords``).
     hotwords: str | None = None
+    #: What was heard just before this chunk, as segments (start s, end s, text; times
+    #: 0-30 s): the first window is conditioned on them as on a previous window's output,
+    #: timestamp tokens included, after ``initial_prompt`` (see
+    #: ``transcription_core.audio.context``).
+    context: tuple[tuple[float, float, str], ...] = ()
 
     @property
     def duration(self) -> float:
@@ -174,6 +185,15 @@ class BatchDecoder:
         prompt = state.request.initial_prompt
         if prompt is not None:
             state.all_tokens.extend(state.tokenizer.encode(" " + prompt.strip()))
+        tokenizer = state.tokenizer
+        context: list[int] = []
+        for start, end, text in state.request.context:
+            context.append(tokenizer.timestamp_begin + round(start / _TIME_PRECISION))
+            context.extend(tokenizer.encode(" " + text.strip()))
+            context.append(tokenizer.timestamp_begin + round(end / _TIME_PRECISION))
+        if CONTEXT_TOKENS:
+            context = context[-CONTEXT_TOKENS:]
+        state.all_tokens.extend(context)
 
     def _tokenizer(self, language: str, task: str) -> Tokenizer:
         if not self.multilingual:

@@ -100,6 +100,7 @@ async def predict(
         initial_prompt=params.initial_prompt,
         task=params.task,
         hotwords=params.hotwords,
+        context=params.context_segments(),
     )
     return PredictResponse.from_transcript(result, service.model_name)
 

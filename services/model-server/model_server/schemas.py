@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from model_server.decoding import LANGUAGE_CODES
+from transcription_core.audio.context import MAX_CONTEXT_CHARS, parse_context
 
 
 def _language(value: str | None) -> str | None:
@@ -36,11 +37,29 @@ class PredictParams(BaseModel):
     hotwords: str | None = Field(
         None, max_length=4000, description="Words to expect, given before every window."
     )
+    context: str | None = Field(
+        None,
+        max_length=MAX_CONTEXT_CHARS,
+        description="What was heard just before this chunk, as Whisper's timestamped "
+        "segments: `<|0.00|> Text.<|4.20|><|5.00|> More.<|8.10|>` (times 0 to 30 s). The "
+        "first window is conditioned on it as on the previous window's output (after "
+        "`initial_prompt`), as `transcribe()` conditions each window on the one before.",
+    )
 
     @field_validator("language")
     @classmethod
     def _check_language(cls, value: str | None) -> str | None:
         return _language(value)
+
+    @field_validator("context")
+    @classmethod
+    def _check_context(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_context(value)  # its ValueError is the 422's reason
+        return value
+
+    def context_segments(self) -> tuple[tuple[float, float, str], ...]:
+        return tuple(parse_context(self.context)) if self.context else ()
 
 
 # -- OpenAI's /v1/audio/transcriptions -------------------------------------------------

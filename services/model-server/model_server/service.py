@@ -38,10 +38,11 @@ class ModelService:
         initial_prompt: str | None = None,
         task: str = "transcribe",
         hotwords: str | None = None,
+        context: tuple[tuple[float, float, str], ...] = (),
     ) -> Transcript:
         self.check_capability(task, language)
         return await self.batcher.submit(
-            ChunkRequest(audio, language, initial_prompt, word_timestamps, task, hotwords),
+            ChunkRequest(audio, language, initial_prompt, word_timestamps, task, hotwords, context),
             BatchOptions(beam_size=beam_size),
         )
 

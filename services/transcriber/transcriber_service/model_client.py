@@ -119,6 +119,7 @@ class ModelServerClient:
         initial_prompt: str | None = None,
         task: str = "transcribe",
         hotwords: str | None = None,
+        context: str | None = None,
     ) -> Transcript:
         """Transcribe one chunk; raises :class:`ModelServerError` when it cannot."""
         params: dict[str, str | int] = {
@@ -132,6 +133,8 @@ class ModelServerClient:
             params["initial_prompt"] = initial_prompt
         if hotwords is not None:
             params["hotwords"] = hotwords
+        if context is not None:
+            params["context"] = context
         waits = _Waits()
         tries = failures = 0
         try:

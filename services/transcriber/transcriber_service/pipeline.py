@@ -34,6 +34,7 @@ from transcription_core.audio.chunking import (
     chunks_from_analysis,
     plan_chunks,
 )
+from transcription_core.audio.context import format_context, lanes
 from transcription_core.audio.pcm import read_pcm
 from transcription_core.job import Job
 from transcription_core.speakers import SpeakerHint, diarization_installed, label_transcript
@@ -205,19 +206,41 @@ class Pipeline:
                 language = next(iter(results.values()))["language"]
             else:
                 first = todo.pop(0)
-                results[first.index] = await self._one_chunk(job, pcm, first, None, keep)
+                results[first.index] = await self._one_chunk(job, pcm, first, None, None, keep)
                 language = results[first.index]["language"]
         gate = asyncio.Semaphore(self.settings.chunk_concurrency)
 
-        async def limited(chunk: Chunk) -> None:
+        async def limited(chunk: Chunk, context: str | None = None) -> None:
             async with gate:
-                results[chunk.index] = await self._one_chunk(job, pcm, chunk, language, keep)
+                results[chunk.index] = await self._one_chunk(
+                    job, pcm, chunk, language, context, keep
+                )
 
-        await _gather_or_cancel(limited(chunk) for chunk in todo)
+        if self.settings.context_lanes == 0:
+            await _gather_or_cancel(limited(chunk) for chunk in todo)
+            return results
+
+        async def lane(run: list[Chunk]) -> None:
+            # In order: each chunk goes with the lane's last segments as its context.
+            heard: list[tuple[float, float, str]] = []
+            for chunk in run:
+                if chunk.index not in results:  # not saved, nor the detection chunk
+                    await limited(chunk, format_context(heard))
+                heard = [
+                    (s["start"], s["end"], s["text"]) for s in results[chunk.index]["segments"]
+                ]
+
+        await _gather_or_cancel(lane(run) for run in lanes(chunks, self.settings.context_lanes))
         return results
 
     async def _one_chunk(
-        self, job: Job, pcm: Path, chunk: Chunk, language: str | None, keep: bool
+        self,
+        job: Job,
+        pcm: Path,
+        chunk: Chunk,
+        language: str | None,
+        context: str | None,
+        keep: bool,
     ) -> dict[str, Any]:
         samples = await asyncio.to_thread(read_pcm, pcm, chunk.start_sample, chunk.end_sample)
         started = time.perf_counter()
@@ -231,6 +254,7 @@ class Pipeline:
                 initial_prompt=options.prompt,
                 task=options.task,
                 hotwords=options.hotwords,
+                context=context,
             )
         except ModelServerError as exc:
             metrics.MODEL_ERRORS.inc()

@@ -73,6 +73,18 @@ class TranscriberSettings(
         "at most this x WORKER_MAX_JOBS, halved at each queue-full answer and grown back "
         "by one per window of successes (AIMD).",
     )
+    context_lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Context across chunk cuts: a job's chunks are split into this many "
+        "runs of neighbouring chunks (lanes), decoded side by side; within a lane each "
+        "chunk is sent when the one before it is done, with that chunk's segments "
+        "(timestamps and text, up to 500 characters) as its context, as Whisper "
+        "conditions each window on the one before. Fewer lanes: more context, less "
+        "batching within a lone job (other jobs' chunks still batch with them). 0: every "
+        "chunk at once without context. CHUNK_CONCURRENCY bounds both.",
+    )
     model_request_timeout_seconds: float = Field(
         300.0, gt=0, description="Timeout of one chunk request to the model server."
     )
