@@ -83,6 +83,10 @@ class ReplicaReporter:
         self.started_at = utcnow()
         self._changed = asyncio.Event()
         self._written_free: int | None = None
+        #: The fewest free slots since the last write began: a job that started and
+        #: ended between two writes (the trigger's answer told the orchestrator its slot
+        #: was taken) still frees a slot.
+        self._least_free: int | None = None
         self._task: asyncio.Task[None] | None = None
         worker.on_change = self.changed
 
@@ -98,8 +102,14 @@ class ReplicaReporter:
             version=self.version,
         )
 
+    def _free(self) -> int:
+        worker = self.worker
+        return worker.settings.worker_max_jobs - len(worker.active) if worker.accepting else 0
+
     def changed(self) -> None:
         self.version += 1
+        free = self._free()
+        self._least_free = free if self._least_free is None else min(self._least_free, free)
         self._changed.set()
 
     def start(self) -> None:
@@ -126,7 +136,11 @@ class ReplicaReporter:
     async def _write(self) -> None:
         state = self.state()
         free = state.slots - state.running if state.accepting else 0
-        freed = self._written_free is not None and free > self._written_free
+        least, self._least_free = self._least_free, None
+        before = self._written_free
+        if before is not None and least is not None:
+            before = min(before, least)
+        freed = before is not None and free > before
         async with self.engine.begin() as conn:
             await replicas.report(conn, state, self.started_at)
             if freed:
