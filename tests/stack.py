@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 
 from enqueue_service.app import create_app as create_enqueue
 from enqueue_service.settings import EnqueueSettings
@@ -147,3 +148,16 @@ async def running_stack(
             database_url, api, tenant.api_key, tenant.webhook_secret, media, receiver, proxy, engine
         )
     await engine.dispose()
+
+
+async def run_job(stack: Stack, media: str, **options: Any) -> tuple[dict, dict]:
+    """The finished job (it must succeed), and the data of its verified webhook; each of
+    ``options`` is echoed by the enqueue's answer, the job resource and the webhook."""
+    job = await stack.enqueue(media, **options)
+    done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED", timeout=300)
+    assert done["status"] == "SUCCEEDED", done
+    delivery = next(d for d in stack.receiver.deliveries if job["id"].encode() in d.body)
+    payload = Webhook(stack.webhook_secret).verify(delivery.body, delivery.headers)
+    for name, value in options.items():
+        assert job[name] == done[name] == payload["data"][name] == value, name
+    return done, payload["data"]

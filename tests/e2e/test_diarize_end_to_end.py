@@ -21,9 +21,8 @@ if not diarization_installed():
     if os.environ.get("CI"):
         pytest.fail(WHY, pytrace=False)
     pytest.skip(WHY, allow_module_level=True)
-from standardwebhooks import Webhook
 
-from stack import Stack, running_stack
+from stack import run_job, running_stack
 from testkit.conversations import Conversation, converse, voice_audio
 from testkit.procs import model_server
 
@@ -52,18 +51,6 @@ def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Conver
         out.setframerate(16_000)
         out.writeframes(pcm.tobytes())
     return folder, talk
-
-
-async def run_job(stack: Stack, media: str, **options: Any) -> tuple[dict, dict]:
-    """The finished job, and the data of its verified webhook."""
-    job = await stack.enqueue(media, **options)
-    done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED", timeout=300)
-    assert done["status"] == "SUCCEEDED", done
-    delivery = next(d for d in stack.receiver.deliveries if job["id"].encode() in d.body)
-    payload = Webhook(stack.webhook_secret).verify(delivery.body, delivery.headers)
-    for name, value in options.items():
-        assert job[name] == done[name] == payload["data"][name] == value, name
-    return done, payload["data"]
 
 
 def who_said(talk: Conversation, start: float, end: float) -> str:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from standardwebhooks import Webhook
 
-from stack import Stack, running_stack
+from stack import run_job, running_stack
 from testkit.data import JFK_TEXT, LEFT_TEXT, RIGHT_TEXT
 from testkit.media import JFK, make_media
 from testkit.procs import model_server
@@ -33,18 +31,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cache = tmp_path_factory.mktemp("models")
     with model_server(MODEL="base", MAX_BATCH_SIZE="4", MODEL_CACHE_DIR=str(cache)) as server:
         yield server.url
-
-
-async def run_job(stack: Stack, media: str, **options: Any) -> tuple[dict, dict]:
-    """The finished job, and the data of its verified webhook."""
-    job = await stack.enqueue(media, **options)
-    done = await stack.wait_status(job["id"], "SUCCEEDED", "PERMAFAILED", timeout=300)
-    assert done["status"] == "SUCCEEDED", done
-    delivery = next(d for d in stack.receiver.deliveries if job["id"].encode() in d.body)
-    payload = Webhook(stack.webhook_secret).verify(delivery.body, delivery.headers)
-    for name, value in options.items():
-        assert job[name] == done[name] == payload["data"][name] == value, name
-    return done, payload["data"]
 
 
 async def test_word_timestamps_on_the_medias_timeline(pg_url: str, tiny_url: str) -> None:

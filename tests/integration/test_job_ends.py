@@ -83,6 +83,24 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def scripted_worker(
+    engine: AsyncEngine,
+    pg_url: str,
+    pipeline: Scripted,
+    http: httpx.AsyncClient,
+    *,
+    allow_private: bool = True,
+    kind: type[Worker] = Worker,
+) -> Worker:
+    """A worker (of ``kind``) running ``pipeline``, with this file's retry policy."""
+    return kind(
+        engine,
+        pipeline,  # type: ignore[arg-type]
+        WebhookSender(http, timeout=5, allow_private=allow_private),
+        TranscriberSettings(database_url=pg_url, allow_private_urls=allow_private, **POLICY),
+    )
+
+
 async def run_to_rest(
     engine: AsyncEngine,
     pg_url: str,
@@ -93,12 +111,7 @@ async def run_to_rest(
     rounds: int = 4 * LIMIT,
 ) -> tuple[Any, list[Any]]:
     """Rounds until the one job is terminal (or ``rounds`` ran); its row and events."""
-    worker = Worker(
-        engine,
-        pipeline,  # type: ignore[arg-type]
-        WebhookSender(http, timeout=5, allow_private=allow_private),
-        TranscriberSettings(database_url=pg_url, allow_private_urls=allow_private, **POLICY),
-    )
+    worker = scripted_worker(engine, pg_url, pipeline, http, allow_private=allow_private)
     orchestrator = Orchestrator(
         engine,
         InPlace(worker),  # type: ignore[arg-type]
@@ -417,12 +430,7 @@ async def test_a_successful_attempt_takes_three_transactions(
         await make_tenant(pg_engine)
         await make_replica(pg_engine)
         job = await make_job(pg_engine, webhook_url=receiver.hook_url())
-        worker = Worker(
-            pg_engine,
-            Scripted(TRANSCRIPT),  # type: ignore[arg-type]
-            WebhookSender(http, timeout=5, allow_private=True),
-            TranscriberSettings(database_url=pg_url, allow_private_urls=True, **POLICY),
-        )
+        worker = scripted_worker(pg_engine, pg_url, Scripted(TRANSCRIPT), http)
         orchestrator = Orchestrator(
             pg_engine,
             InPlace(worker),  # type: ignore[arg-type]
@@ -468,12 +476,7 @@ async def test_a_stopping_worker_waits_for_an_attempts_last_write(
         await make_tenant(pg_engine)
         await make_replica(pg_engine)
         job = await make_job(pg_engine, webhook_url=receiver.hook_url())
-        worker = SlowLastWrite(
-            pg_engine,
-            Scripted(TRANSCRIPT),  # type: ignore[arg-type]
-            WebhookSender(http, timeout=5, allow_private=True),
-            TranscriberSettings(database_url=pg_url, allow_private_urls=True, **POLICY),
-        )
+        worker = scripted_worker(pg_engine, pg_url, Scripted(TRANSCRIPT), http, kind=SlowLastWrite)
         async with pg_engine.begin() as conn:
             (claimed,) = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
         assert worker.accept(job.id, claimed.attempt)
