@@ -135,7 +135,7 @@ class ReplicaReporter:
 
     async def _write(self) -> None:
         state = self.state()
-        free = state.slots - state.running if state.accepting else 0
+        free = self._free()
         least, self._least_free = self._least_free, None
         before = self._written_free
         if before is not None and least is not None:

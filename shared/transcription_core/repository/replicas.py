@@ -13,11 +13,10 @@ from typing import cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from transcription_core.models import TranscriberReplica, utcnow
+from transcription_core.repository.tables import upsert
 
 replicas = cast(sa.Table, TranscriberReplica.__table__)
 
@@ -82,9 +81,9 @@ async def report(conn: AsyncConnection, state: ReplicaState, started_at: datetim
         "version": state.version,
         "heartbeat_at": utcnow(),
     }
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(replicas).values(id=state.id, started_at=started_at, **values)
-    await conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    await conn.execute(
+        upsert(conn, replicas, {"id": state.id}, values, on_insert={"started_at": started_at})
+    )
 
 
 async def remove(conn: AsyncConnection, replica_id: str) -> None:

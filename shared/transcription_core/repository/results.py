@@ -5,26 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from transcription_core.models import utcnow
-from transcription_core.repository.tables import chunks, transcripts
+from transcription_core.repository.tables import chunks, transcripts, upsert
 from transcription_core.storable import JsonObject
-
-
-def _upsert(conn: AsyncConnection, table: sa.Table, keys: list[str], **values: object) -> sa.Insert:
-    """One statement that stores a row, or replaces the one with the same ``keys``."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(**values)
-    replaced = {name: value for name, value in values.items() if name not in keys}
-    return statement.on_conflict_do_update(index_elements=keys, set_=replaced)
 
 
 async def save_transcript(conn: AsyncConnection, job_id: str, content: JsonObject) -> None:
     await conn.execute(
-        _upsert(conn, transcripts, ["job_id"], job_id=job_id, content=content, created_at=utcnow())
+        upsert(conn, transcripts, {"job_id": job_id}, {"content": content, "created_at": utcnow()})
     )
 
 
@@ -59,16 +49,11 @@ async def save_chunk(
     result: JsonObject,
 ) -> None:
     await conn.execute(
-        _upsert(
+        upsert(
             conn,
             chunks,
-            ["job_id", "index"],
-            job_id=job_id,
-            index=index,
-            start=start,
-            end=end,
-            result=result,
-            created_at=utcnow(),
+            {"job_id": job_id, "index": index},
+            {"start": start, "end": end, "result": result, "created_at": utcnow()},
         )
     )
 
