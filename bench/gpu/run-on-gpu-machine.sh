@@ -12,6 +12,8 @@
 #   BENCH_TIMEOUT   seconds the benchmark may take (default 420), so there is time to rerun
 #   BENCH_ARGS      more options for `bench gpu` (e.g. "--batch-sizes 1,8,32 --no-words")
 #   CHECK_ONLY=1    stop after the check
+#   PROFILE=1       after the check, profile the batched decoding instead (bench.gpu.profile;
+#                   BENCH_ARGS are its options then)
 #   STANDINS        stand-ins to use even where the real module exists (e.g. "av"): tests
 #
 # CTranslate2's wheel loads cuBLAS 12 by name (libcublas.so.12) when it first needs it.
@@ -103,6 +105,13 @@ cd "$ROOT"
 $PYTHON -m bench.gpu.check --device "$DEVICE" --model-dir "$MODEL_DIR" \
     --workload "$WORK/workload.npz" || fail "the check (above)"
 [ "${CHECK_ONLY:-0}" = 1 ] && { say "check only: done"; exit 0; }
+if [ "${PROFILE:-0}" = 1 ]; then
+    say "profile of the batched decoding (bench.gpu.profile; at most $BENCH_TIMEOUT s)"
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+    timeout --kill-after=20 "$BENCH_TIMEOUT" $PYTHON -m bench.gpu.profile --device "$DEVICE" \
+        --model-dir "$MODEL_DIR" --workload "$WORK/workload.npz" --out "$RESULTS" ${BENCH_ARGS:-}
+    exit $?
+fi
 
 say "bench gpu (at most $BENCH_TIMEOUT s)"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options

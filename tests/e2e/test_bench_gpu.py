@@ -66,14 +66,15 @@ def test_the_smallest_gpu_benchmark_runs_on_the_cpu(tmp_path: Path) -> None:
     assert "on NVIDIA H100\n\nDevice: NVIDIA H100 (81559.0 MiB, driver 580" in gpu.render(result)
 
 
-def test_the_bundle_for_a_gpu_machine_unpacks_and_passes_its_check_without_pyav(
+def test_the_bundle_for_a_gpu_machine_unpacks_passes_its_check_and_profiles_without_pyav(
     tmp_path: Path,
 ) -> None:
     """The one-shot run for a GPU machine without network, on the CPU: the bundle (the
     smoke workload as PCM, tiny.en quantised to int8; the Python packages are this
     environment's, not downloaded), unpacked by the script, which loads the model from it
     and transcribes the warm-up clip with PyAV, asyncpg and SQLAlchemy replaced by their
-    stand-ins, as on a machine that lacks them."""
+    stand-ins, as on a machine that lacks them; then, with ``PROFILE=1``, the profile of
+    the batched decoding (``bench.gpu.profile``) at its smallest."""
     bundle, results = tmp_path / "bundle", tmp_path / "results"
     assert pack.main(["--out", str(bundle), "--no-site", "--smoke", "--xz-preset", "0"]) == 0
     manifest = json.loads((bundle / "MANIFEST.json").read_text())
@@ -85,7 +86,8 @@ def test_the_bundle_for_a_gpu_machine_unpacks_and_passes_its_check_without_pyav(
         **os.environ,
         "PYTHON": sys.executable,
         "DEVICE": "cpu",
-        "CHECK_ONLY": "1",
+        "PROFILE": "1",
+        "BENCH_ARGS": "--sizes 1,0 --variant-sizes 1",
         "STANDINS": "av asyncpg sqlalchemy",
     }
     done = subprocess.run(
@@ -106,3 +108,14 @@ def test_the_bundle_for_a_gpu_machine_unpacks_and_passes_its_check_without_pyav(
     assert "check: ok" in out
     [log] = results.glob("run-on-gpu-machine-*.log")
     assert "check: ok" in log.read_text()
+
+    [path] = results.glob("gpu-profile-cpu-*.json")
+    profile = json.loads(path.read_text())
+    assert [run["chunks"] for run in profile["runs"]] == [1, 2]  # one chunk, then both
+    for run in profile["runs"]:
+        assert run["phases_s"]["generate"] > 0 and run["generate_calls"]
+    assert {v["variant"] for v in profile["variants"]} >= {
+        "timestamps, beam 5 (the server)",
+        "no timestamps, beam 5",
+    }
+    assert "generate_with_fallback" in profile["profile_8_tottime"]
