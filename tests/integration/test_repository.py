@@ -127,6 +127,49 @@ async def test_claim_counts_the_attempt_and_respects_the_limit(engine: AsyncEngi
     assert row is not None and row.status == S.TRIGGERED and row.lease_expires_at
 
 
+async def test_a_claim_stores_what_the_lifecycle_decided(engine: AsyncEngine) -> None:
+    """One round claims jobs whose changes write different columns (a failure cleared, a
+    pending failure message's failure kept): each row ends as ``lifecycle.claimed`` left
+    the job, with one event each (on PostgreSQL the round writes them all in one
+    statement per set of columns)."""
+    await make_tenant(engine)
+    plain = await make_job(engine)
+    retried = await make_job(
+        engine, status=S.FAILED, attempts=1, failure_reason="MODEL_ERROR", failure_detail="x"
+    )
+    pending = await make_job(
+        engine,
+        status=S.SEND_FAILED,
+        attempts=3,
+        failure_reason="MODEL_ERROR",
+        failure_detail="why",
+        webhook_event=repo.FAILED_EVENT,
+        webhook_message_id="msg_1",
+        deliveries=1,
+    )
+    async with engine.begin() as conn:
+        claimed = await repo.claim_due_jobs(
+            conn, max_in_flight=10, lease_seconds=60, actor="orch-7"
+        )
+    assert {c.id for c in claimed} == {plain.id, retried.id, pending.id}
+    async with engine.connect() as conn:
+        for c in claimed:
+            row = await repo.get_job(conn, c.id)
+            assert row == c.job  # what the lifecycle decided, every column
+            events = await repo.job_events(conn, c.id)
+            last = events[-1]
+            assert (last.from_status, last.to_status, last.attempt, last.actor) == (
+                c.from_status,
+                S.TRIGGERED,
+                c.attempt,
+                "orch-7",
+            )
+            assert last.created_at == row.updated_at
+    by_id = {c.id: c.job for c in claimed}
+    assert (by_id[retried.id].failure_reason, by_id[retried.id].attempts) == (None, 2)
+    assert (by_id[pending.id].failure_reason, by_id[pending.id].attempts) == ("MODEL_ERROR", 4)
+
+
 async def test_jobs_not_yet_due_are_not_claimed(engine: AsyncEngine) -> None:
     await make_tenant(engine)
     await make_job(engine, status=S.FAILED, attempts=1, due_at=utcnow() + timedelta(hours=1))
@@ -228,6 +271,21 @@ async def test_a_claim_round_reads_only_what_it_takes(pg_engine: AsyncEngine) ->
         read = await _rows_read(conn) - before
     assert {c.tenant for c in claimed} == {"org-flood", "org-small"}
     assert read < 50
+
+
+@pytest.mark.postgres
+async def test_a_claim_round_plans_once_and_only_for_itself(pg_engine: AsyncEngine) -> None:
+    """The round has PostgreSQL reuse its statements' generic plans, inside its own
+    transaction only: the connection, back in the pool, plans as configured."""
+    await make_tenant(pg_engine)
+    await make_jobs(pg_engine, 3)
+    show = sa.text("SELECT current_setting('plan_cache_mode')")
+    async with pg_engine.connect() as conn:
+        async with conn.begin():
+            await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+            assert await conn.scalar(show) == "force_generic_plan"
+        async with conn.begin():
+            assert await conn.scalar(show) == "auto"
 
 
 async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) -> None:

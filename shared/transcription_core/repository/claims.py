@@ -25,6 +25,19 @@ from transcription_core.status import CLAIMABLE, IN_FLIGHT, JobStatus, allowed_f
 CLAIM_LOCK_KEY = 0x7472616E  # "tran"
 
 
+#: Takes the claim lock and, for the rest of the round's transaction, has PostgreSQL plan
+#: each statement once per connection (its prepared statement's generic plan) instead of
+#: again at every round: planning the round's pick (a recursive loose index scan) took
+#: 1.3 to 2.6 ms, running it 0.2 to 0.7 ms. The plan cannot depend on the values: the
+#: pick reads the same indexes whatever the cursor, the time or the room.
+_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY))
+_LOCK_AND_GENERIC_PLANS = sa.select(
+    sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY),
+    sa.func.set_config("plan_cache_mode", "force_generic_plan", True),
+)
+GENERIC_PLANS = True
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: str
@@ -77,7 +90,7 @@ async def claim_due_jobs(
     whatever the decisions after each attempt, no job is triggered more often.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+        await conn.execute(_LOCK_AND_GENERIC_PLANS if GENERIC_PLANS else _LOCK)
     in_flight, cursor = (await conn.execute(_IN_FLIGHT_AND_CURSOR)).one()
     room = min(max_in_flight - in_flight, batch_limit)
     if room <= 0:

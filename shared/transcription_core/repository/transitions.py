@@ -23,7 +23,7 @@ from transcription_core.models import utcnow
 from transcription_core.repository.history import log_events
 from transcription_core.repository.reads import get_job
 from transcription_core.repository.results import has_transcript
-from transcription_core.repository.tables import jobs
+from transcription_core.repository.tables import events, jobs
 from transcription_core.status import IN_FLIGHT, JobStatus
 
 
@@ -65,13 +65,82 @@ async def apply(conn: AsyncConnection, change: Change, actor: str) -> Job | None
 
 async def apply_locked(conn: AsyncConnection, changes: Sequence[Change], actor: str) -> None:
     """Apply ``changes`` to jobs this transaction holds locked as the changes saw them
-    (the claim's batch), so each applies: one statement per set of columns written."""
+    (the claim's batch), so each applies: per set of columns written, on PostgreSQL one
+    statement that updates the jobs and appends their events (each change's values as
+    arrays), elsewhere one compare-and-set per job and one insert of the events."""
     by_columns: dict[tuple[str, ...], list[Change]] = {}
     for change in changes:
         by_columns.setdefault(tuple(change.writes), []).append(change)
+    if conn.dialect.name == "postgresql":
+        for columns, group in by_columns.items():
+            await conn.execute(_apply_all_pg(conn, columns, group, actor))
+        return
     for columns, group in by_columns.items():
         await conn.execute(_compare_and_set(columns), [_parameters(c) for c in group])
     await log_events(conn, [change.event for change in changes], actor)
+
+
+def _apply_all_pg(
+    conn: AsyncConnection, columns: tuple[str, ...], group: Sequence[Change], actor: str
+) -> sa.TextClause:
+    """``_compare_and_set`` and ``log_events`` for every change of ``group`` in one
+    statement: ``UPDATE jobs ... FROM unnest(<one array per parameter>)`` and an insert of
+    the events of the rows it updated."""
+    params = [_parameters(change) for change in group]
+    updates = ("status", *columns)
+    job_columns = {
+        "cas_id": "id",
+        "cas_status": "status",
+        "cas_attempts": "attempts",
+        **{f"new_{name}": name for name in updates},
+    }
+    event_rows = [change.event for change in group]
+    event_values: dict[str, list[object]] = {
+        "ev_job_id": [e.job_id for e in event_rows],
+        "ev_from_status": [e.from_status for e in event_rows],
+        "ev_to_status": [e.to_status for e in event_rows],
+        "ev_reason": [e.reason for e in event_rows],
+        "ev_detail": [e.detail for e in event_rows],
+        "ev_attempt": [e.attempt for e in event_rows],
+        "ev_created_at": [e.at for e in event_rows],
+    }
+    binds = []
+    casts = []
+    for name, column in job_columns.items():
+        binds.append(_array(name, [p[name] for p in params], jobs.c[column].type))
+        casts.append(f"CAST(:{name} AS {_array_type(conn, jobs.c[column].type)})")
+    event_casts = []
+    for name, values in event_values.items():
+        column_type = events.c[name.removeprefix("ev_")].type
+        binds.append(_array(name, values, column_type))
+        event_casts.append(f"CAST(:{name} AS {_array_type(conn, column_type)})")
+    sets = ", ".join(f"{name} = v.new_{name}" for name in updates)
+    sql = f"""
+        WITH updated AS (
+            UPDATE jobs SET {sets}
+            FROM unnest({", ".join(casts)}) AS v({", ".join(job_columns)})
+            WHERE jobs.id = v.cas_id AND jobs.status = v.cas_status
+              AND jobs.attempts = v.cas_attempts
+            RETURNING jobs.id
+        )
+        INSERT INTO job_events
+            (job_id, from_status, to_status, reason, detail, attempt, actor, created_at)
+        SELECT e.ev_job_id, e.ev_from_status, e.ev_to_status, e.ev_reason, e.ev_detail,
+               e.ev_attempt, :actor, e.ev_created_at
+        FROM unnest({", ".join(event_casts)}) AS e({", ".join(event_values)})
+        JOIN updated ON updated.id = e.ev_job_id
+    """
+    return sa.text(sql).bindparams(*binds, sa.bindparam("actor", actor))
+
+
+def _array(
+    name: str, values: list[object], item: sa.types.TypeEngine[object]
+) -> sa.BindParameter[object]:
+    return sa.bindparam(name, values, type_=sa.ARRAY(item))
+
+
+def _array_type(conn: AsyncConnection, item: sa.types.TypeEngine[object]) -> str:
+    return f"{item.compile(dialect=conn.dialect)}[]"
 
 
 # --- the worker's ---------------------------------------------------------------------
