@@ -29,6 +29,7 @@ SCENARIOS = {
     "long-media": "a long recording through the service, against faster-whisper",
     "long-media-designs": "chunking designs on the model alone",
     "long-media-eval": "real and synthetic recordings: the service's chunking vs faster-whisper",
+    "long-media-concurrency": "four long jobs at once: audio throughput vs faster-whisper",
     "memory": "the transcriber's peak RSS over a job, by media size",
     "transcriber-memory": "the transcriber's decode and chunking, peak RSS by length",
     "model-server-memory": "the model server's peak RSS given a 10-hour FLAC",
