@@ -50,6 +50,7 @@ ALL = [
     ("long-media", []),
     ("long-media-designs", []),
     ("long-media-eval", []),
+    ("long-media-concurrency", []),
     ("memory", ["--fresh"]),
     ("model-server-memory", []),
     ("sustained", ["--rate", "sustainable"]),
