@@ -109,6 +109,9 @@ def table() -> str:
     m = newest("long-media-eval")
     if m and "summary" in m:
         rows.append(long_media_eval_row(m))
+    lc = newest("long-media-concurrency")
+    if lc:
+        rows.append(long_media_concurrency_row(lc))
     rows += [
         "",
         "Details, with every number: the `.md` and `.json` files in `bench/results/`. The "
@@ -136,6 +139,27 @@ def long_media_eval_row(m: dict[str, Any]) -> str:
         f"in ≤ 0.5 x its time: {'met by ' + ', '.join(met) if met else 'NOT met'} | up to "
         f"{other:.2f} | {machine(m['machine'])} |"
     )
+
+
+def long_media_concurrency_row(m: dict[str, Any]) -> str:
+    """Audio seconds per wall second of the jobs at once, per way, and the two ratios."""
+    ways, s = m["ways"], m["summary"]
+    rates = "; ".join(f"{way}: {w['audio_seconds_per_second']}" for way, w in ways.items())
+    jobs = m["jobs"]
+    low, high = (round(f(j["seconds"] for j in jobs) / 60) for f in (min, max))
+    length = f"about {low}" if low == high else f"{low} to {high}"
+    other = max(w["other_cores"] for w in ways.values())
+    return (
+        f"| long media at once: {len(jobs)} jobs of {length} min, tiny.en, {m['threads']} "
+        f"threads: audio s per wall s | {rates}; the service {s['service_x_sequential']} x the "
+        f"best sequential, {s['service_x_batched']} x the best batched (with no more "
+        f"threads) | ≥ 2 x sequential: {report_met(s['met_x_sequential'])}; ≥ 1 x batched: "
+        f"{report_met(s['met_x_batched'])} | up to {other:.2f} | {machine(m['machine'])} |"
+    )
+
+
+def report_met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def ceiling_row(c: dict[str, Any]) -> str:
