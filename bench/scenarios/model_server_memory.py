@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench model-server-memory          # or: make bench-model-memory
     .venv/bin/python -m bench model-server-memory --hours 1 --out bench/results/tmp  # quick
+    .venv/bin/python -m bench model-server-memory --no-refusals --long-hours 1,4 --baseline main
 
 Before the bounded decoder, a 20 MB FLAC of 10 hours of silence took the model server to
 5.7 GB of RSS before its 413: faster-whisper's ``decode_audio`` decodes the whole file
@@ -25,7 +26,7 @@ Last, ``--accept-minutes`` (30) of silence within the limit is transcribed throu
 ``/v1/audio/transcriptions``: what an accepted file costs (its audio, and the VAD over all
 of it).
 
-**Long files, accepted** (``--long-hours``, default 1 and 4; 0: none): that many hours of
+**Long files, accepted** (``--long-hours``, e.g. ``1,4``; none by default): that many hours of
 digital silence with 11 s of speech (jfk.flac) every ``--speech-every-minutes`` (10) and at
 the very end, as 16 kHz mono FLAC, transcribed through ``/v1/audio/transcriptions``
 (``verbose_json``); the answer's words are checked. With ``--baseline REF`` each is sent
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--long-hours",
-        default="1,4",
+        default="0",
         help="comma-separated lengths of the long files transcribed (0: none)",
     )
     parser.add_argument("--speech-every-minutes", type=float, default=10.0)
