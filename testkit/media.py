@@ -163,6 +163,33 @@ def silent_flac(
     return data
 
 
+def speech_in_silence_flac(seconds: float, speech: np.ndarray, at: list[float]) -> bytes:
+    """``seconds`` of digital silence with ``speech`` (16 kHz mono float32 samples)
+    starting at each of ``at`` (seconds), as 16 kHz mono FLAC: a long recording that
+    encodes small (silence is a few KB a minute) and decodes fast."""
+    rate = 16_000
+    total = round(seconds * rate)
+    pcm = (np.clip(speech, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    starts = sorted(round(t * rate) for t in at)
+    step = rate * 10
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        for start in range(0, total, step):
+            end = min(start + step, total)
+            block = np.zeros(end - start, dtype=np.int16)
+            for first in starts:
+                lo, hi = max(start, first), min(end, first + len(pcm))
+                if lo < hi:
+                    block[lo - start : hi - start] = pcm[lo - first : hi - first]
+            frame = av.AudioFrame.from_ndarray(block[None, :], format="s16", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
 def declare_flac_samples(data: bytes, samples: int) -> bytes:
     """``data`` (a FLAC file) with the total sample count of its STREAMINFO set to
     ``samples`` (0 means unknown): the 36 low bits of the 8 bytes after the block sizes."""

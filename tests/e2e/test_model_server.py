@@ -14,6 +14,7 @@ import io
 import itertools
 import re
 import threading
+import tracemalloc
 import wave
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from model_server.model import load_model
 from model_server.settings import ModelServerSettings
 from testkit.asgi import serve_app, serve_in_thread
 from testkit.data import JFK_TEXT
-from testkit.media import JFK, MULTILINGUAL, silent_flac
+from testkit.media import JFK, MULTILINGUAL, silent_flac, speech_in_silence_flac
 from testkit.ports import free_port
 from testkit.text import words
 from transcriber_service.model_client import ModelServerClient, ModelServerError
@@ -57,8 +58,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = ModelServerSettings(
+        work_dir=str(tmp_path_factory.mktemp("model-server-work")),
         model="tiny.en",
         model_device="cpu",
         max_batch_size=8,
@@ -410,6 +412,77 @@ def test_openai_errors_are_problems(openai_client: OpenAI) -> None:
         )
 
 
+#: What a long upload may hold in decoded samples at once: a batch of 30 s chunks, twice
+#: over (the batch being decoded and the next one read), as float32; a file many times
+#: longer than that must not be held whole.
+def held_samples_bound(settings: ModelServerSettings) -> int:
+    return 2 * settings.max_batch_size * 30 * 16_000 * 4
+
+
+@pytest.mark.model
+def test_a_long_file_is_not_held_in_memory_whole(
+    server: Server, openai_client: OpenAI, jfk_audio: np.ndarray
+) -> None:
+    """20 minutes of silence with JFK at the start and the end (a few KB of FLAC): the
+    samples it decodes to (77 MB as float32) are never in memory at once; what the
+    request allocates stays within a bound set by the batch size, not by the file's
+    length. (``tracemalloc`` sees NumPy's buffers: the server runs in this process.)"""
+    seconds = 20 * 60
+    data = speech_in_silence_flac(seconds, jfk_audio, at=[0.0, seconds - 12.0])
+    bound = held_samples_bound(server.app.state.settings)
+    assert seconds * 16_000 * 4 > 2 * bound  # the whole file would not fit the bound
+    tracemalloc.start()
+    try:
+        result = openai_client.audio.transcriptions.create(
+            file=("long.flac", data), model="whisper-1", response_format="verbose_json"
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert words(result.text) == words(JFK_TEXT) * 2
+    assert result.duration == pytest.approx(seconds, abs=0.01)
+    segments = result.segments or []
+    assert segments[0].start < 1.0 and segments[-1].end > seconds - 12.0
+    assert peak < bound, f"{peak / 2**20:.1f} MiB allocated at the peak"
+    assert not list(work_files(server))  # its PCM file is gone
+
+
+def work_files(server: Server) -> Iterator[Path]:
+    return (Path(server.app.state.settings.work_dir) / "model-server-files").rglob("*")
+
+
+@pytest.mark.model
+async def test_an_uploads_pcm_file_is_removed_however_the_request_ends(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    """Refused by its header, undecodable, or the client gone while its chunks wait for
+    the model: no PCM file is left behind (nor when cut off at the limit: below)."""
+    for body, status in [
+        (silent_flac(2, declare_seconds=HOURS_10), 413),
+        (b"not audio at all" * 10, 422),
+    ]:
+        response = await http.post(
+            "/v1/audio/transcriptions", files={"file": ("a.flac", body)}, data={"model": "w"}
+        )
+        assert response.status_code == status, response.text
+        assert not list(work_files(server))
+    with held_worker(server) as (entered, release):
+        request = asyncio.create_task(
+            http.post(
+                "/v1/audio/transcriptions",
+                files={"file": ("jfk.flac", JFK.read_bytes())},
+                data={"model": "w"},
+            )
+        )
+        await until(entered.is_set)
+        assert [p.name for p in work_files(server) if p.is_file()] == ["audio.pcm"]
+        request.cancel()  # the client goes away while its chunks are being decoded
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        release.set()
+        await until(lambda: not list(work_files(server)))
+
+
 # -- batched decoding against faster-whisper's own transcribe() -------------------------------
 
 
@@ -461,7 +534,7 @@ async def test_a_real_two_hour_flac_is_refused(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.model
 async def test_a_file_declaring_no_duration_is_refused_at_the_limit(
-    http: httpx.AsyncClient,
+    server: Server, http: httpx.AsyncClient
 ) -> None:
     response = await http.post(
         "/v1/audio/transcriptions",
@@ -471,6 +544,7 @@ async def test_a_file_declaring_no_duration_is_refused_at_the_limit(
     assert_too_long(
         response, "the audio lasts more than 3600 s, over the 3600 s limit (MAX_FILE_SECONDS)"
     )
+    assert not list(work_files(server))  # the hour of PCM decoded before the 413 is gone
     response = await http.post(
         "/v1/predict",
         content=silent_flac(70, declare_seconds=0),

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from model_server.batching import Batcher
 from model_server.decoding import BatchDecoder
+from model_server.files import UploadedFiles
 from model_server.metrics import MODEL_INFO, ModelMetrics
 from model_server.model import load_model
 from model_server.routes import router
@@ -59,6 +60,7 @@ def create_app(settings: ModelServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.service = None
+    app.state.files = UploadedFiles(settings)
 
     async def ready() -> bool:
         return app.state.service is not None

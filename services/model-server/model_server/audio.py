@@ -1,5 +1,7 @@
-"""Request bodies to 16 kHz mono float32 samples: PCM as it is sent, media decoded
-within the request's duration limit (PyAV, as the worker decodes a job's media).
+"""Request bodies to 16 kHz mono audio: a chunk (``/v1/predict``) to float32 samples in
+memory, PCM as it is sent or media decoded within ``MAX_CHUNK_SECONDS``; a whole file (the
+OpenAI endpoints) to a PCM file on disk within ``MAX_FILE_SECONDS``, as the worker decodes
+a job's media (:func:`decode_media_to_pcm`), so that its length never sits in memory.
 
 All of it is CPU work: the routes call it through a worker thread.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -15,6 +18,7 @@ import numpy as np
 from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
 from transcription_core.audio import decode as media
 from transcription_core.audio.pcm import PCM_CONTENT_TYPE, PCM_DTYPE, SAMPLE_RATE, to_float32
+from transcription_core.audio.pcm_file import TooLong, decode_to_pcm
 from transcription_core.errors import TranscriptionError
 
 
@@ -75,20 +79,51 @@ def decode_media(
             data.seek(start)
             audio, count = _decode(data, max_seconds, capacity=count)
     except _OverLimit as over:
-        if over.declared is None:
-            what = f"the audio lasts more than {max_seconds:g} s"
-        else:
-            what = f"the file declares {over.declared:.1f} s of audio"
-        raise AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})") from None
+        raise _too_long(over.declared, max_seconds, limit_name) from None
     except media.AudioError as exc:
         raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
     except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
-        raise UndecodableAudio(
-            f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise _undecodable(exc) from exc
     if count == 0:
         raise EmptyAudio("the file decodes to no audio samples")
     return audio[: min(count, audio.shape[0])]
+
+
+def decode_media_to_pcm(
+    data: BinaryIO, dest: Path, *, max_seconds: float, limit_name: str = "the limit"
+) -> int:
+    """Any audio or video file PyAV can read into ``dest`` as 16 kHz mono s16le PCM (the
+    samples :func:`decode_media` gives, as int16), if it lasts at most ``max_seconds``;
+    its number of samples. The same answers as :func:`decode_media` (413, 422) for the
+    same file, but memory stays flat whatever its length: one decoded frame at a time,
+    and ``dest`` takes 32 KB a second of audio (4 h: 461 MB). ``dest`` is removed on any
+    failure."""
+    try:
+        pcm = decode_to_pcm(data, dest, max_seconds=max_seconds, keep_timeline=False)
+    except TooLong as over:
+        raise _too_long(over.declared, max_seconds, limit_name) from None
+    except media.AudioError as exc:
+        raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
+    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
+        raise _undecodable(exc) from exc
+    if pcm.num_samples == 0:
+        dest.unlink(missing_ok=True)
+        raise EmptyAudio("the file decodes to no audio samples")
+    return pcm.num_samples
+
+
+def _too_long(declared: float | None, max_seconds: float, limit_name: str) -> AudioTooLong:
+    if declared is None:
+        what = f"the audio lasts more than {max_seconds:g} s"
+    else:
+        what = f"the file declares {declared:.1f} s of audio"
+    return AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})")
+
+
+def _undecodable(exc: Exception) -> UndecodableAudio:
+    return UndecodableAudio(
+        f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
+    )
 
 
 class _OverLimit(TranscriptionError):

@@ -17,6 +17,7 @@ from model_server.audio import (
     pcm_to_float32,
 )
 from model_server.errors import AudioTooLong, ModelNotReady
+from model_server.files import UploadedFiles
 from model_server.schemas import (
     Granularity,
     ModelCard,
@@ -54,8 +55,14 @@ def get_settings(request: Request) -> ModelServerSettings:
     return settings
 
 
+def get_files(request: Request) -> UploadedFiles:
+    files: UploadedFiles = request.app.state.files
+    return files
+
+
 ServiceDep = Annotated[ModelService, Depends(get_service)]
 SettingsDep = Annotated[ModelServerSettings, Depends(get_settings)]
+FilesDep = Annotated[UploadedFiles, Depends(get_files)]
 
 
 @router.post(
@@ -137,7 +144,7 @@ async def get_model(model: str, service: ServiceDep) -> ModelCard:
 )
 async def create_transcription(
     service: ServiceDep,
-    settings: SettingsDep,
+    files: FilesDep,
     file: Annotated[UploadFile, File(description="The audio or video file.")],
     model: Annotated[str | None, Form(description="Accepted and ignored.")] = None,
     language: Annotated[
@@ -154,24 +161,20 @@ async def create_transcription(
     stream: Annotated[bool, Form(description="Must be false: no streaming.")] = False,
 ) -> Any:
     """What the ``openai`` client's ``audio.transcriptions.create`` sends; the whole file
-    is transcribed before the answer."""
+    is transcribed before the answer. It is decoded to a PCM file on disk and read back a
+    batch of chunks at a time (``MAX_CONCURRENT_FILES`` at once; more wait)."""
     if stream:
         raise InvalidRequest(
             "streaming is not supported", errors=[{"field": "stream", "message": "must be false"}]
         )
-    audio = await asyncio.to_thread(
-        decode_media,
-        file.file,
-        max_seconds=settings.max_file_seconds,
-        limit_name="MAX_FILE_SECONDS",
-    )
     words = "word" in (timestamp_granularities or [])
-    transcript = await service.transcribe_file(
-        audio,
-        language=language,
-        prompt=prompt,
-        temperature=temperature,
-    )
+    async with files.decoded(file.file) as pcm:
+        transcript = await service.transcribe_file(
+            pcm,
+            language=language,
+            prompt=prompt,
+            temperature=temperature,
+        )
     return _render(transcript, response_format, words)
 
 
@@ -187,7 +190,7 @@ async def create_transcription(
 )
 async def create_translation(
     service: ServiceDep,
-    settings: SettingsDep,
+    files: FilesDep,
     file: Annotated[UploadFile, File(description="The audio or video file.")],
     model: Annotated[str | None, Form(description="Accepted and ignored.")] = None,
     prompt: Annotated[str | None, Form(max_length=4000)] = None,
@@ -197,15 +200,10 @@ async def create_translation(
     """What the ``openai`` client's ``audio.translations.create`` sends: the speech, in
     whatever language, as English text. A multilingual model only (422 otherwise)."""
     service.check_capability("translate", None)
-    audio = await asyncio.to_thread(
-        decode_media,
-        file.file,
-        max_seconds=settings.max_file_seconds,
-        limit_name="MAX_FILE_SECONDS",
-    )
-    transcript = await service.transcribe_file(
-        audio, language=None, prompt=prompt, temperature=temperature, task="translate"
-    )
+    async with files.decoded(file.file) as pcm:
+        transcript = await service.transcribe_file(
+            pcm, language=None, prompt=prompt, temperature=temperature, task="translate"
+        )
     return _render(transcript, response_format, False, task="translate")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from model_server.batching import Batcher
 from model_server.decoding import DEFAULT_TEMPERATURES, BatchOptions, ChunkRequest
 from model_server.model import LoadedModel
 from transcription_core.audio.chunking import Chunk, plan_chunks
-from transcription_core.audio.pcm import SAMPLE_RATE
+from transcription_core.audio.pcm import SAMPLE_RATE, pcm_num_samples, read_pcm_float32
 from transcription_core.errors import InvalidRequest
 from transcription_core.options import Task, capability_problem
 from transcription_core.transcript import Segment, Transcript
@@ -59,7 +60,7 @@ class ModelService:
 
     async def transcribe_file(
         self,
-        audio: np.ndarray,
+        audio: np.ndarray | Path,
         *,
         language: str | None,
         prompt: str | None = None,
@@ -76,11 +77,16 @@ class ModelService:
         (as ``transcribe()`` takes it from the first 30 s). Chunks are submitted a batch at
         a time, so one long file never fills the queue; the first batch is refused with
         503 if the queue is full, later ones wait for room.
+
+        ``audio``: float32 samples, or a 16 kHz mono s16le PCM file, which is planned
+        window by window and whose chunks are read a batch at a time: then only the
+        samples of the batch in flight are in memory, however long the file.
         """
         self.check_capability(task, language)
-        duration = audio.shape[0] / SAMPLE_RATE
-        if audio.shape[0] <= CHUNK_SECONDS * SAMPLE_RATE:
-            pieces = [Chunk(0, 0, audio.shape[0])]
+        num_samples = pcm_num_samples(audio) if isinstance(audio, Path) else audio.shape[0]
+        duration = num_samples / SAMPLE_RATE
+        if num_samples <= CHUNK_SECONDS * SAMPLE_RATE:
+            pieces = [Chunk(0, 0, num_samples)]
         else:
             pieces = await asyncio.to_thread(plan_chunks, audio, max_chunk_s=CHUNK_SECONDS)
         options = BatchOptions(
@@ -89,34 +95,41 @@ class ModelService:
             temperatures=DEFAULT_TEMPERATURES if temperature == 0 else (temperature,),
         )
 
-        def request(piece: Chunk) -> ChunkRequest:
-            samples = audio[piece.start_sample : piece.end_sample]
+        async def requests(window: list[Chunk]) -> list[ChunkRequest]:
+            if isinstance(audio, Path):
+                chunks = await asyncio.to_thread(_read_chunks, audio, window)
+            else:
+                chunks = [audio[p.start_sample : p.end_sample] for p in window]
             # Words are always aligned: they give the segments times to the word (a
             # segment's start and end are its first word's and last word's), as precise
             # as the job API's; they are shown only when asked for.
-            return ChunkRequest(samples, language, prompt, True, task)
+            return [ChunkRequest(samples, language, prompt, True, task) for samples in chunks]
 
         results: list[Transcript] = []
         remaining = list(pieces)
         if language is None and self.model.multilingual and remaining:
-            first = await self.batcher.submit(request(remaining.pop(0)), options)
+            (first_request,) = await requests([remaining.pop(0)])
+            first = await self.batcher.submit(first_request, options)
+            del first_request
             results.append(first)
             language = first.language
         step = self.batcher.max_batch_size
         for start in range(0, len(remaining), step):
             window = remaining[start : start + step]
             admitted = bool(results) or start > 0
+            batch = await requests(window)
             try:
                 async with asyncio.TaskGroup() as group:
                     tasks = [
                         group.create_task(
-                            self.batcher.submit(request(piece), options, wait_for_room=admitted)
+                            self.batcher.submit(chunk, options, wait_for_room=admitted)
                         )
-                        for piece in window
+                        for chunk in batch
                     ]
             except ExceptionGroup as failed:
                 raise failed.exceptions[0] from None  # e.g. QueueFull: the others are cancelled
             results.extend(task.result() for task in tasks)
+            del batch, tasks  # this batch's samples, before the next one is read
 
         segments: list[Segment] = []
         for piece, result in zip(pieces, results, strict=True):
@@ -130,3 +143,8 @@ class ModelService:
             duration=duration,
             model=self.model_name,
         )
+
+
+def _read_chunks(pcm: Path, pieces: list[Chunk]) -> list[np.ndarray]:
+    """The pieces' samples of a PCM file, as float32 (only their spans are read)."""
+    return [read_pcm_float32(pcm, piece.start_sample, piece.end_sample) for piece in pieces]

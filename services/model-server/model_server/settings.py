@@ -73,9 +73,27 @@ class ModelServerSettings(ServedModelSettings):
     max_file_seconds: float = Field(
         4 * 3600.0,
         gt=0,
-        description="Longest audio accepted by `/v1/audio/transcriptions`. A file declaring "
-        "more is refused (413) before decoding, and decoding stops at it, so a request's "
-        "audio takes at most 64 KB a second of it in memory (4 h: 0.9 GB).",
+        description="Longest audio accepted by `/v1/audio/transcriptions` and "
+        "`/v1/audio/translations`. A file declaring more is refused (413) before decoding, and "
+        "decoding stops at it. The audio is decoded to a PCM file in `WORK_DIR` (32 KB a "
+        "second of it: 4 h, 461 MB of disk) and read back a batch of chunks at a time, so a "
+        "request's memory does not grow with it.",
+    )
+    max_concurrent_files: int = Field(
+        8,
+        ge=1,
+        description="Files of `/v1/audio/transcriptions` and `/v1/audio/translations` decoded "
+        "and transcribed at once; more wait their turn. Bounds their disk in `WORK_DIR`: this "
+        "x `MAX_FILE_SECONDS` x 32 KB (8 x 4 h: 3.7 GB).",
+    )
+    work_dir: str = Field(
+        "",
+        description="Where a service keeps its working files (default: the system's "
+        "temporary directory). The transcriber: downloads and decoded audio while a job runs, "
+        "in its `transcriber-jobs` subdirectory; at start-up it removes the job directories "
+        "there that no running attempt holds (left by a worker killed outright), nothing else. "
+        "The model server: a file sent to its OpenAI endpoints, decoded to PCM, in its "
+        "`model-server-files` subdirectory, removed when the request ends.",
     )
 
 

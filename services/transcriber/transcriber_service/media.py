@@ -1,5 +1,6 @@
 """Decode downloaded media to 16 kHz mono 16-bit PCM on disk, with PyAV
-(through ``transcription_core.audio.decode``, the decoding loop the model server uses too).
+(through ``transcription_core.audio.pcm_file``, which the model server's OpenAI endpoint
+uses too for an uploaded file).
 
 :func:`decode_to_pcm_file` demuxes the file's audio stream (the best one, as FFmpeg ranks
 them; video and other streams are skipped by the demuxer and never decoded), resamples each
@@ -37,26 +38,14 @@ that much silence so the timeline holds; gaps inside the stream are not reconstr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from transcriber_service.errors import MediaError
-from transcription_core.audio.decode import (
-    DECLARED_SLACK_S,
-    AudioError,
-    audio_stream,
-    declared_seconds,
-    decode,
-    open_media,
-)
-from transcription_core.audio.pcm import PCM_DTYPE, SAMPLE_RATE, SAMPLE_WIDTH
+from transcription_core.audio.decode import AudioError
+from transcription_core.audio.pcm import SAMPLE_RATE
+from transcription_core.audio.pcm_file import decode_to_pcm
 from transcription_core.status import FailureReason
-
-#: A later start than this puts silence first (less is encoder delay, not a late track).
-_MIN_START_OFFSET_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -103,91 +92,29 @@ def decode_to_pcm_file(
     if not src.is_file():
         raise FileNotFoundError(src)
     try:
-        with open_media(src) as container:
-            stream = audio_stream(container)
-            declared = declared_seconds(container, stream)
-            if declared is not None and declared > max_duration_s + DECLARED_SLACK_S:
-                raise MediaError(
-                    FailureReason.MEDIA_TOO_LARGE,
-                    f"the media is {_seconds(declared)} long, over the limit of "
-                    f"{_seconds(max_duration_s)}",
-                )
-            writer = _PcmWriter(dest, max_samples=math.floor(max_duration_s * SAMPLE_RATE))
-            with writer:
-                decoded = decode(
-                    container, stream, writer.write, starts_at=writer.start_at, channel=channel
-                )
-            if writer.samples == 0 or writer.samples == writer.leading_samples:
-                raise MediaError(
-                    FailureReason.MEDIA_UNDECODABLE,
-                    f"no audio could be decoded from the {stream.codec_context.name} stream",
-                )
-            decoded_s = writer.samples / SAMPLE_RATE
-            truncated = decoded.truncated
-            if declared is not None and decoded_s < declared - max(2.0, 0.05 * declared):
-                truncated = True
-            return DecodedAudio(
-                path=dest,
-                num_samples=writer.samples,
-                container_format=container.format.name,
-                codec=stream.codec_context.name,
-                source_sample_rate=stream.codec_context.sample_rate,
-                source_channels=stream.codec_context.channels,
-                declared_duration_s=declared,
-                start_offset_s=writer.leading_samples / SAMPLE_RATE,
-                decode_errors=decoded.errors,
-                truncated=truncated,
-            )
+        pcm = decode_to_pcm(src, dest, max_seconds=max_duration_s, channel=channel)
     except AudioError as exc:
-        dest.unlink(missing_ok=True)
         raise MediaError(exc.reason, exc.detail) from exc
-    except BaseException:
+    if pcm.num_samples == pcm.leading_samples:
         dest.unlink(missing_ok=True)
-        raise
-
-
-class _PcmWriter:
-    """Append resampled frames to the PCM file, counting samples against the limit."""
-
-    def __init__(self, path: Path, *, max_samples: int) -> None:
-        self.path = path
-        self.max_samples = max_samples
-        self.samples = 0
-        self.leading_samples = 0
-        self._file = path.open("wb")
-
-    def __enter__(self) -> _PcmWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def start_at(self, offset_s: float) -> None:
-        """Put ``offset_s`` seconds of silence first (the audio starts late)."""
-        if offset_s < _MIN_START_OFFSET_S:
-            return
-        leading = round(offset_s * SAMPLE_RATE)
-        self._count(leading)
-        self.leading_samples = leading
-        zeros = bytes(SAMPLE_RATE * SAMPLE_WIDTH)
-        whole, rest = divmod(leading, SAMPLE_RATE)
-        for _ in range(whole):
-            self._file.write(zeros)
-        self._file.write(zeros[: rest * SAMPLE_WIDTH])
-
-    def write(self, samples: np.ndarray) -> None:
-        self._count(samples.shape[-1])
-        self._file.write(samples.astype(PCM_DTYPE, copy=False).tobytes())
-
-    def _count(self, samples: int) -> None:
-        self.samples += samples
-        if self.samples > self.max_samples:
-            limit = self.max_samples / SAMPLE_RATE
-            raise MediaError(
-                FailureReason.MEDIA_TOO_LARGE,
-                f"the audio is longer than the limit of {_seconds(limit)}",
-            )
-
-
-def _seconds(value: float) -> str:
-    return f"{round(value, 1):g} s"
+        raise MediaError(
+            FailureReason.MEDIA_UNDECODABLE,
+            f"no audio could be decoded from the {pcm.codec} stream",
+        )
+    declared = pcm.declared_s
+    decoded_s = pcm.num_samples / SAMPLE_RATE
+    truncated = pcm.decoded.truncated
+    if declared is not None and decoded_s < declared - max(2.0, 0.05 * declared):
+        truncated = True
+    return DecodedAudio(
+        path=dest,
+        num_samples=pcm.num_samples,
+        container_format=pcm.container_format,
+        codec=pcm.codec,
+        source_sample_rate=pcm.source_sample_rate,
+        source_channels=pcm.source_channels,
+        declared_duration_s=declared,
+        start_offset_s=pcm.leading_samples / SAMPLE_RATE,
+        decode_errors=pcm.decoded.errors,
+        truncated=truncated,
+    )

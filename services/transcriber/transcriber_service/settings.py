@@ -155,10 +155,12 @@ class TranscriberSettings(
     )
     work_dir: str = Field(
         "",
-        description="Where downloads and decoded audio are kept while a job runs "
-        "(default: the system's temporary directory), in its `transcriber-jobs` "
-        "subdirectory. At start-up the transcriber removes the job directories there that "
-        "no running attempt holds (left by a worker killed outright); nothing else.",
+        description="Where a service keeps its working files (default: the system's "
+        "temporary directory). The transcriber: downloads and decoded audio while a job runs, "
+        "in its `transcriber-jobs` subdirectory; at start-up it removes the job directories "
+        "there that no running attempt holds (left by a worker killed outright), nothing else. "
+        "The model server: a file sent to its OpenAI endpoints, decoded to PCM, in its "
+        "`model-server-files` subdirectory, removed when the request ends.",
     )
 
 
