@@ -105,7 +105,9 @@ async def claim_due_jobs(
     changes = [lifecycle.claimed(job, lease_seconds, now) for job in candidates]
     await apply_locked(conn, changes, actor)
     return [
-        ClaimedJob(c.job.id, c.after.attempts, c.job.status, c.job.tenant, c.after) for c in changes
+        ClaimedJob(c.job.id, after.attempts, c.job.status, c.job.tenant, after)
+        for c in changes
+        for after in (c.after,)
     ]
 
 
