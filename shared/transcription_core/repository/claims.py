@@ -14,7 +14,6 @@ from transcription_core import lifecycle
 from transcription_core.job import Job
 from transcription_core.models import UTCDateTime, utcnow
 from transcription_core.repository.history import coalesce_refusals, triggers_since_start
-from transcription_core.repository.runtime import set_runtime_setting
 from transcription_core.repository.tables import jobs, runtime_settings
 from transcription_core.repository.transitions import apply, apply_locked
 from transcription_core.retry import RetryPolicy
@@ -96,14 +95,15 @@ async def claim_due_jobs(
     if room <= 0:
         return []
     now = utcnow()
-    candidates = await _pick_fairly(conn, room, now, cursor or "", actor)
+    candidates, turn = await _pick_fairly(conn, room, now, cursor or "")
     if max_triggers is not None:
         spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor, now)
         candidates = [c for c in candidates if c.id not in {job.id for job in spent}]
         if stopped is not None:
             stopped.extend(spent)
     changes = [lifecycle.claimed(job, lease_seconds, now) for job in candidates]
-    await apply_locked(conn, changes, actor)
+    cursor_moved = None if turn is None else (CLAIM_CURSOR_SETTING, turn)
+    await apply_locked(conn, changes, actor, setting=cursor_moved)
     return [
         ClaimedJob(c.job.id, after.attempts, c.job.status, c.job.tenant, after)
         for c in changes
@@ -198,9 +198,10 @@ async def _lock_claimable(
 
 
 async def _pick_fairly(
-    conn: AsyncConnection, room: int, now: datetime, cursor: str, actor: str
-) -> list[Job]:
-    """Up to ``room`` due jobs, locked, in the round-robin's order.
+    conn: AsyncConnection, room: int, now: datetime, cursor: str
+) -> tuple[list[Job], str | None]:
+    """Up to ``room`` due jobs, locked, in the round-robin's order, and where the cursor
+    moves (``None``: it stays); the claim writes it with the jobs.
 
     The tenants with due work after the one served last (the cursor, wrapping around to
     the first) give one job each, their oldest, until ``room`` is filled: a round reads
@@ -220,10 +221,8 @@ async def _pick_fairly(
         jobs.c.tenant,
     )
     if not heads:
-        return []
+        return [], None
     last = heads[-1].tenant
-    if last != cursor:
-        await set_runtime_setting(conn, CLAIM_CURSOR_SETTING, last, actor)
     picked = heads
     tenants = [job.tenant for job in heads]
     done = 1
@@ -246,7 +245,7 @@ async def _pick_fairly(
         picked += [job for *_order, job in sorted(ranked)[: room - len(picked)]]
         tenants = [tenant for tenant in tenants if rank.get(tenant) == done + k]
         done += k
-    return picked
+    return picked, (None if last == cursor else last)
 
 
 async def _stop_spent_jobs(

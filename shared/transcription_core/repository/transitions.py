@@ -23,7 +23,8 @@ from transcription_core.models import utcnow
 from transcription_core.repository.history import log_events
 from transcription_core.repository.reads import get_job
 from transcription_core.repository.results import has_transcript
-from transcription_core.repository.tables import events, jobs
+from transcription_core.repository.runtime import set_runtime_setting
+from transcription_core.repository.tables import events, jobs, runtime_settings
 from transcription_core.status import IN_FLIGHT, JobStatus
 
 
@@ -63,29 +64,44 @@ async def apply(conn: AsyncConnection, change: Change, actor: str) -> Job | None
     return Job.from_row(row)
 
 
-async def apply_locked(conn: AsyncConnection, changes: Sequence[Change], actor: str) -> None:
+async def apply_locked(
+    conn: AsyncConnection,
+    changes: Sequence[Change],
+    actor: str,
+    *,
+    setting: tuple[str, str] | None = None,
+) -> None:
     """Apply ``changes`` to jobs this transaction holds locked as the changes saw them
-    (the claim's batch), so each applies: per set of columns written, on PostgreSQL one
-    statement that updates the jobs and appends their events (each change's values as
-    arrays), elsewhere one compare-and-set per job and one insert of the events."""
+    (the claim's batch), so each applies, and write the runtime ``setting`` (name, value;
+    the claim's cursor) with them: per set of columns written, on PostgreSQL one statement
+    that updates the jobs and appends their events (each change's values as arrays), the
+    setting in the first; elsewhere one compare-and-set per job and one insert of the
+    events."""
     by_columns: dict[tuple[str, ...], list[Change]] = {}
     for change in changes:
         by_columns.setdefault(tuple(change.writes), []).append(change)
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and by_columns:
         for columns, group in by_columns.items():
-            await conn.execute(_apply_all_pg(conn, columns, group, actor))
+            await conn.execute(_apply_all_pg(conn, columns, group, actor, setting))
+            setting = None
         return
+    if setting is not None:
+        await set_runtime_setting(conn, *setting, actor)
     for columns, group in by_columns.items():
         await conn.execute(_compare_and_set(columns), [_parameters(c) for c in group])
     await log_events(conn, [change.event for change in changes], actor)
 
 
 def _apply_all_pg(
-    conn: AsyncConnection, columns: tuple[str, ...], group: Sequence[Change], actor: str
+    conn: AsyncConnection,
+    columns: tuple[str, ...],
+    group: Sequence[Change],
+    actor: str,
+    setting: tuple[str, str] | None,
 ) -> sa.TextClause:
     """``_compare_and_set`` and ``log_events`` for every change of ``group`` in one
     statement: ``UPDATE jobs ... FROM unnest(<one array per parameter>)`` and an insert of
-    the events of the rows it updated."""
+    the events of the rows it updated; and ``setting``'s upsert, if any."""
     params = [_parameters(change) for change in group]
     updates = ("status", *columns)
     job_columns = {
@@ -115,8 +131,21 @@ def _apply_all_pg(
         binds.append(_array(name, values, column_type))
         event_casts.append(f"CAST(:{name} AS {_array_type(conn, column_type)})")
     sets = ", ".join(f"{name} = v.new_{name}" for name in updates)
+    upsert = ""
+    if setting is not None:
+        upsert = """setting AS (
+            INSERT INTO runtime_settings (name, value, updated_at, updated_by)
+            VALUES (:setting_name, :setting_value, :setting_at, :actor)
+            ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+        ),"""
+        binds += [
+            sa.bindparam("setting_name", setting[0]),
+            sa.bindparam("setting_value", setting[1]),
+            sa.bindparam("setting_at", group[0].at, type_=runtime_settings.c.updated_at.type),
+        ]
     sql = f"""
-        WITH updated AS (
+        WITH {upsert} updated AS (
             UPDATE jobs SET {sets}
             FROM unnest({", ".join(casts)}) AS v({", ".join(job_columns)})
             WHERE jobs.id = v.cas_id AND jobs.status = v.cas_status
