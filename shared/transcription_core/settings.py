@@ -7,6 +7,9 @@ these groups; nothing is read at import time, only through the service's cached
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -99,6 +102,24 @@ class DiarizationSettings(BaseServiceSettings):
         "`diarize` is refused with 422. A transcriber with it true and without the extra "
         "does not start. `transcription run` sets it where the extra is installed.",
     )
+
+
+class WorkDirSettings(BaseServiceSettings):
+    work_dir: str = Field(
+        "",
+        description="Where a service keeps its working files (default: the system's "
+        "temporary directory). The transcriber: downloads and decoded audio while a job runs, "
+        "in its `transcriber-jobs` subdirectory; at start-up it removes the job directories "
+        "there that no running attempt holds (left by a worker killed outright), nothing else. "
+        "The model server: a file sent to its OpenAI endpoints, decoded to PCM, in its "
+        "`model-server-files` subdirectory, removed when the request ends.",
+    )
+
+
+def work_root(work_dir: str) -> Path:
+    """The folder the ``WORK_DIR`` setting ``work_dir`` names (unset: the system's
+    temporary directory); each service works in a subfolder of its own."""
+    return Path(work_dir or tempfile.gettempdir())
 
 
 class JobPolicySettings(BaseServiceSettings):

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from model_server.audio import decode_media_to_pcm
 from model_server.settings import ModelServerSettings
+from transcription_core.settings import work_root
 
 
 class UploadedFiles:
@@ -32,8 +33,7 @@ class UploadedFiles:
 
     def __init__(self, settings: ModelServerSettings) -> None:
         self.max_seconds = settings.max_file_seconds
-        root = Path(settings.work_dir) if settings.work_dir else Path(tempfile.gettempdir())
-        self.work_dir = root / "model-server-files"
+        self.work_dir = work_root(settings.work_dir) / "model-server-files"
         self._slots = asyncio.Semaphore(settings.max_concurrent_files)
 
     @asynccontextmanager

@@ -13,12 +13,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from transcription_core.settings import ServedModelSettings
+from transcription_core.settings import ServedModelSettings, WorkDirSettings
 
 DEFAULT_MODEL_CACHE_DIR = Path("~/.cache/transcription/models")
 
 
-class ModelServerSettings(ServedModelSettings):
+class ModelServerSettings(ServedModelSettings, WorkDirSettings):
     # ``model_*`` names are ours, not pydantic's: lift its protected namespace.
     model_config = SettingsConfigDict(protected_namespaces=())
     model_device: Literal["auto", "cpu", "cuda"] = Field(
@@ -85,15 +85,6 @@ class ModelServerSettings(ServedModelSettings):
         description="Files of `/v1/audio/transcriptions` and `/v1/audio/translations` decoded "
         "and transcribed at once; more wait their turn. Bounds their disk in `WORK_DIR`: this "
         "x `MAX_FILE_SECONDS` x 32 KB (8 x 4 h: 3.7 GB).",
-    )
-    work_dir: str = Field(
-        "",
-        description="Where a service keeps its working files (default: the system's "
-        "temporary directory). The transcriber: downloads and decoded audio while a job runs, "
-        "in its `transcriber-jobs` subdirectory; at start-up it removes the job directories "
-        "there that no running attempt holds (left by a worker killed outright), nothing else. "
-        "The model server: a file sent to its OpenAI endpoints, decoded to PCM, in its "
-        "`model-server-files` subdirectory, removed when the request ends.",
     )
 
 

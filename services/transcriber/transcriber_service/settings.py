@@ -11,11 +11,12 @@ from transcription_core.settings import (
     DiarizationSettings,
     JobPolicySettings,
     UrlPolicySettings,
+    WorkDirSettings,
 )
 
 
 class TranscriberSettings(
-    DatabaseSettings, UrlPolicySettings, JobPolicySettings, DiarizationSettings
+    DatabaseSettings, UrlPolicySettings, JobPolicySettings, DiarizationSettings, WorkDirSettings
 ):
     model_server_url: str = Field(
         "http://127.0.0.1:8003", description="Base URL of the model server."
@@ -152,15 +153,6 @@ class TranscriberSettings(
         ge=0,
         description="On shutdown, how long running jobs may finish before they are handed "
         "back (FAILED with WORKER_LOST, due at once). Keep it under the pod's grace period.",
-    )
-    work_dir: str = Field(
-        "",
-        description="Where a service keeps its working files (default: the system's "
-        "temporary directory). The transcriber: downloads and decoded audio while a job runs, "
-        "in its `transcriber-jobs` subdirectory; at start-up it removes the job directories "
-        "there that no running attempt holds (left by a worker killed outright), nothing else. "
-        "The model server: a file sent to its OpenAI endpoints, decoded to PCM, in its "
-        "`model-server-files` subdirectory, removed when the request ends.",
     )
 
 

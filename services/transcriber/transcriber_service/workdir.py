@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from transcription_core.settings import work_root
+
 #: The subdirectory of WORK_DIR that holds the attempts' directories, and only those.
 JOBS_SUBDIR = "transcriber-jobs"
 PREFIX = "job-"
@@ -32,7 +34,7 @@ PREFIX = "job-"
 
 def jobs_root(work_dir: str) -> Path:
     """Where attempts' directories go, for the WORK_DIR setting ``work_dir``."""
-    return Path(work_dir or tempfile.gettempdir()) / JOBS_SUBDIR
+    return work_root(work_dir) / JOBS_SUBDIR
 
 
 @contextmanager
