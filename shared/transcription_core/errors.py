@@ -31,8 +31,7 @@ TranscriptionError
 ├── LeaseLost                    (transcriber_service.service) another writer moved the job
 ├── AudioError                   (transcription_core.audio.decode) media that gives no audio
 │   └── TooLong                  (transcription_core.audio.pcm_file) over the duration limit
-├── ModelConfigError             (model_server.errors) MODEL names no model we can load
-└── _OverLimit                   (model_server.audio) audio over the duration limit
+└── ModelConfigError             (model_server.errors) MODEL names no model we can load
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +21,6 @@ from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
 from transcription_core.audio import decode as media
 from transcription_core.audio.pcm import PCM_CONTENT_TYPE, PCM_DTYPE, SAMPLE_RATE, to_float32
 from transcription_core.audio.pcm_file import TooLong, decode_to_pcm
-from transcription_core.errors import TranscriptionError
 
 
 def is_pcm(content_type: str | None) -> bool:
@@ -71,19 +72,13 @@ def decode_media(
             raise EmptyAudio("the request body is empty: send an audio file")
         data = io.BytesIO(data)
     start = data.tell()
-    try:
+    with _refusals(max_seconds, limit_name):
         audio, count = _decode(data, max_seconds, capacity=None)
         if count > audio.shape[0]:
             # It declared no duration, or less than it holds: now we know how much.
             del audio
             data.seek(start)
             audio, count = _decode(data, max_seconds, capacity=count)
-    except _OverLimit as over:
-        raise _too_long(over.declared, max_seconds, limit_name) from None
-    except media.AudioError as exc:
-        raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
-    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
-        raise _undecodable(exc) from exc
     if count == 0:
         raise EmptyAudio("the file decodes to no audio samples")
     return audio[: min(count, audio.shape[0])]
@@ -98,40 +93,32 @@ def decode_media_to_pcm(
     same file, but memory stays flat whatever its length: one decoded frame at a time,
     and ``dest`` takes 32 KB a second of audio (4 h: 461 MB). ``dest`` is removed on any
     failure."""
-    try:
+    with _refusals(max_seconds, limit_name):
         pcm = decode_to_pcm(data, dest, max_seconds=max_seconds, keep_timeline=False)
-    except TooLong as over:
-        raise _too_long(over.declared, max_seconds, limit_name) from None
-    except media.AudioError as exc:
-        raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
-    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
-        raise _undecodable(exc) from exc
     if pcm.num_samples == 0:
         dest.unlink(missing_ok=True)
         raise EmptyAudio("the file decodes to no audio samples")
     return pcm.num_samples
 
 
-def _too_long(declared: float | None, max_seconds: float, limit_name: str) -> AudioTooLong:
-    if declared is None:
-        what = f"the audio lasts more than {max_seconds:g} s"
-    else:
-        what = f"the file declares {declared:.1f} s of audio"
-    return AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})")
-
-
-def _undecodable(exc: Exception) -> UndecodableAudio:
-    return UndecodableAudio(
-        f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
-    )
-
-
-class _OverLimit(TranscriptionError):
-    """Over the limit: by the duration the file declares, or (``None``) by its samples."""
-
-    def __init__(self, declared: float | None = None) -> None:
-        super().__init__()
-        self.declared = declared
+@contextmanager
+def _refusals(max_seconds: float, limit_name: str) -> Iterator[None]:
+    """Decoding's failures as the answers: :class:`AudioTooLong` (413) past the limit,
+    :class:`UndecodableAudio` (422) for anything else the decoders or PyAV raise."""
+    try:
+        yield
+    except TooLong as over:
+        if over.declared is None:
+            what = f"the audio lasts more than {max_seconds:g} s"
+        else:
+            what = f"the file declares {over.declared:.1f} s of audio"
+        raise AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})") from None
+    except media.AudioError as exc:
+        raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
+    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
+        raise UndecodableAudio(
+            f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[np.ndarray, int]:
@@ -146,7 +133,7 @@ def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[n
             if declared is not None:
                 slack = media.DECLARED_SLACK_S
                 if declared > max_seconds + slack:
-                    raise _OverLimit(declared)
+                    raise TooLong(max_seconds, declared)
                 capacity = min(max_samples, math.ceil((declared + slack) * SAMPLE_RATE))
         audio = np.empty(capacity, dtype=np.float32)
         count = 0
@@ -156,7 +143,7 @@ def _decode(data: BinaryIO, max_seconds: float, capacity: int | None) -> tuple[n
             nonlocal count
             end = count + samples.shape[0]
             if end > max_samples:
-                raise _OverLimit
+                raise TooLong(max_seconds)
             if end <= audio.shape[0]:
                 np.multiply(samples, 1 / 32768, out=audio[count:end], casting="unsafe")
             elif count < audio.shape[0]:
