@@ -29,12 +29,10 @@ CLAIM_LOCK_KEY = 0x7472616E  # "tran"
 #: again at every round: planning the round's pick (a recursive loose index scan) took
 #: 1.3 to 2.6 ms, running it 0.2 to 0.7 ms. The plan cannot depend on the values: the
 #: pick reads the same indexes whatever the cursor, the time or the room.
-_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY))
 _LOCK_AND_GENERIC_PLANS = sa.select(
     sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY),
     sa.func.set_config("plan_cache_mode", "force_generic_plan", True),
 )
-GENERIC_PLANS = True
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ async def claim_due_jobs(
     whatever the decisions after each attempt, no job is triggered more often.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(_LOCK_AND_GENERIC_PLANS if GENERIC_PLANS else _LOCK)
+        await conn.execute(_LOCK_AND_GENERIC_PLANS)
     in_flight, cursor = (await conn.execute(_IN_FLIGHT_AND_CURSOR)).one()
     room = min(max_in_flight - in_flight, batch_limit)
     if room <= 0:

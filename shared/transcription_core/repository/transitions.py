@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -110,26 +111,27 @@ def _apply_all_pg(
         "cas_attempts": "attempts",
         **{f"new_{name}": name for name in updates},
     }
+    job_binds, job_arrays = _unnest_arguments(
+        conn,
+        {
+            name: ([p[name] for p in params], jobs.c[column].type)
+            for name, column in job_columns.items()
+        },
+    )
     event_rows = [change.event for change in group]
     event_values: dict[str, list[object]] = {
-        "ev_job_id": [e.job_id for e in event_rows],
-        "ev_from_status": [e.from_status for e in event_rows],
-        "ev_to_status": [e.to_status for e in event_rows],
-        "ev_reason": [e.reason for e in event_rows],
-        "ev_detail": [e.detail for e in event_rows],
-        "ev_attempt": [e.attempt for e in event_rows],
-        "ev_created_at": [e.at for e in event_rows],
+        "job_id": [e.job_id for e in event_rows],
+        "from_status": [e.from_status for e in event_rows],
+        "to_status": [e.to_status for e in event_rows],
+        "reason": [e.reason for e in event_rows],
+        "detail": [e.detail for e in event_rows],
+        "attempt": [e.attempt for e in event_rows],
+        "created_at": [e.at for e in event_rows],
     }
-    binds = []
-    casts = []
-    for name, column in job_columns.items():
-        binds.append(_array(name, [p[name] for p in params], jobs.c[column].type))
-        casts.append(f"CAST(:{name} AS {_array_type(conn, jobs.c[column].type)})")
-    event_casts = []
-    for name, values in event_values.items():
-        column_type = events.c[name.removeprefix("ev_")].type
-        binds.append(_array(name, values, column_type))
-        event_casts.append(f"CAST(:{name} AS {_array_type(conn, column_type)})")
+    event_binds, event_arrays = _unnest_arguments(
+        conn, {f"ev_{name}": (values, events.c[name].type) for name, values in event_values.items()}
+    )
+    binds = [*job_binds, *event_binds]
     sets = ", ".join(f"{name} = v.new_{name}" for name in updates)
     upsert = ""
     if setting is not None:
@@ -147,7 +149,7 @@ def _apply_all_pg(
     sql = f"""
         WITH {upsert} updated AS (
             UPDATE jobs SET {sets}
-            FROM unnest({", ".join(casts)}) AS v({", ".join(job_columns)})
+            FROM unnest({job_arrays}) AS v({", ".join(job_columns)})
             WHERE jobs.id = v.cas_id AND jobs.status = v.cas_status
               AND jobs.attempts = v.cas_attempts
             RETURNING jobs.id
@@ -156,20 +158,25 @@ def _apply_all_pg(
             (job_id, from_status, to_status, reason, detail, attempt, actor, created_at)
         SELECT e.ev_job_id, e.ev_from_status, e.ev_to_status, e.ev_reason, e.ev_detail,
                e.ev_attempt, :actor, e.ev_created_at
-        FROM unnest({", ".join(event_casts)}) AS e({", ".join(event_values)})
+        FROM unnest({event_arrays}) AS e({", ".join(f"ev_{name}" for name in event_values)})
         JOIN updated ON updated.id = e.ev_job_id
     """
     return sa.text(sql).bindparams(*binds, sa.bindparam("actor", actor))
 
 
-def _array(
-    name: str, values: list[object], item: sa.types.TypeEngine[object]
-) -> sa.BindParameter[object]:
-    return sa.bindparam(name, values, type_=sa.ARRAY(item))
-
-
-def _array_type(conn: AsyncConnection, item: sa.types.TypeEngine[object]) -> str:
-    return f"{item.compile(dialect=conn.dialect)}[]"
+def _unnest_arguments(
+    conn: AsyncConnection, arrays: dict[str, tuple[list[object], sa.types.TypeEngine[object]]]
+) -> tuple[list[sa.BindParameter[Any]], str]:
+    """One array parameter per name, of its column's type, and ``unnest``'s arguments:
+    each parameter cast to that type's array."""
+    binds = [
+        sa.bindparam(name, values, type_=sa.ARRAY(item)) for name, (values, item) in arrays.items()
+    ]
+    casts = ", ".join(
+        f"CAST(:{name} AS {item.compile(dialect=conn.dialect)}[])"
+        for name, (_, item) in arrays.items()
+    )
+    return binds, casts
 
 
 # --- the worker's ---------------------------------------------------------------------
