@@ -105,18 +105,13 @@ cd "$ROOT"
 $PYTHON -m bench.gpu.check --device "$DEVICE" --model-dir "$MODEL_DIR" \
     --workload "$WORK/workload.npz" || fail "the check (above)"
 [ "${CHECK_ONLY:-0}" = 1 ] && { say "check only: done"; exit 0; }
-if [ "${PROFILE:-0}" = 1 ]; then
-    say "profile of the batched decoding (bench.gpu.profile; at most $BENCH_TIMEOUT s)"
-    # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-    timeout --kill-after=20 "$BENCH_TIMEOUT" $PYTHON -m bench.gpu.profile --device "$DEVICE" \
-        --model-dir "$MODEL_DIR" --workload "$WORK/workload.npz" --out "$RESULTS" ${BENCH_ARGS:-}
-    exit $?
-fi
-
-say "bench gpu (at most $BENCH_TIMEOUT s)"
+# The benchmark, or with PROFILE=1 the profile of the batched decoding: the same options.
+run=(-m bench gpu)
+[ "${PROFILE:-0}" = 1 ] && run=(-m bench.gpu.profile)
+say "${run[*]:1} (at most $BENCH_TIMEOUT s)"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-timeout --kill-after=20 "$BENCH_TIMEOUT" $PYTHON -m bench gpu --device "$DEVICE" \
+timeout --kill-after=20 "$BENCH_TIMEOUT" $PYTHON "${run[@]}" --device "$DEVICE" \
     --model-dir "$MODEL_DIR" --workload "$WORK/workload.npz" --out "$RESULTS" ${BENCH_ARGS:-}
 code=$?
-say "bench gpu: exit $code; results and this log in $RESULTS"
+say "${run[*]:1}: exit $code; results and this log in $RESULTS"
 exit $code
