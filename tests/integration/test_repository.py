@@ -288,6 +288,33 @@ async def test_a_claim_round_plans_once_and_only_for_itself(pg_engine: AsyncEngi
             assert await conn.scalar(show) == "auto"
 
 
+@pytest.mark.postgres
+async def test_a_claim_round_is_three_statements(pg_engine: AsyncEngine) -> None:
+    """Round trips are most of a round's time once it reads only what it takes: the lock,
+    one pick that also reads the room and the cursor, one write of the jobs, their events
+    and the cursor; a fourth only when the tenants with work are fewer than the room."""
+    await make_tenant(pg_engine, "org-a")
+    await make_tenant(pg_engine, "org-b")
+    await make_jobs(pg_engine, 3, tenant="org-a")
+    await make_jobs(pg_engine, 1, tenant="org-b")
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(pg_engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with pg_engine.begin() as conn:
+            first = await repo.claim_due_jobs(conn, max_in_flight=1, lease_seconds=60)
+        heads = len(statements)
+        async with pg_engine.begin() as conn:
+            rest = await repo.claim_due_jobs(conn, max_in_flight=4, lease_seconds=60)
+    finally:
+        sa.event.remove(pg_engine.sync_engine, "before_cursor_execute", count)
+    assert (len(first), len(rest)) == (1, 3)
+    assert (heads, len(statements) - heads) == (3, 4)
+
+
 async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) -> None:
     await make_tenant(engine)
     (job_id,) = await make_jobs(engine, 1)

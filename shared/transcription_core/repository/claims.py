@@ -3,9 +3,11 @@ the trigger bound, put refused triggers back, and recover jobs whose lease expir
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +16,7 @@ from transcription_core import lifecycle
 from transcription_core.job import Job
 from transcription_core.models import UTCDateTime, utcnow
 from transcription_core.repository.history import coalesce_refusals, triggers_since_start
-from transcription_core.repository.tables import jobs, runtime_settings
+from transcription_core.repository.tables import jobs
 from transcription_core.repository.transitions import apply, apply_locked
 from transcription_core.retry import RetryPolicy
 from transcription_core.status import CLAIMABLE, IN_FLIGHT, JobStatus, allowed_from, sql_in
@@ -88,20 +90,16 @@ async def claim_due_jobs(
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(_LOCK_AND_GENERIC_PLANS)
-    in_flight, cursor = (await conn.execute(_IN_FLIGHT_AND_CURSOR)).one()
-    room = min(max_in_flight - in_flight, batch_limit)
-    if room <= 0:
-        return []
     now = utcnow()
-    candidates, turn = await _pick_fairly(conn, room, now, cursor or "")
+    candidates, turn = await _pick_fairly(conn, max_in_flight, batch_limit, now)
     if max_triggers is not None:
         spent = await _stop_spent_jobs(conn, candidates, max_triggers, actor, now)
         candidates = [c for c in candidates if c.id not in {job.id for job in spent}]
         if stopped is not None:
             stopped.extend(spent)
     changes = [lifecycle.claimed(job, lease_seconds, now) for job in candidates]
-    cursor_moved = None if turn is None else (CLAIM_CURSOR_SETTING, turn)
-    await apply_locked(conn, changes, actor, setting=cursor_moved)
+    cursor = None if turn is None else (CLAIM_CURSOR_SETTING, turn)
+    await apply_locked(conn, changes, actor, setting=cursor)
     return [
         ClaimedJob(c.job.id, after.attempts, c.job.status, c.job.tenant, after)
         for c in changes
@@ -112,16 +110,6 @@ async def claim_due_jobs(
 #: The ``runtime_settings`` row that holds the claim's place in the round-robin: the
 #: tenant served last. Written by the claim rounds, under the claim lock.
 CLAIM_CURSOR_SETTING = "claim_cursor"
-
-_IN_FLIGHT_AND_CURSOR = sa.select(
-    sa.select(sa.func.count())
-    .select_from(jobs)
-    .where(sa.text(sql_in(IN_FLIGHT, "jobs.status")))
-    .scalar_subquery(),
-    sa.select(runtime_settings.c.value)
-    .where(runtime_settings.c.name == CLAIM_CURSOR_SETTING)
-    .scalar_subquery(),
-)
 
 _CLAIMABLE_J = sql_in(CLAIMABLE, "j.status")
 
@@ -148,16 +136,44 @@ SELECT id FROM (
 WHERE id IS NOT NULL
 """
 
-#: The first ``:n`` tenants with a due job from the cursor on, wrapping around.
+#: What the round may take, read in the statement that picks (one round trip fewer):
+#: ``room``, the in-flight limit less the jobs in flight, at most the batch limit; and
+#: ``cursor``, the tenant served last (``''``: none yet).
+_STATE_SQL = f"""
+SELECT CASE WHEN in_flight.n >= :max_in_flight THEN 0
+            WHEN :max_in_flight - in_flight.n > :batch_limit THEN :batch_limit
+            ELSE :max_in_flight - in_flight.n END AS room,
+       coalesce((SELECT value FROM runtime_settings WHERE name = :cursor_setting), '')
+           AS cursor
+FROM (SELECT count(*) AS n FROM jobs j WHERE {sql_in(IN_FLIGHT, "j.status")}) AS in_flight
+"""
+
+_CURSOR = "(SELECT cursor FROM state)"
+
+#: The round's first pick: the jobs of the first ``room`` tenants with a due job from the
+#: cursor on, wrapping around (one each, their oldest), locked (``{lock}``: PostgreSQL
+#: skips the rows another transaction holds), in the round-robin's order, as the database
+#: orders names (its collation, which need not be Python's); each row with the room.
 _ROUND_SQL = f"""
-SELECT id FROM ({_HEADS_SQL.format(after=":cursor", upto_recursion="", upto="")}) AS a
-UNION ALL
-SELECT id FROM ({
+WITH state AS ({_STATE_SQL}),
+picked AS (
+    SELECT id FROM ({_HEADS_SQL.format(after=_CURSOR, upto_recursion="", upto="")}) AS a
+    UNION ALL
+    SELECT id FROM ({
     _HEADS_SQL.format(
-        after="''", upto_recursion="AND t.tenant < :cursor", upto="AND t.tenant <= :cursor"
+        after="''",
+        upto_recursion=f"AND t.tenant < {_CURSOR}",
+        upto=f"AND t.tenant <= {_CURSOR}",
     )
 }) AS b
-LIMIT :n
+    LIMIT (SELECT room FROM state)
+)
+SELECT jobs.*, (SELECT room FROM state) AS claim_room
+FROM jobs
+WHERE jobs.id IN (SELECT id FROM picked)
+  AND {sql_in(allowed_from(JobStatus.TRIGGERED), "jobs.status")}
+ORDER BY CASE WHEN jobs.tenant <= {_CURSOR} THEN 1 ELSE 0 END, jobs.tenant
+{{lock}}
 """
 
 #: Each given tenant's due jobs ranked ``:done + 1`` to ``:done + :k`` (PostgreSQL: the
@@ -180,26 +196,40 @@ WHERE rank > :done AND rank <= :done + :k
 """
 
 
-async def _lock_claimable(
-    conn: AsyncConnection, ids_sql: sa.TextClause, *order_by: sa.ColumnElement[object]
-) -> list[Job]:
-    """The jobs whose ids ``ids_sql`` selects, still claimable, locked (PostgreSQL: the
-    rows another transaction holds are skipped), in ``order_by``'s order."""
-    query = sa.select(jobs).where(
-        jobs.c.id.in_(ids_sql.columns(sa.column("id"))),
-        jobs.c.status.in_(allowed_from(JobStatus.TRIGGERED)),
+@functools.lru_cache(maxsize=8)
+def _round_statement(dialect: str) -> sa.TextualSelect:
+    """``_ROUND_SQL`` for ``dialect``, built once (the claim runs it every round)."""
+    lock = "FOR UPDATE OF jobs SKIP LOCKED" if dialect == "postgresql" else ""
+    return (
+        sa.text(_ROUND_SQL.format(lock=lock))
+        .bindparams(sa.bindparam("now", type_=UTCDateTime()))
+        .columns(*jobs.c, sa.column("claim_room", sa.Integer()))
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = (await conn.execute(query.order_by(*order_by))).mappings()
-    return [Job.from_row(row) for row in rows]
+
+
+@functools.lru_cache(maxsize=8)
+def _next_ranks_statement(dialect: str) -> sa.Select[Any]:
+    """The jobs :data:`_NEXT_RANKS_PG_SQL` (or ``_SQLITE_SQL``) selects, still claimable,
+    locked (PostgreSQL: the rows another transaction holds are skipped)."""
+    if dialect == "postgresql":
+        ranks = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
+            sa.bindparam("tenants", type_=sa.ARRAY(sa.String()))
+        )
+    else:
+        ranks = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(sa.bindparam("tenants", expanding=True))
+    ids = ranks.bindparams(sa.bindparam("now", type_=UTCDateTime())).columns(sa.column("id"))
+    query = sa.select(jobs).where(
+        jobs.c.id.in_(ids), jobs.c.status.in_(allowed_from(JobStatus.TRIGGERED))
+    )
+    return query.with_for_update(skip_locked=True) if dialect == "postgresql" else query
 
 
 async def _pick_fairly(
-    conn: AsyncConnection, room: int, now: datetime, cursor: str
+    conn: AsyncConnection, max_in_flight: int, batch_limit: int, now: datetime
 ) -> tuple[list[Job], str | None]:
-    """Up to ``room`` due jobs, locked, in the round-robin's order, and where the cursor
-    moves (``None``: it stays); the claim writes it with the jobs.
+    """Up to ``room`` due jobs (the in-flight limit less the jobs in flight, at most
+    ``batch_limit``), locked, in the round-robin's order, and the tenant served last (the
+    claim writes it, as the cursor, with the jobs; ``None``: no job).
 
     The tenants with due work after the one served last (the cursor, wrapping around to
     the first) give one job each, their oldest, until ``room`` is filled: a round reads
@@ -208,33 +238,26 @@ async def _pick_fairly(
     first within a rank. The cursor moves to the last tenant served, so with one slot
     freed per round tenants still take turns.
     """
-    when = sa.bindparam("now", now, type_=UTCDateTime())
-    # The round-robin's order, from the cursor on and wrapping around, as the database
-    # orders names (its collation, which need not be Python's).
-    wrapped = sa.case((jobs.c.tenant <= sa.bindparam("turn", cursor), 1), else_=0)
-    heads = await _lock_claimable(
-        conn,
-        sa.text(_ROUND_SQL).bindparams(when, cursor=cursor, n=room),
-        wrapped,
-        jobs.c.tenant,
-    )
-    if not heads:
+    values = {
+        "now": now,
+        "max_in_flight": max_in_flight,
+        "batch_limit": batch_limit,
+        "cursor_setting": CLAIM_CURSOR_SETTING,
+    }
+    rows = (await conn.execute(_round_statement(conn.dialect.name), values)).mappings().all()
+    if not rows:
         return [], None
+    room = int(rows[0]["claim_room"])
+    heads = [Job.from_row(row) for row in rows]
     last = heads[-1].tenant
     picked = heads
     tenants = [job.tenant for job in heads]
     done = 1
     while len(picked) < room and tenants:
         k = -(-(room - len(picked)) // len(tenants))
-        if conn.dialect.name == "postgresql":
-            ranks = sa.text(_NEXT_RANKS_PG_SQL).bindparams(
-                sa.bindparam("tenants", tenants, type_=sa.ARRAY(sa.String()))
-            )
-        else:
-            ranks = sa.text(_NEXT_RANKS_SQLITE_SQL).bindparams(
-                sa.bindparam("tenants", tenants, expanding=True)
-            )
-        more = await _lock_claimable(conn, ranks.bindparams(when, done=done, k=k))
+        ranks = {"tenants": tenants, "now": now, "done": done, "k": k}
+        result = await conn.execute(_next_ranks_statement(conn.dialect.name), ranks)
+        more = [Job.from_row(row) for row in result.mappings()]
         rank: dict[str, int] = {}
         ranked = []
         for job in sorted(more, key=lambda job: (job.tenant, job.due_at, job.id)):
@@ -243,7 +266,7 @@ async def _pick_fairly(
         picked += [job for *_order, job in sorted(ranked)[: room - len(picked)]]
         tenants = [tenant for tenant in tenants if rank.get(tenant) == done + k]
         done += k
-    return picked, (None if last == cursor else last)
+    return picked, last
 
 
 async def _stop_spent_jobs(

@@ -11,11 +11,13 @@ the functions here read what a decision needs and apply it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from transcription_core import lifecycle
@@ -83,7 +85,8 @@ async def apply_locked(
         by_columns.setdefault(tuple(change.writes), []).append(change)
     if conn.dialect.name == "postgresql" and by_columns:
         for columns, group in by_columns.items():
-            await conn.execute(_apply_all_pg(conn, columns, group, actor, setting))
+            statement = _apply_all_pg(columns, with_setting=setting is not None)
+            await conn.execute(statement, _apply_all_pg_values(group, actor, setting))
             setting = None
         return
     if setting is not None:
@@ -93,59 +96,38 @@ async def apply_locked(
     await log_events(conn, [change.event for change in changes], actor)
 
 
-def _apply_all_pg(
-    conn: AsyncConnection,
-    columns: tuple[str, ...],
-    group: Sequence[Change],
-    actor: str,
-    setting: tuple[str, str] | None,
-) -> sa.TextClause:
-    """``_compare_and_set`` and ``log_events`` for every change of ``group`` in one
-    statement: ``UPDATE jobs ... FROM unnest(<one array per parameter>)`` and an insert of
-    the events of the rows it updated; and ``setting``'s upsert, if any."""
-    params = [_parameters(change) for change in group]
+#: The columns of ``jobs`` a compare-and-set reads, as ``_apply_all_pg``'s arrays name them.
+_CAS_COLUMNS = {"cas_id": "id", "cas_status": "status", "cas_attempts": "attempts"}
+#: The columns of ``job_events`` an event writes, but the actor.
+_EVENT_COLUMNS = ("job_id", "from_status", "to_status", "reason", "detail", "attempt", "created_at")
+
+
+@functools.lru_cache(maxsize=64)
+def _apply_all_pg(columns: tuple[str, ...], *, with_setting: bool) -> sa.TextClause:
+    """``_compare_and_set`` and ``log_events`` for a group of changes that write
+    ``columns`` in one statement: ``UPDATE jobs ... FROM unnest(<one array per
+    parameter>)`` and an insert of the events of the rows it updated; and, ``with_setting``,
+    a runtime setting's upsert. Built once per set of columns (the claim runs it every
+    round); the values are :func:`_apply_all_pg_values`."""
     updates = ("status", *columns)
-    job_columns = {
-        "cas_id": "id",
-        "cas_status": "status",
-        "cas_attempts": "attempts",
-        **{f"new_{name}": name for name in updates},
-    }
+    job_columns = {**_CAS_COLUMNS, **{f"new_{name}": name for name in updates}}
     job_binds, job_arrays = _unnest_arguments(
-        conn,
-        {
-            name: ([p[name] for p in params], jobs.c[column].type)
-            for name, column in job_columns.items()
-        },
+        {name: jobs.c[column].type for name, column in job_columns.items()}
     )
-    event_rows = [change.event for change in group]
-    event_values: dict[str, list[object]] = {
-        "job_id": [e.job_id for e in event_rows],
-        "from_status": [e.from_status for e in event_rows],
-        "to_status": [e.to_status for e in event_rows],
-        "reason": [e.reason for e in event_rows],
-        "detail": [e.detail for e in event_rows],
-        "attempt": [e.attempt for e in event_rows],
-        "created_at": [e.at for e in event_rows],
-    }
     event_binds, event_arrays = _unnest_arguments(
-        conn, {f"ev_{name}": (values, events.c[name].type) for name, values in event_values.items()}
+        {f"ev_{name}": events.c[name].type for name in _EVENT_COLUMNS}
     )
     binds = [*job_binds, *event_binds]
     sets = ", ".join(f"{name} = v.new_{name}" for name in updates)
     upsert = ""
-    if setting is not None:
+    if with_setting:
         upsert = """setting AS (
             INSERT INTO runtime_settings (name, value, updated_at, updated_by)
             VALUES (:setting_name, :setting_value, :setting_at, :actor)
             ON CONFLICT (name) DO UPDATE SET value = excluded.value,
                 updated_at = excluded.updated_at, updated_by = excluded.updated_by
         ),"""
-        binds += [
-            sa.bindparam("setting_name", setting[0]),
-            sa.bindparam("setting_value", setting[1]),
-            sa.bindparam("setting_at", group[0].at, type_=runtime_settings.c.updated_at.type),
-        ]
+        binds.append(sa.bindparam("setting_at", type_=runtime_settings.c.updated_at.type))
     sql = f"""
         WITH {upsert} updated AS (
             UPDATE jobs SET {sets}
@@ -158,23 +140,47 @@ def _apply_all_pg(
             (job_id, from_status, to_status, reason, detail, attempt, actor, created_at)
         SELECT e.ev_job_id, e.ev_from_status, e.ev_to_status, e.ev_reason, e.ev_detail,
                e.ev_attempt, :actor, e.ev_created_at
-        FROM unnest({event_arrays}) AS e({", ".join(f"ev_{name}" for name in event_values)})
+        FROM unnest({event_arrays}) AS e({", ".join(f"ev_{name}" for name in _EVENT_COLUMNS)})
         JOIN updated ON updated.id = e.ev_job_id
     """
-    return sa.text(sql).bindparams(*binds, sa.bindparam("actor", actor))
+    return sa.text(sql).bindparams(*binds)
+
+
+def _apply_all_pg_values(
+    group: Sequence[Change], actor: str, setting: tuple[str, str] | None
+) -> dict[str, object]:
+    """The values of :func:`_apply_all_pg`'s statement for ``group``: one list per
+    parameter, the changes' values in order."""
+    params = [_parameters(change) for change in group]
+    values: dict[str, object] = {name: [p[name] for p in params] for name in params[0]}
+    event_rows = [change.event for change in group]
+    values |= {
+        "ev_job_id": [e.job_id for e in event_rows],
+        "ev_from_status": [e.from_status for e in event_rows],
+        "ev_to_status": [e.to_status for e in event_rows],
+        "ev_reason": [e.reason for e in event_rows],
+        "ev_detail": [e.detail for e in event_rows],
+        "ev_attempt": [e.attempt for e in event_rows],
+        "ev_created_at": [e.at for e in event_rows],
+        "actor": actor,
+    }
+    if setting is not None:
+        values |= {"setting_name": setting[0], "setting_value": setting[1]}
+        values["setting_at"] = group[0].at
+    return values
+
+
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def _unnest_arguments(
-    conn: AsyncConnection, arrays: dict[str, tuple[list[object], sa.types.TypeEngine[object]]]
+    arrays: dict[str, sa.types.TypeEngine[Any]],
 ) -> tuple[list[sa.BindParameter[Any]], str]:
     """One array parameter per name, of its column's type, and ``unnest``'s arguments:
     each parameter cast to that type's array."""
-    binds = [
-        sa.bindparam(name, values, type_=sa.ARRAY(item)) for name, (values, item) in arrays.items()
-    ]
+    binds = [sa.bindparam(name, type_=sa.ARRAY(item)) for name, item in arrays.items()]
     casts = ", ".join(
-        f"CAST(:{name} AS {item.compile(dialect=conn.dialect)}[])"
-        for name, (_, item) in arrays.items()
+        f"CAST(:{name} AS {item.compile(dialect=_POSTGRESQL)}[])" for name, item in arrays.items()
     )
     return binds, casts
 
