@@ -35,7 +35,8 @@ decoded samples to every job's text, VAD included, decoding the media not):
   ``--chunk-concurrency`` (the shipped 16) in flight per job. So the four jobs' chunks
   meet in the model server's queue and are batched together, as from four transcribers.
   The text of a job is its chunks' texts in order. Not timed: the database, downloads,
-  the webhook.
+  the webhook. ``service, W workers x T/W threads`` (``--service-workers``): the same with
+  ``MODEL_WORKERS=W`` and ``MODEL_CPU_THREADS=T/W``, W batches in the model at once.
 
 Throughput is the jobs' audio seconds over the way's wall seconds. WER per job:
 ``testkit.text.wer``. Every way records the CPU the rest of the machine used meanwhile
@@ -227,6 +228,10 @@ async def service_jobs(url: str, jobs: list[Job], chunk_concurrency: int) -> lis
 # --- measuring -----------------------------------------------------------------------------
 
 
+def run_service_jobs(url: str, jobs: list[Job], chunk_concurrency: int) -> list[str]:
+    return asyncio.run(service_jobs(url, jobs, chunk_concurrency))
+
+
 def _cpu_all() -> float:
     with open("/proc/stat") as f:
         fields = f.readline().split()[1:]
@@ -294,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         "with --threads / workers threads, at least 1 (0: none); the targets compare the "
         "variants with no more than --threads threads in all",
     )
+    parser.add_argument(
+        "--service-workers",
+        default="1,2",
+        help="comma-separated MODEL_WORKERS of the service's runs, each worker with "
+        "--threads / workers MODEL_CPU_THREADS, at least 1 (1: the way named `service`)",
+    )
     parser.add_argument("--chunk-concurrency", type=int, default=16, help="per job in flight")
     parser.add_argument("--name", default="long-media-concurrency")
     parser.add_argument("--out", type=Path, default=report.RESULTS)
@@ -349,29 +360,33 @@ def main(argv: list[str] | None = None) -> None:
             threads,
         )
 
-        with model_server(
-            tmp / "model-server.log",
-            180,
-            MODEL="tiny.en",
-            MODEL_DEVICE="cpu",
-            MODEL_COMPUTE_TYPE="int8",
-            MODEL_CPU_THREADS=str(threads),
-            LOG_LEVEL="WARNING",
-        ) as server:
-            url = server.url
-            asyncio.run(service_jobs(url, [warm] * BATCH, 1))  # one full batch
-            pids = {server.pid, *descendants(server.pid)}
-            before = metrics.metrics(url)
-            ways["service"] = timed(
-                "service",
-                lambda: asyncio.run(service_jobs(url, jobs, args.chunk_concurrency)),
-                jobs,
-                threads,
-                pids,
-            )
-            ways["service"]["model_server"] = metrics.model_server_summary(
-                metrics.metrics_delta(before, metrics.metrics(url))
-            )
+        for served in [int(w) for w in args.service_workers.split(",") if w.strip()]:
+            per = max(1, threads // served)
+            way = "service" if served == 1 else f"service, {served} workers x {per} threads"
+            with model_server(
+                tmp / "model-server.log",
+                180,
+                MODEL="tiny.en",
+                MODEL_DEVICE="cpu",
+                MODEL_COMPUTE_TYPE="int8",
+                MODEL_CPU_THREADS=str(per),
+                MODEL_WORKERS=str(served),
+                LOG_LEVEL="WARNING",
+            ) as server:
+                url = server.url
+                asyncio.run(service_jobs(url, [warm] * BATCH, 1))  # one full batch
+                pids = {server.pid, *descendants(server.pid)}
+                before = metrics.metrics(url)
+                ways[way] = timed(
+                    way,
+                    partial(run_service_jobs, url, jobs, args.chunk_concurrency),
+                    jobs,
+                    served * per,
+                    pids,
+                )
+                ways[way]["model_server"] = metrics.model_server_summary(
+                    metrics.metrics_delta(before, metrics.metrics(url))
+                )
 
         for workers in [int(w) for w in args.workers.split(",") if w.strip() and int(w) > 0]:
             per = max(1, threads // workers)
@@ -424,11 +439,12 @@ def summarise(ways: dict[str, dict[str, Any]], threads: int) -> dict[str, Any]:
             key=lambda w: ways[w]["audio_seconds_per_second"],
         )
 
-    seq, bat = best("sequential"), best("batched")
-    rate = ways["service"]["audio_seconds_per_second"]
+    seq, bat, service = best("sequential"), best("batched"), best("service")
+    rate = ways[service]["audio_seconds_per_second"]
     x_seq = round(rate / ways[seq]["audio_seconds_per_second"], 2)
     x_bat = round(rate / ways[bat]["audio_seconds_per_second"], 2)
     return {
+        "best_service": service,
         "best_sequential": seq,
         "best_batched": bat,
         "service_x_sequential": x_seq,
@@ -476,14 +492,21 @@ def markdown(result: dict[str, Any]) -> str:
             f"{rate / seq:.2f} | {rate / bat:.2f} | {rate / max(w['own_cores'], 1e-9):.1f} | "
             f"{per_job} | {w['own_cores']} | {w['other_cores']} | {w['loadavg_after']} |"
         )
-    served = ways["service"].get("model_server", {})
+    best_service = summary.get("best_service", "service")
+    for way, w in ways.items():
+        if way.split(",")[0] == "service":
+            served = w.get("model_server", {})
+            lines += [
+                "",
+                f"Model server in `{way}`: {served.get('batches')} batches, mean batch "
+                f"{served.get('mean_batch_size')}, compute {served.get('compute_seconds')} s, "
+                f"{served.get('rejected_chunks')} chunks refused (queue full).",
+            ]
     lines += [
         "",
-        f"Model server in the service's run: {served.get('batches')} batches, mean batch "
-        f"{served.get('mean_batch_size')}, compute {served.get('compute_seconds')} s, "
-        f"{served.get('rejected_chunks')} chunks refused (queue full).",
-        "",
         "## Targets",
+        "",
+        f"The service's best way: {best_service}.",
         "",
         f"- service / best sequential ({summary['best_sequential']}): "
         f"{summary['service_x_sequential']} x (target ≥ {TARGET_X_SEQUENTIAL:g}): "

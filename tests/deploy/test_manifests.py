@@ -306,7 +306,7 @@ def test_transcriber_grace_period_covers_its_shutdown() -> None:
     assert grace >= 300
 
 
-def test_model_server_has_one_gpu_and_takes_one_batch_at_a_time() -> None:
+def test_model_server_has_one_gpu_and_takes_a_batch_per_worker() -> None:
     scale = scale_annotations("model-server")
     assert scale["autoscaling.knative.dev/min-scale"] == "1"
     assert scale["autoscaling.knative.dev/max-scale"] == "20"
@@ -314,7 +314,8 @@ def test_model_server_has_one_gpu_and_takes_one_batch_at_a_time() -> None:
     container = ksvc_container("model-server")
     env = container_env(container)
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
-    assert spec["containerConcurrency"] == int(env["MAX_BATCH_SIZE"])
+    batches = int(env["MODEL_WORKERS"])
+    assert spec["containerConcurrency"] == int(env["MAX_BATCH_SIZE"]) * batches
     assert env["MODEL_DEVICE"] == "cuda"
     model = PurePosixPath(env["MODEL"])
     assert model.parent == PurePosixPath("/models")

@@ -247,6 +247,43 @@ async def test_concurrent_chunks_are_decoded_in_one_batch(
 
 
 @pytest.mark.model
+async def test_two_workers_decode_two_batches_at_once(
+    tmp_path: Path, jfk_audio: np.ndarray
+) -> None:
+    """``MODEL_WORKERS=2``: two batches in the model at the same time (each waits for the
+    other before it decodes: with one worker neither would), both transcribed right."""
+    settings = ModelServerSettings(
+        work_dir=str(tmp_path),
+        model="tiny.en",
+        model_device="cpu",
+        model_cpu_threads=1,
+        model_workers=2,
+        max_batch_size=1,
+        batch_wait_ms=0,
+    )
+    app = create_app(settings)
+    with serve_in_thread(app) as url:
+        batcher = app.state.service.batcher
+        decode = batcher.decode
+        both = threading.Barrier(2, timeout=60)
+
+        def together(requests: Any, options: Any) -> Any:
+            both.wait()
+            return decode(requests, options)
+
+        batcher.decode = together
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            pcm = to_pcm(jfk_audio)
+            responses = await asyncio.gather(
+                *(http.post("/v1/predict", content=pcm, headers=PCM) for _ in range(2))
+            )
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert words("".join(s["text"] for s in response.json()["segments"])) == words(JFK_TEXT)
+    assert batcher.batches_run == 2
+
+
+@pytest.mark.model
 async def test_a_full_queue_answers_503_with_retry_after(
     server: Server, http: httpx.AsyncClient, jfk_audio: np.ndarray
 ) -> None:

@@ -205,3 +205,42 @@ def test_one_job_keeps_a_second_batch_waiting_by_default() -> None:
     max_batch_size = ModelServerSettings.model_fields["max_batch_size"].default
     chunk_concurrency = TranscriberSettings.model_fields["chunk_concurrency"].default
     assert chunk_concurrency == 2 * max_batch_size
+
+
+async def test_with_two_workers_two_batches_run_at_once() -> None:
+    """``MODEL_WORKERS=2``: a second batch is decoded while the first still runs (each
+    decode waits for the other at a barrier: one worker would never get past it)."""
+    both = threading.Barrier(2, timeout=10)
+    sizes: list[int] = []
+
+    def decode(requests: Sequence[ChunkRequest], options: BatchOptions) -> list[Transcript]:
+        both.wait()
+        sizes.append(len(requests))
+        return [Transcript([], "en", 1.0, r.duration) for r in requests]
+
+    batcher = Batcher(decode, max_batch_size=2, max_wait_seconds=0.0, max_queued=8, workers=2)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(chunk(), BatchOptions()) for _ in range(3)))
+    finally:
+        await batcher.stop()
+    assert len(results) == 3 and sorted(sizes) == [1, 2]
+    assert not batcher.running
+
+
+async def test_stopping_fails_waiting_chunks_with_every_worker_busy(model: FakeModel) -> None:
+    batcher = Batcher(model.decode, max_batch_size=1, max_wait_seconds=0.0, max_queued=4, workers=2)
+    batcher.start()
+    model.hold()
+    running = [asyncio.create_task(batcher.submit(chunk(), BatchOptions())) for _ in range(2)]
+    await until(lambda: batcher.queued == 0)
+    waiting = asyncio.create_task(batcher.submit(chunk(), BatchOptions()))
+    await until(lambda: batcher.queued == 1)
+    stopping = asyncio.create_task(batcher.stop())
+    with pytest.raises(ModelNotReady):
+        await waiting
+    model.release.set()
+    await stopping
+    for task in running:
+        with pytest.raises((ModelNotReady, asyncio.CancelledError)):
+            await task

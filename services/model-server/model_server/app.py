@@ -42,6 +42,7 @@ def create_app(settings: ModelServerSettings | None = None) -> FastAPI:
             max_queued=settings.max_queued_chunks,
             retry_after_seconds=settings.queue_full_retry_after_seconds,
             observer=ModelMetrics(),
+            workers=settings.model_workers,
         )
         batcher.start()
         app.state.service = ModelService(loaded, batcher)

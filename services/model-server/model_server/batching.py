@@ -1,11 +1,13 @@
 """The batcher: chunks from concurrent requests, decoded together in one model call.
 
-Requests :meth:`Batcher.submit` a chunk and await its result. One worker task forms
+Requests :meth:`Batcher.submit` a chunk and await its result. A worker task forms
 batches: it takes the oldest waiting chunk, adds the next ones that share its
 :class:`~model_server.decoding.BatchOptions` (up to ``max_batch_size``), and waits for
 more until the oldest chunk has waited ``max_wait`` — or not at all when the batch is
-full. The batch runs in a single dedicated thread, so the event loop never blocks and the
-model runs one batch at a time. At most ``max_queued`` chunks wait (the running batch not
+full. The batch runs in a thread of the worker's own, so the event loop never blocks.
+``workers`` (``MODEL_WORKERS``) such workers run batches at once, each its own (the
+model takes as many calls at once: CTranslate2's ``num_workers``); with one, the model
+runs one batch at a time. At most ``max_queued`` chunks wait (the running batches not
 counted); one more is refused with :class:`~model_server.errors.QueueFull` at once, so
 the queue never grows without bound and the client knows to come back later.
 
@@ -63,8 +65,9 @@ class Batcher:
         max_queued: int,
         retry_after_seconds: int = 1,
         observer: BatchObserver | None = None,
+        workers: int = 1,
     ) -> None:
-        self.decode = decode  # blocking; runs in the worker thread
+        self.decode = decode  # blocking; runs in a worker's thread
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_seconds
         self.max_queued = max_queued
@@ -73,8 +76,9 @@ class Batcher:
         self._waiting: deque[_Waiting] = deque()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
+        self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self.batches_run = 0
 
     @property
@@ -84,18 +88,21 @@ class Batcher:
 
     @property
     def running(self) -> bool:
-        return self._worker is not None and not self._worker.done()
+        return any(not worker.done() for worker in self._workers)
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-batch")
-        self._worker = asyncio.create_task(self._run(), name="model-batcher")
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="model-batch")
+        self._workers = [
+            asyncio.create_task(self._run(), name=f"model-batcher-{n}") for n in range(self.workers)
+        ]
 
     async def stop(self) -> None:
-        """Stop forming batches; the running one finishes, waiting chunks get 503."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop forming batches; the running ones finish, waiting chunks get 503."""
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await worker
         while self._waiting:
             waiting = self._waiting.popleft()
             if not waiting.future.done():

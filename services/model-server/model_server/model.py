@@ -73,6 +73,7 @@ def load_model(settings: ModelServerSettings) -> LoadedModel:
         device=device,
         compute_type=compute_type,
         cpu_threads=settings.model_cpu_threads,
+        num_workers=settings.model_workers,
         local_files_only=True,
     )
     return LoadedModel(name, path, device, compute_type, whisper)

@@ -35,6 +35,15 @@ class ModelServerSettings(ServedModelSettings, WorkDirSettings):
     model_cpu_threads: int = Field(
         0, ge=0, description="CPU threads per model call; 0 leaves CTranslate2's default."
     )
+    model_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Batches decoded at once (CTranslate2 workers, each with "
+        "`MODEL_CPU_THREADS` threads; the weights are shared, each worker has its own "
+        "buffers). 1: one batch at a time. The model server's queue feeds them all; "
+        "Knative's `containerConcurrency` should be `MAX_BATCH_SIZE` x this.",
+    )
     model_cache_dir: Path = Field(
         DEFAULT_MODEL_CACHE_DIR,
         description="Where models that ship in parts (`base`) are assembled, once.",
