@@ -20,7 +20,8 @@ TranscriptionError
 │   │   └── UnsupportedLanguage  422 (model_server.errors) not a Whisper language code
 │   └── ServiceUnavailable       503 e.g. the database cannot be reached
 │       ├── ModelNotReady        503 (model_server.errors) the model is not loaded
-│       └── QueueFull            503 (model_server.errors) too many chunks wait; Retry-After
+│       ├── QueueFull            503 (model_server.errors) too many chunks wait; Retry-After
+│       └── WorkDiskFull         503 (model_server.errors) no room in WORK_DIR; Retry-After
 ├── DuplicateIdempotencyKey      the unique (tenant, idempotency_key) constraint fired
 ├── TenantExists                 ``tenants create`` with a name already taken
 ├── JobFailure                   (transcriber_service.errors) a job's failure reason and detail

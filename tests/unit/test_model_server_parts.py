@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +15,17 @@ from faster_whisper.audio import decode_audio
 
 from model_server.audio import (
     decode_media,
+    decode_media_to_pcm,
     is_pcm,
     pcm_to_float32,
 )
-from model_server.errors import AudioTooLong, EmptyAudio, ModelConfigError, UndecodableAudio
+from model_server.errors import (
+    AudioTooLong,
+    EmptyAudio,
+    ModelConfigError,
+    UndecodableAudio,
+    WorkDiskFull,
+)
 from model_server.model import (
     assemble_split_model,
     resolve_compute_type,
@@ -214,3 +225,30 @@ def test_a_segment_put_off_past_the_chunk_ends_at_the_audio() -> None:
         29.3,
         29.3,
     )
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """A full disk, for this process: writes past ``limit`` bytes fail with EFBIG (the
+    kernel's RLIMIT_FSIZE, SIGXFSZ ignored), as writes to a full WORK_DIR fail with
+    ENOSPC."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_full_work_dir_is_a_503_not_the_clients_fault(tmp_path: Path) -> None:
+    """The upload is fine; the server has no room for its samples: 503 with Retry-After
+    (the transcriber tries again later), not 422 (which tells the client its file is bad).
+    The partial PCM file is removed."""
+    dest = tmp_path / "upload.pcm"
+    with JFK.open("rb") as media, file_size_limit(64 * 1024):
+        with pytest.raises(WorkDiskFull) as refused:
+            decode_media_to_pcm(media, dest, max_seconds=60)
+    assert refused.value.status_code == 503 and "Retry-After" in refused.value.headers
+    assert not dest.exists()

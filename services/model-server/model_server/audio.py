@@ -8,6 +8,7 @@ All of it is CPU work: the routes call it through a worker thread.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio
+from model_server.errors import AudioTooLong, EmptyAudio, UndecodableAudio, WorkDiskFull
 from transcription_core.audio import decode as media
 from transcription_core.audio.pcm import PCM_CONTENT_TYPE, PCM_DTYPE, SAMPLE_RATE, to_float32
 from transcription_core.audio.pcm_file import TooLong, decode_to_pcm
@@ -101,6 +102,11 @@ def decode_media_to_pcm(
     return pcm.num_samples
 
 
+#: A write that failed for want of room (a full disk, a quota, a file size limit): the
+#: server's fault, not the upload's.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 @contextmanager
 def _refusals(max_seconds: float, limit_name: str) -> Iterator[None]:
     """Decoding's failures as the answers: :class:`AudioTooLong` (413) past the limit,
@@ -115,7 +121,9 @@ def _refusals(max_seconds: float, limit_name: str) -> Iterator[None]:
         raise AudioTooLong(f"{what}, over the {max_seconds:g} s limit ({limit_name})") from None
     except media.AudioError as exc:
         raise UndecodableAudio(f"the body is not media we can decode: {exc.detail}") from exc
-    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us.
+    except Exception as exc:  # PyAV raises many kinds on bad input; all mean the same to us,
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:  # but a write with no room
+            raise WorkDiskFull(f"no room in WORK_DIR for the decoded audio: {exc}") from exc
         raise UndecodableAudio(
             f"the body is not a media file with audio we can decode ({type(exc).__name__}: {exc})"
         ) from exc

@@ -11,7 +11,8 @@ TranscriptionError                  (transcription_core.errors)
     │   └── AudioTooLong            over MAX_CHUNK_SECONDS / MAX_FILE_SECONDS
     └── ServiceUnavailable      503
         ├── ModelNotReady           the model is not loaded (yet, or any more)
-        └── QueueFull               MAX_QUEUED_CHUNKS already wait; carries Retry-After
+        ├── QueueFull               MAX_QUEUED_CHUNKS already wait; carries Retry-After
+        └── WorkDiskFull            no room in WORK_DIR for an upload's samples; Retry-After
 """
 
 from __future__ import annotations
@@ -64,3 +65,13 @@ class QueueFull(ServiceUnavailable):
             f"{queued} audio chunks already wait for the model; try again later",
             headers={"Retry-After": str(retry_after_seconds)},
         )
+
+
+class WorkDiskFull(ServiceUnavailable):
+    """The upload may be fine: the server's WORK_DIR has no room for its decoded samples
+    now (other uploads hold it), so the client should come back, not fix its file."""
+
+    type = "/problems/work-disk-full"
+
+    def __init__(self, detail: str, retry_after_seconds: int = 30) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
