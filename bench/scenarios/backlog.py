@@ -10,9 +10,9 @@ built again after it, then ``VACUUM ANALYZE``: the state autovacuum leaves an ol
 history in). Their events, chunks and transcripts are not written: no query measured
 here reads them. Then, for each backlog size (``--backlogs``) and tenant count
 (``--tenants``), it queues that many jobs (QUEUED, due over the last hour, spread evenly
-over the tenants), ``ANALYZE``s, forces a ``CHECKPOINT`` (the insert written out), and
-measures through ``repository.claim_due_jobs`` on an SQLAlchemy engine, as the
-orchestrator calls it (one transaction per round, commit included):
+over the tenants), ``ANALYZE``s, and measures through ``repository.claim_due_jobs`` on
+an SQLAlchemy engine, as the orchestrator calls it (one transaction per round, commit
+included):
 
 - **claim rounds of one job** (``--rounds``, after 20 unmeasured): one slot freed per
   round, the way a loaded orchestrator claims; the claimed job then goes back to the
@@ -355,16 +355,6 @@ async def former_pick(admin: asyncpg.Connection) -> float:
     return round(statistics.median(times) * 1000, 1)
 
 
-async def checkpoint(admin: asyncpg.Connection) -> None:
-    """Write the backlog's insert out now (a million rows is over a gigabyte of WAL), so
-    its checkpoint does not run during the measured rounds and take the disk from their
-    commits: a standing backlog is measured, not the minute after its bulk load."""
-    try:
-        await admin.execute("CHECKPOINT")
-    except asyncpg.InsufficientPrivilegeError:
-        log("  no CHECKPOINT (needs pg_checkpoint): the insert's write-back may overlap")
-
-
 async def scenario(
     url: str, backlog: int, tenants: int, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
@@ -377,7 +367,6 @@ async def scenario(
         if backlog:
             await admin.execute(BACKLOG_SQL, backlog, tenants, tag)
         await admin.execute("ANALYZE jobs")
-        await checkpoint(admin)
         queued_seconds = time.monotonic() - started
         quiet = await asyncio.to_thread(measure.wait_for_quiet, args.quiet_wait)
         meter = measure.CpuMeter(database=database_name(url))
