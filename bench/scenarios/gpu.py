@@ -7,15 +7,20 @@
 
 * *server*: the model server as its own process (``uvicorn --factory
   model_server.app:create_app``, what ``transcription serve model-server`` runs), real HTTP
-  on 127.0.0.1, once per ``--batch-sizes`` value (``MAX_BATCH_SIZE``; ``MAX_QUEUED_CHUNKS``
-  large enough that no request is refused). For each ``--concurrency`` value up to four
-  times the batch size (more clients only queue longer), that many clients post the
+  on 127.0.0.1, once per server of the grid: each ``--batch-sizes`` value
+  (``MAX_BATCH_SIZE``) with each ``--model-workers`` value (``MODEL_WORKERS``: batches
+  decoded at once), or the pairs ``--servers`` lists (``MAX_QUEUED_CHUNKS`` large enough
+  that no request is refused). For each ``--concurrency`` value up to four times what the
+  server decodes at once (batch size x workers; more clients only queue longer), that many
+  clients post the
   workload's chunks (16 kHz PCM, as the transcriber sends them, ``language=en``, beam 5)
   to ``/v1/predict``, each client its next chunk as soon as its last one is answered
   (closed loop), so the server batches concurrent requests as it does in production. A
   run sends the chunk list as many times as it takes to give every client ``--rounds``
   chunks (``--copies`` fixes it); the first copy's text gives the WER. From the server's
-  ``/metrics``: batches, mean batch size, compute seconds.
+  ``/metrics``: batches, mean batch size, compute seconds. Then *one job alone*: the
+  chunks sent once, ``--one-job-clients`` at a time (the transcriber's
+  ``CHUNK_CONCURRENCY``, 16), timed against sequential ``transcribe()``.
 * *sequential*: ``WhisperModel(dir, device, compute_type).transcribe(recording,
   beam_size=5, language="en")`` in this process, its defaults otherwise (no VAD).
 * *pipeline*: ``BatchedInferencePipeline(that model).transcribe(recording, beam_size=5,
@@ -419,6 +424,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: nproc)")
     parser.add_argument("--batch-sizes", default="1,8,16,32", help="MAX_BATCH_SIZE values")
+    parser.add_argument(
+        "--model-workers", default="1", help="MODEL_WORKERS values (each with every batch size)"
+    )
+    parser.add_argument(
+        "--servers",
+        help="the model servers to run, in order, as MAX_BATCH_SIZExMODEL_WORKERS "
+        "(e.g. 8x1,1x4,2x4); default: every --batch-sizes value with every --model-workers one",
+    )
+    parser.add_argument(
+        "--one-job-clients",
+        type=int,
+        default=16,
+        help="one job alone: its chunks sent this many at a time, once, to each server "
+        "(the transcriber's CHUNK_CONCURRENCY; 0: skip)",
+    )
     parser.add_argument("--concurrency", default="1,8,16,32,64", help="clients sending at once")
     parser.add_argument("--cycles", type=int, default=10, help="cycles of the recording")
     parser.add_argument("--rounds", type=int, default=4, help="chunks per client, at least")
@@ -437,7 +457,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if args.concurrency == parser.get_default("concurrency"):
             args.concurrency = "1,2"
         args.copies = args.copies or 1
+        if args.one_job_clients == parser.get_default("one_job_clients"):
+            args.one_job_clients = 2
+    args.server_grid = servers(args)
     return args
+
+
+def servers(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(MAX_BATCH_SIZE, MODEL_WORKERS) of each model server to run, in order."""
+    if args.servers:
+        grid = []
+        for item in args.servers.split(","):
+            size, _, workers = item.strip().lower().partition("x")
+            grid.append((int(size), int(workers or 1)))
+        return grid
+    return [(size, w) for w in ints(args.model_workers) for size in ints(args.batch_sizes)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -503,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         result["advice"] = advice(result) if result["server"]["runs"] else None
         report.write(args.out, name, result, render(result))
 
-    result["server"] = {"runs": [], "words": None}
+    result["server"] = {"runs": [], "words": None, "one_job": []}
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         result["plain"] = run_plain(args, workload, model_dir, compute_type, threads, memory)
         save(False)
@@ -619,50 +653,64 @@ def run_server(
     """Fills ``out`` (``runs``, ``words``), calling ``save`` after each batch size."""
     chunks = [to_pcm(c) for c in workload.chunk_audio()]
     warm = to_pcm(workload.warmup)
-    batch_sizes = ints(args.batch_sizes)
+    grid: list[tuple[int, int]] = args.server_grid
     concurrencies = ints(args.concurrency)
     runs: list[dict[str, Any]] = out["runs"]
-    for size in batch_sizes:
+    for position, (size, workers) in enumerate(grid):
         env = {
             "MODEL": model_dir,
             "MODEL_DEVICE": args.device,
             "MODEL_COMPUTE_TYPE": compute_type,
             "MODEL_CPU_THREADS": str(threads),
             "MAX_BATCH_SIZE": str(size),
-            "MAX_QUEUED_CHUNKS": str(max(64, 2 * max(concurrencies))),
+            "MODEL_WORKERS": str(workers),
+            "MAX_QUEUED_CHUNKS": str(max(64, 2 * max(concurrencies), 2 * args.one_job_clients)),
             "LOG_LEVEL": "WARNING",
         }
-        log = tmp / f"model-server-{size}.log"
+        label = f"MAX_BATCH_SIZE={size} MODEL_WORKERS={workers}"
+        log = tmp / f"model-server-{size}x{workers}.log"
         loading = time.perf_counter()
         with model_server(env, log, args.load_timeout) as server:
             load_s = time.perf_counter() - loading
             pids = {"server": server.pid}
             with memory.watch(pids) as load_peak:
-                # Warm up: a batch of the largest size, so every kernel is compiled.
-                asyncio.run(drive(server.url, [warm], size, size))
-            report.log(f"server MAX_BATCH_SIZE={size}: ready in {load_s:.1f} s, warmed up")
+                # Warm up: every worker a batch of the largest size, so every kernel is
+                # compiled.
+                asyncio.run(drive(server.url, [warm], size * workers, size * workers))
+            report.log(f"server {label}: ready in {load_s:.1f} s, warmed up")
             measure.reset_peak_rss(server.pid)
-            for concurrency in useful(concurrencies, size):
+            shape = {
+                "batch_size": size,
+                "model_workers": workers,
+                "ready_seconds": round(load_s, 1),
+            }
+            for concurrency in useful(concurrencies, size * workers):
                 entry = server_run(
                     server, memory, chunks, copies(concurrency), concurrency, workload
                 )
-                entry.update({"batch_size": size, "ready_seconds": round(load_s, 1)})
+                entry.update(shape)
                 entry["gpu_memory_after_load"] = load_peak
                 runs.append(entry)
                 report.log(
-                    f"server batch {size}, concurrency {concurrency}: "
+                    f"server {label}, concurrency {concurrency}: "
                     f"{entry['wall_seconds']:.2f} s, "
                     f"{entry['media_seconds_per_second']} media s/s, "
                     f"mean batch {entry['model_server']['mean_batch_size']}"
                 )
-            if size == max(batch_sizes) and not args.no_words:
-                top = max(concurrencies)
+            if args.one_job_clients:
+                clients = min(args.one_job_clients, len(chunks))
+                alone = server_run(server, memory, chunks, 1, clients, workload)
+                alone.update(shape)
+                out["one_job"].append(alone)
+                report.log(f"server {label}, one job, {clients} clients: {alone['wall_seconds']} s")
+            if position == len(grid) - 1 and not args.no_words:
+                top = max(useful(concurrencies, size * workers))
                 words_run = server_run(
                     server, memory, chunks, copies(top), top, workload, words=True
                 )
-                words_run["batch_size"] = size
+                words_run.update(shape)
                 out["words"] = words_run
-                report.log(f"server batch {size}, word timestamps: {words_run['wall_seconds']} s")
+                report.log(f"server {label}, word timestamps: {words_run['wall_seconds']} s")
         save()
 
 
@@ -701,34 +749,40 @@ def server_run(
 
 
 def advice(result: dict[str, Any]) -> dict[str, Any]:
-    """The smallest batch size within 5 % of the best throughput *with full batches*; what
-    a replica then serves with ``containerConcurrency`` = ``MAX_BATCH_SIZE`` (the manifests'
-    rule), and what more clients would give it.
+    """The server with the fewest requests in flight (``MAX_BATCH_SIZE`` x
+    ``MODEL_WORKERS``, its ``containerConcurrency``) within 5 % of the best throughput
+    *with full batches* (between equals, the faster); what a replica then serves at that
+    concurrency, and what more clients would give it.
 
-    A batch size is judged by its runs whose mean batch reached ``FULL_BATCH`` of it: with
-    fewer clients than the size, every size forms the same batches, and which one comes out
-    ahead is noise (on an H200 a limit of 16 led by 6 % with 8 clients, batches of 4.3 at
-    both limits, and lost 15 % once its batches filled). Sizes never filled count with all
-    their runs only when no size filled.
+    A server is judged by its runs whose mean batch reached ``FULL_BATCH`` of its batch
+    size: with fewer clients than that, every size forms the same batches, and which one
+    comes out ahead is noise (on an H200 a limit of 16 led by 6 % with 8 clients, batches
+    of 4.3 at both limits, and lost 15 % once its batches filled). Servers never filled
+    count with all their runs only when none filled.
     """
     runs = result["server"]["runs"]
     full = [r for r in runs if _mean_batch(r) >= FULL_BATCH * r["batch_size"]]
     judged = full or runs
     best = max(r["media_seconds_per_second"] for r in judged)
-    size = min(r["batch_size"] for r in judged if r["media_seconds_per_second"] >= 0.95 * best)
-    at_size = [r for r in runs if r["batch_size"] == size]
-    equal = [r for r in at_size if r["concurrency"] == size]
-    rate = (equal or [max(at_size, key=lambda r: r["media_seconds_per_second"])])[0][
+    chosen = min(
+        (r for r in judged if r["media_seconds_per_second"] >= 0.95 * best),
+        key=lambda r: (_in_flight(r), -r["media_seconds_per_second"]),
+    )
+    size, workers = chosen["batch_size"], _workers(chosen)
+    at_server = [r for r in runs if (r["batch_size"], _workers(r)) == (size, workers)]
+    equal = [r for r in at_server if r["concurrency"] == size * workers]
+    rate = (equal or [max(at_server, key=lambda r: r["media_seconds_per_second"])])[0][
         "media_seconds_per_second"
     ]
-    best_at_size = max(at_size, key=lambda r: r["media_seconds_per_second"])
+    best_at_server = max(at_server, key=lambda r: r["media_seconds_per_second"])
     return {
         "max_batch_size": size,
-        "container_concurrency": size,
-        "measured_at_concurrency": size if equal else None,
+        "model_workers": workers,
+        "container_concurrency": size * workers,
+        "measured_at_concurrency": size * workers if equal else None,
         "media_seconds_per_second_per_replica": rate,
-        "best_concurrency_at_that_batch_size": best_at_size["concurrency"],
-        "best_media_seconds_per_second_at_that_batch_size": best_at_size[
+        "best_concurrency_at_that_batch_size": best_at_server["concurrency"],
+        "best_media_seconds_per_second_at_that_batch_size": best_at_server[
             "media_seconds_per_second"
         ],
         "planned_at_utilisation": UTILISATION,
@@ -737,6 +791,14 @@ def advice(result: dict[str, Any]) -> dict[str, Any]:
         ),
         "mean_media_seconds": MEAN_JOB_MEDIA_S,
     }
+
+
+def _workers(run: dict[str, Any]) -> int:
+    return int(run.get("model_workers", 1))  # runs recorded before MODEL_WORKERS had one
+
+
+def _in_flight(run: dict[str, Any]) -> int:
+    return int(run["batch_size"]) * _workers(run)
 
 
 def _mean_batch(run: dict[str, Any]) -> float:
@@ -792,18 +854,19 @@ def render(result: dict[str, Any]) -> str:
         lines.append(plain_row(f"pipeline batch {size}, word timestamps", plain["pipeline_words"]))
     lines += [
         "",
-        "## The model server over HTTP, by MAX_BATCH_SIZE and concurrency",
+        "## The model server over HTTP, by MAX_BATCH_SIZE, MODEL_WORKERS and concurrency",
         "",
-        "| MAX_BATCH_SIZE | clients | copies | wall s | media s / s | mean batch | compute s "
-        "| WER % | GPU MiB (server peak) | RSS MB (peak) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| MAX_BATCH_SIZE | MODEL_WORKERS | clients | copies | wall s | media s / s | mean batch "
+        "| compute s | WER % | GPU MiB (server peak) | RSS MB (peak) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = list(server["runs"]) + ([server["words"]] if server["words"] else [])
     for run in rows:
         summary = run["model_server"]
         label = f"{run['batch_size']}" + (" (words)" if run["word_timestamps"] else "")
         lines.append(
-            f"| {label} | {run['concurrency']} | {run['copies']} | {run['wall_seconds']:.2f} | "
+            f"| {label} | {_workers(run)} | {run['concurrency']} | {run['copies']} | "
+            f"{run['wall_seconds']:.2f} | "
             f"{run['media_seconds_per_second']:.1f} | {summary['mean_batch_size']} | "
             f"{summary['compute_seconds']} | {run['wer']['wer_percent']:.2f} | "
             f"{_mib(run['gpu_memory_peak'], 'server_mib')} | {run['server_rss_peak_mb']} |"
@@ -813,6 +876,7 @@ def render(result: dict[str, Any]) -> str:
             r
             for r in server["runs"]
             if r["batch_size"] == server["words"]["batch_size"]
+            and _workers(r) == _workers(server["words"])
             and r["concurrency"] == server["words"]["concurrency"]
         )
         pipe = plain["pipeline"][str(plain["pipeline_words"]["batch_size"])]
@@ -823,16 +887,36 @@ def render(result: dict[str, Any]) -> str:
             f"(batch {same['batch_size']}, {same['concurrency']} clients), and the pipeline "
             f"{plain['pipeline_words']['wall_seconds'] / pipe['wall_seconds']:.2f} x.",
         ]
+    if server.get("one_job"):
+        sequential = plain["sequential"]["wall_seconds"]
+        lines += [
+            "",
+            "## One job alone: the recording's chunks sent once, a few at a time",
+            "",
+            f"As the transcriber sends one job's chunks (at most CHUNK_CONCURRENCY at once, "
+            f"no context lanes); against `WhisperModel.transcribe` on the whole recording "
+            f"({sequential:.2f} s).",
+            "",
+            "| MAX_BATCH_SIZE | MODEL_WORKERS | clients | wall s | x sequential's time | WER % |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for run in server["one_job"]:
+            lines.append(
+                f"| {run['batch_size']} | {_workers(run)} | {run['concurrency']} | "
+                f"{run['wall_seconds']:.2f} | {run['wall_seconds'] / sequential:.2f} | "
+                f"{run['wer']['wer_percent']:.2f} |"
+            )
     if tip:
         lines += [
             "",
             "## What to set from this run",
             "",
-            f"- `MAX_BATCH_SIZE={tip['max_batch_size']}` (`model-server.env`): the smallest "
-            "batch size within 5 % of the best throughput with full batches (a mean batch of "
-            f"at least {FULL_BATCH:.0%} of the limit).",
+            f"- `MAX_BATCH_SIZE={tip['max_batch_size']}` and "
+            f"`MODEL_WORKERS={tip.get('model_workers', 1)}` (`model-server.env`): the server "
+            "with the fewest requests in flight within 5 % of the best throughput with full "
+            f"batches (a mean batch of at least {FULL_BATCH:.0%} of the limit).",
             f"- `containerConcurrency: {tip['container_concurrency']}` (`model-server.yaml`): "
-            "equal to MAX_BATCH_SIZE, the manifests' rule; a replica then serves "
+            "MAX_BATCH_SIZE x MODEL_WORKERS, the manifests' rule; a replica then serves "
             f"{tip['media_seconds_per_second_per_replica']} media s / s "
             "(the best at that batch size: "
             f"{tip['best_media_seconds_per_second_at_that_batch_size']} with "

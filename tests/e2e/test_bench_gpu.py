@@ -44,7 +44,12 @@ def test_the_smallest_gpu_benchmark_runs_on_the_cpu(tmp_path: Path) -> None:
         assert entry["wer"]["wer_percent"] < 25, entry["text"]  # real speech, heard
 
     runs = result["server"]["runs"]
-    assert [(r["batch_size"], r["concurrency"]) for r in runs] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(r["batch_size"], r["model_workers"], r["concurrency"]) for r in runs] == [
+        (1, 1, 1),
+        (1, 1, 2),
+        (2, 1, 1),
+        (2, 1, 2),
+    ]
     for run in runs:
         served = run["model_server"]
         assert served["chunks"] == result["workload"]["chunks"]  # every chunk, once, over HTTP
@@ -53,6 +58,12 @@ def test_the_smallest_gpu_benchmark_runs_on_the_cpu(tmp_path: Path) -> None:
         assert run["wer"]["wer_percent"] < 25, run["text"]
         assert run["gpu_memory_peak"] == {"how": "none"}
         assert run["server_rss_peak_mb"] > 0
+    alone = result["server"]["one_job"]  # one job's chunks, two at a time, to each server
+    assert [(r["batch_size"], r["concurrency"], r["copies"]) for r in alone] == [
+        (1, 2, 1),
+        (2, 2, 1),
+    ]
+    assert "## One job alone" in summary
     with_words = result["server"]["words"]
     assert with_words["word_timestamps"] and with_words["batch_size"] == 2
     assert "Word timestamps" in summary and "MAX_BATCH_SIZE=" in summary

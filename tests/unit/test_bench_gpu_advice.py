@@ -48,3 +48,25 @@ def test_with_no_full_batch_anywhere_every_run_counts() -> None:
     assert gpu.advice({"server": {"runs": runs}})["max_batch_size"] == 1
     runs = [run(2, 1, 10.0, 1.0), run(4, 2, 12.0, 1.2)]
     assert gpu.advice({"server": {"runs": runs}})["max_batch_size"] == 4
+
+
+def test_workers_count_in_what_a_replica_takes_at_once() -> None:
+    # Four batches of 2 at once beat one batch of 8 by far: MAX_BATCH_SIZE=2,
+    # MODEL_WORKERS=4, and containerConcurrency is their product.
+    runs = [
+        run(8, 8, 94.0, 7.0),
+        {**run(2, 8, 300.0, 1.9), "model_workers": 4},
+        {**run(1, 8, 290.0, 1.0), "model_workers": 8},
+        {**run(1, 16, 292.0, 1.0), "model_workers": 8},
+    ]
+    tip = gpu.advice({"server": {"runs": runs}})
+    assert (tip["max_batch_size"], tip["model_workers"]) == (2, 4)
+    assert tip["container_concurrency"] == 8
+    assert tip["media_seconds_per_second_per_replica"] == 300.0
+
+
+def test_the_server_grid_is_every_size_with_every_worker_count_or_the_pairs_named() -> None:
+    args = gpu.parse(["--batch-sizes", "1,8", "--model-workers", "1,4"])
+    assert args.server_grid == [(1, 1), (8, 1), (1, 4), (8, 4)]
+    args = gpu.parse(["--servers", "8x1,2X4,16"])
+    assert args.server_grid == [(8, 1), (2, 4), (16, 1)]
