@@ -103,6 +103,8 @@ COMPOSE_OVERRIDES = {
     "MODEL": "the bundled tiny.en: no model directory on a laptop",
     "MODEL_DEVICE": "no GPU assumed",
     "MODEL_COMPUTE_TYPE": "int8 on the CPU",
+    "MODEL_WORKERS": "one batch at a time on the CPU; the cluster's 4 is a GPU's",
+    "MAX_BATCH_SIZE": "8 on the CPU, the setting's default; the cluster's 4 x 4 is a GPU's",
     "ADVERTISE_URL": "the container's own address, derived; the cluster's is the pod IP",
 }
 

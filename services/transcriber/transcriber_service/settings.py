@@ -69,8 +69,10 @@ class TranscriberSettings(
     chunk_concurrency: int = Field(
         16,
         ge=1,
-        description="Chunks of one job in flight to the model server at once; twice the model "
-        "server's MAX_BATCH_SIZE, so the next batch fills while one decodes. A replica sends "
+        description="Chunks of one job in flight to the model server at once: one model server "
+        "replica's worth on a GPU (MAX_BATCH_SIZE x MODEL_WORKERS, 4 x 4 in the manifests), "
+        "twice a CPU replica's default batch of 8, so the next batch fills while one decodes. "
+        "A replica sends "
         "at most this x WORKER_MAX_JOBS, halved at each queue-full answer and grown back "
         "by one per window of successes (AIMD).",
     )
