@@ -27,7 +27,10 @@ every way on every file in one run, ways interleaved per file):
   each step decodes the next chunk of every lane as one batch, each with the last
   segments its lane heard, timestamps and all, as context (the transcriber's
   ``CONTEXT_LANES=N``: ``format_context``, then the model server's ``parse_context``);
-  ``lanes 1`` is one chunk after the other, each with the chunk before it as context.
+  ``lanes 1`` is one chunk after the other, each with the chunk before it as context;
+* ``sequential +S s`` (``--shifts``): ``transcribe()`` again with S seconds of silence
+  before the audio: the same words cut into other 30 s windows, so how far plain
+  faster-whisper's own WER moves on a file when nothing but its windows change.
 
 Time is the way's wall time on the decoded samples, VAD included (the service's
 ``analyse_pcm``, the pipeline's own), not HTTP or the database. The model's work is
@@ -52,7 +55,7 @@ import numpy as np
 
 from bench import report, synth
 from bench.scenarios.long_media_designs import Counted
-from bench.speech import compose, tiny_model_path, write_audio
+from bench.speech import SAMPLE_RATE, compose, tiny_model_path, write_audio
 from testkit.data import DATA, HOTWORDS_TEXT, JFK_TEXT, LEFT_TEXT, RIGHT_TEXT
 from testkit.machine import loadavg
 from testkit.text import wer
@@ -61,7 +64,18 @@ from transcription_core.audio.chunking import analyse_pcm, chunks_from_analysis
 from transcription_core.audio.context import format_context, lanes, parse_context
 from transcription_core.audio.pcm import pcm_num_samples, read_pcm_float32
 
-SMOKE = ["--sentences", "6", "--cycles", "1", "--lanes", "4", "--only", "jfk,synth-a"]
+SMOKE = [
+    "--sentences",
+    "6",
+    "--cycles",
+    "1",
+    "--lanes",
+    "4",
+    "--shifts",
+    "0.1",
+    "--only",
+    "jfk,synth-a",
+]
 
 BATCH = 8
 
@@ -150,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="cut each context to its last N tokens (the model server's CONTEXT_TOKENS)",
     )
+    parser.add_argument(
+        "--shifts",
+        default="",
+        help="comma-separated seconds of silence put before the audio for extra sequential "
+        "runs ('sequential +S s'): how far plain faster-whisper's own WER moves per file",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--only", default="", help="comma-separated file names")
     parser.add_argument("--name", default="long-media-eval")
@@ -190,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
                 "batched": partial(batched, pipeline, audio),
                 "service": partial(chunked, decoder, pcm, audio, 0, context_chars),
             }
+            for shift in [float(v) for v in args.shifts.split(",") if v.strip()]:
+                ways[f"sequential +{shift:g} s"] = partial(sequential, whisper, audio, shift)
             for n in lane_counts:
                 if n > 0:
                     ways[f"lanes {n}"] = partial(chunked, decoder, pcm, audio, n, context_chars)
@@ -234,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     report.write(args.out, args.name, result, markdown(result))
 
 
-def sequential(whisper: Any, audio: np.ndarray) -> str:
+def sequential(whisper: Any, audio: np.ndarray, shift_s: float = 0.0) -> str:
+    """``transcribe()``; with ``shift_s``, after that much silence (its windows then fall
+    elsewhere in the speech: the same words, other cuts)."""
+    if shift_s:
+        audio = np.concatenate([np.zeros(round(shift_s * SAMPLE_RATE), np.float32), audio])
     segments, _ = whisper.transcribe(audio, beam_size=5, language="en")
     return " ".join(s.text.strip() for s in segments)
 
@@ -288,13 +314,20 @@ def _model_path(name: str) -> str:
     return str(resolve_model(name, ModelServerSettings().model_cache_dir)[1])
 
 
+def sequential_spread(ways: dict[str, Any]) -> float:
+    """The worst WER of plain sequential on a file: unshifted or after any ``--shifts``."""
+    return max(m["wer_percent"] for way, m in ways.items() if way.startswith("sequential"))
+
+
 def summarise(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per way, over every file: WER, wall time against sequential's, the files within
-    0.5 points of sequential's WER, the cores others used (mean of the runs)."""
+    0.5 points of sequential's WER (and, with ``--shifts``, of sequential's worst on the
+    file, shifted or not), the cores others used (mean of the runs)."""
     ways = list(next(iter(files.values()))["ways"]) if files else []
     out: dict[str, dict[str, Any]] = {}
     for way in ways:
         runs = [(f["ways"][way], f["ways"]["sequential"]) for f in files.values()]
+        worst_sequential = [sequential_spread(f["ways"]) for f in files.values()]
         errors = sum(m["errors"] for m, _ in runs)
         reference = sum(m["reference_words"] for m, _ in runs)
         wall = sum(m["wall_seconds"] for m, _ in runs)
@@ -307,6 +340,11 @@ def summarise(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "windows": sum(m["windows"] for m, _ in runs),
             "files_within_half_point": sum(
                 1 for m, q in runs if m["wer_percent"] <= q["wer_percent"] + 0.5
+            ),
+            "files_within_half_point_of_shifted_sequential": sum(
+                1
+                for (m, _), worst in zip(runs, worst_sequential, strict=True)
+                if m["wer_percent"] <= worst + 0.5
             ),
             "files": len(runs),
             "worst_points_over_sequential": round(
@@ -347,14 +385,15 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "All files together:",
         "",
-        "| way | WER % | wall s | x seq | windows | files within +0.5 pts of seq | worst +pts | "
-        "other (mean) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| way | WER % | wall s | x seq | windows | files within +0.5 pts of seq | "
+        "... of seq's worst, shifted or not | worst +pts | other (mean) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for way, t in result["summary"].items():
         lines.append(
             f"| {way} | {t['wer_percent']} | {t['wall_seconds']} | {t['x_sequential']} | "
             f"{t['windows']} | {t['files_within_half_point']} / {t['files']} | "
+            f"{t['files_within_half_point_of_shifted_sequential']} / {t['files']} | "
             f"{t['worst_points_over_sequential']:+.2f} | {t['other_cores_mean']} |"
         )
     lines += ["", "(analysis: see bench/README.md)"]
