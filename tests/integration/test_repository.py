@@ -7,14 +7,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import await_only
 
 from factories import make_job, make_jobs, make_tenant, status_of
 from transcription_core import lifecycle
 from transcription_core import repository as repo
-from transcription_core.db import create_engine
+from transcription_core.db import asyncpg_dsn, create_engine
 from transcription_core.errors import DuplicateIdempotencyKey
 from transcription_core.job import Change, Job, Message, WebhookEvent
 from transcription_core.models import utcnow
@@ -313,6 +315,53 @@ async def test_a_claim_round_is_three_statements(pg_engine: AsyncEngine) -> None
         sa.event.remove(pg_engine.sync_engine, "before_cursor_execute", count)
     assert (len(first), len(rest)) == (1, 3)
     assert (heads, len(statements) - heads) == (3, 4)
+
+
+@pytest.mark.postgres
+async def test_a_job_requeued_during_a_round_is_not_claimed_twice(
+    pg_url: str, pg_engine: AsyncEngine
+) -> None:
+    """The pick's statements read committed rows each (READ COMMITTED): a job put back in
+    the queue between them, older than the head the first one took (a lost lease
+    recovered by another orchestrator), moves that head to rank 2, where the second
+    statement takes it again (our own lock does not skip it). It is claimed once, with one
+    event."""
+    await make_tenant(pg_engine, "org-a")
+    recovered = await make_job(pg_engine, tenant="org-a", status="PROCESSING", attempts=1)
+    head, second = await make_jobs(pg_engine, 2, tenant="org-a")
+    older = utcnow() - timedelta(hours=1)
+    other = await asyncpg.connect(asyncpg_dsn(pg_url))
+    requeued: list[str] = []
+
+    def requeue_after_the_pick(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "claim_room" in statement and not requeued:
+            requeued.append(recovered.id)
+            await_only(
+                other.execute(
+                    "UPDATE jobs SET status = 'QUEUED', due_at = $2 WHERE id = $1",
+                    recovered.id,
+                    older,
+                )
+            )
+
+    sa.event.listen(pg_engine.sync_engine, "after_cursor_execute", requeue_after_the_pick)
+    try:
+        async with pg_engine.begin() as conn:
+            claimed = await repo.claim_due_jobs(conn, max_in_flight=10, lease_seconds=60)
+    finally:
+        sa.event.remove(pg_engine.sync_engine, "after_cursor_execute", requeue_after_the_pick)
+        await other.close()
+    assert requeued
+    ids = [c.id for c in claimed]
+    assert len(ids) == len(set(ids)), ids
+    assert head in ids
+    async with pg_engine.connect() as conn:
+        events = await repo.job_events(conn, head)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, S.QUEUED),
+        (S.QUEUED, S.TRIGGERED),
+    ]
+    assert await status_of(pg_engine, second) in (S.QUEUED, S.TRIGGERED)
 
 
 async def test_trigger_refused_returns_the_job_uncounted(engine: AsyncEngine) -> None:

@@ -257,7 +257,11 @@ async def _pick_fairly(
         k = -(-(room - len(picked)) // len(tenants))
         ranks = {"tenants": tenants, "now": now, "done": done, "k": k}
         result = await conn.execute(_next_ranks_statement(conn.dialect.name), ranks)
-        more = [Job.from_row(row) for row in result.mappings()]
+        # Each statement reads what is committed when it runs: a job queued meanwhile
+        # ahead of a tenant's head (a recovered lease) moves that head to a rank read
+        # here, and our own lock does not skip it. A job is taken once.
+        taken = {job.id for job in picked}
+        more = [job for job in map(Job.from_row, result.mappings()) if job.id not in taken]
         rank: dict[str, int] = {}
         ranked = []
         for job in sorted(more, key=lambda job: (job.tenant, job.due_at, job.id)):
