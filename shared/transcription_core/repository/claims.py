@@ -153,7 +153,8 @@ _CURSOR = "(SELECT cursor FROM state)"
 #: The round's first pick: the jobs of the first ``room`` tenants with a due job from the
 #: cursor on, wrapping around (one each, their oldest), locked (``{lock}``: PostgreSQL
 #: skips the rows another transaction holds), in the round-robin's order, as the database
-#: orders names (its collation, which need not be Python's); each row with the room.
+#: orders names (its collation, which need not be Python's); each row with the room and
+#: the cursor.
 _ROUND_SQL = f"""
 WITH state AS ({_STATE_SQL}),
 picked AS (
@@ -168,7 +169,7 @@ picked AS (
 }) AS b
     LIMIT (SELECT room FROM state)
 )
-SELECT jobs.*, (SELECT room FROM state) AS claim_room
+SELECT jobs.*, (SELECT room FROM state) AS claim_room, {_CURSOR} AS claim_cursor
 FROM jobs
 WHERE jobs.id IN (SELECT id FROM picked)
   AND {sql_in(allowed_from(JobStatus.TRIGGERED), "jobs.status")}
@@ -203,7 +204,9 @@ def _round_statement(dialect: str) -> sa.TextualSelect:
     return (
         sa.text(_ROUND_SQL.format(lock=lock))
         .bindparams(sa.bindparam("now", type_=UTCDateTime()))
-        .columns(*jobs.c, sa.column("claim_room", sa.Integer()))
+        .columns(
+            *jobs.c, sa.column("claim_room", sa.Integer()), sa.column("claim_cursor", sa.String())
+        )
     )
 
 
@@ -228,8 +231,8 @@ async def _pick_fairly(
     conn: AsyncConnection, max_in_flight: int, batch_limit: int, now: datetime
 ) -> tuple[list[Job], str | None]:
     """Up to ``room`` due jobs (the in-flight limit less the jobs in flight, at most
-    ``batch_limit``), locked, in the round-robin's order, and the tenant served last (the
-    claim writes it, as the cursor, with the jobs; ``None``: no job).
+    ``batch_limit``), locked, in the round-robin's order, and where the cursor moves: the
+    tenant served last, which the claim writes with the jobs (``None``: it stays).
 
     The tenants with due work after the one served last (the cursor, wrapping around to
     the first) give one job each, their oldest, until ``room`` is filled: a round reads
@@ -247,7 +250,7 @@ async def _pick_fairly(
     rows = (await conn.execute(_round_statement(conn.dialect.name), values)).mappings().all()
     if not rows:
         return [], None
-    room = int(rows[0]["claim_room"])
+    room, cursor = int(rows[0]["claim_room"]), rows[0]["claim_cursor"]
     heads = [Job.from_row(row) for row in rows]
     last = heads[-1].tenant
     picked = heads
@@ -270,7 +273,7 @@ async def _pick_fairly(
         picked += [job for *_order, job in sorted(ranked)[: room - len(picked)]]
         tenants = [tenant for tenant in tenants if rank.get(tenant) == done + k]
         done += k
-    return picked, last
+    return picked, (None if last == cursor else last)
 
 
 async def _stop_spent_jobs(
