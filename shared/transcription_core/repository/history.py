@@ -50,25 +50,23 @@ class LoggedEvent:
         )
 
 
+def event_columns(event: Event) -> dict[str, object]:
+    """The columns of ``job_events`` an event fills, all but the actor (the writer's)."""
+    return {
+        "job_id": event.job_id,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "reason": event.reason,
+        "detail": event.detail,
+        "attempt": event.attempt,
+        "created_at": event.at,
+    }
+
+
 async def log_events(conn: AsyncConnection, rows: Sequence[Event], actor: str) -> None:
     """Append ``rows`` to the history, each by ``actor``."""
     if rows:
-        await conn.execute(
-            events.insert(),
-            [
-                {
-                    "job_id": e.job_id,
-                    "from_status": e.from_status,
-                    "to_status": e.to_status,
-                    "reason": e.reason,
-                    "detail": e.detail,
-                    "attempt": e.attempt,
-                    "actor": actor,
-                    "created_at": e.at,
-                }
-                for e in rows
-            ],
-        )
+        await conn.execute(events.insert(), [event_columns(e) | {"actor": actor} for e in rows])
 
 
 async def job_events(conn: AsyncConnection, job_id: str) -> list[LoggedEvent]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from transcription_core import lifecycle
 from transcription_core.job import Change, Job, WebhookEvent
 from transcription_core.models import utcnow
-from transcription_core.repository.history import log_events
+from transcription_core.repository.history import event_columns, log_events
 from transcription_core.repository.reads import get_job
 from transcription_core.repository.results import has_transcript
 from transcription_core.repository.runtime import set_runtime_setting
@@ -98,7 +98,7 @@ async def apply_locked(
 
 #: The columns of ``jobs`` a compare-and-set reads, as ``_apply_all_pg``'s arrays name them.
 _CAS_COLUMNS = {"cas_id": "id", "cas_status": "status", "cas_attempts": "attempts"}
-#: The columns of ``job_events`` an event writes, but the actor.
+#: The columns of ``job_events`` an event fills (``event_columns``), but the actor.
 _EVENT_COLUMNS = ("job_id", "from_status", "to_status", "reason", "detail", "attempt", "created_at")
 
 
@@ -153,17 +153,9 @@ def _apply_all_pg_values(
     parameter, the changes' values in order."""
     params = [_parameters(change) for change in group]
     values: dict[str, object] = {name: [p[name] for p in params] for name in params[0]}
-    event_rows = [change.event for change in group]
-    values |= {
-        "ev_job_id": [e.job_id for e in event_rows],
-        "ev_from_status": [e.from_status for e in event_rows],
-        "ev_to_status": [e.to_status for e in event_rows],
-        "ev_reason": [e.reason for e in event_rows],
-        "ev_detail": [e.detail for e in event_rows],
-        "ev_attempt": [e.attempt for e in event_rows],
-        "ev_created_at": [e.at for e in event_rows],
-        "actor": actor,
-    }
+    event_rows = [event_columns(change.event) for change in group]
+    values |= {f"ev_{name}": [row[name] for row in event_rows] for name in _EVENT_COLUMNS}
+    values["actor"] = actor
     if setting is not None:
         values |= {"setting_name": setting[0], "setting_value": setting[1]}
         values["setting_at"] = group[0].at
