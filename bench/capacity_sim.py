@@ -28,7 +28,8 @@ What is real and what is modelled:
 * **The model servers' autoscaler is Knative's KPA** as deployed
   (``model-server.yaml``): every 2 s, the average concurrency (chunks in flight and
   queued at the tier) over the 60 s stable window and the 6 s panic window, divided by
-  the target (containerConcurrency 8 x 80 %); panic when the panic window wants at least
+  the target (containerConcurrency x 80 %; the simulated CPU replica takes one chunk at
+  a time: 1 x 80 %, ``--kpa-target``); panic when the panic window wants at least
   twice the ready pods, no scale-down while panicking (it ends 60 s after the last
   trigger); at most x1000 up and /2 down per step, scale-down-delay 10 min (the highest
   wanted over the last 10 min), within min and max. A new replica takes
@@ -48,7 +49,8 @@ What is real and what is modelled:
   sharing it);
   it is saturated (the model servers answer 503 queue full, the transcribers' AIMD halves
   their windows and they report it) while more than ``--saturated-per-replica`` (88:
-  containerConcurrency 8 plus the queue-proxy's 10 x 8) chunks wait per ready replica.
+  containerConcurrency 8 plus the queue-proxy's 10 x 8, the manifest when the recorded
+  runs were made; its 16 now gives 176) chunks wait per ready replica.
 * **Traffic**: Poisson arrivals; 275 +/- 25 jobs a minute at night (20:00 to 07:00),
   550 +/- 50 in business hours (08:00 to 20:00, a sine over the day), linear in between,
   and 3 x that for ten minutes from 14:00. Media lengths: lognormal, median 4 min,
@@ -132,9 +134,9 @@ class Params:
     model_max: int = 400
     model_start_s: float = 120.0
     #: Knative's target per replica: containerConcurrency x target-utilization. The
-    #: manifest's 8 x 80 % is for a GPU replica that decodes a batch of 8 in about the time
-    #: of one; the measured CPU replica gains nothing from batching (a batch of 5.6 took
-    #: 5.6 chunks' time), so it is busy with one chunk: 1 x 80 %.
+    #: manifest's 16 x 80 % is for a GPU replica that decodes four batches of 4 at once
+    #: (bench/README.md, gpu); the measured CPU replica gains nothing from batching (a
+    #: batch of 5.6 took 5.6 chunks' time), so it is busy with one chunk: 1 x 80 %.
     kpa_target: float = 1 * 0.8
     kpa_tick_s: float = 2.0
     kpa_stable_s: float = 60.0
