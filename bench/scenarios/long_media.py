@@ -54,6 +54,7 @@ import httpx
 
 from bench import measure, report, stack
 from bench.database import database_name, scratch_database
+from bench.scenarios.long_media_eval import RECIPES, recording
 from bench.speech import GAPS_S, SAMPLE_RATE, compose, tiny_model_path, write_audio
 from testkit.data import DATA
 from testkit.machine import loadavg
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--container", choices=("flac", "mp3"), default="flac")
     parser.add_argument(
         "--synthetic",
+        choices=[r.name for r in RECIPES],
         help="instead of the fixtures, a synthetic recording of long-media-eval's set "
         "(synth-a ... synth-d, espeak-ng) in its own container",
     )
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="long-media-") as tmp_name:
         tmp = Path(tmp_name)
         if args.synthetic:
-            samples, reference, media = synthetic(args.synthetic, args.sentences, tmp)
+            recipe = next(r for r in RECIPES if r.name == args.synthetic)
+            samples, reference, media = recording(recipe, args.sentences, tmp)
             args.container, args.cycles, layout = media.suffix[1:], 0, []
         else:
             samples, reference, layout = compose(args.cycles)
@@ -232,22 +235,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         result["offline_stages"] = offline_stages(media, tmp)
     write_report(result, args.out, args.name)
-
-
-def synthetic(name: str, sentences: int, tmp: Path) -> tuple[Any, str, Path]:
-    """long-media-eval's synthetic recording ``name`` with ``sentences`` sentences: its
-    samples, reference and file (in the recipe's container)."""
-    from bench import synth
-    from bench.scenarios.long_media_eval import RECIPES
-
-    recipe = next(r for r in RECIPES if r.name == name)
-    recipe = synth.Recipe(**{**recipe.__dict__, "sentences": sentences})
-    samples, reference = synth.render(recipe)
-    return (
-        samples,
-        reference,
-        synth.write(samples, tmp / f"{name}.{recipe.container}", recipe.container),
-    )
 
 
 def run_all(

@@ -136,15 +136,22 @@ def build_set(args: argparse.Namespace, tmp: Path) -> list[Item]:
     for recipe in RECIPES:
         if wanted is not None and recipe.name not in wanted:
             continue
-        recipe = synth.Recipe(**{**recipe.__dict__, "sentences": args.sentences})
-        audio, text = synth.render(recipe)
-        media = synth.write(audio, tmp / f"{recipe.name}.{recipe.container}", recipe.container)
+        _audio, text, media = recording(recipe, args.sentences, tmp)
         source = (
             f"espeak-ng {'/'.join(recipe.voices)}, {recipe.speed} wpm, pauses "
             f"{'/'.join(str(p) for p in recipe.pauses_s)} s, {recipe.container}"
         )
         items.append(Item(recipe.name, source, media, text))
     return [i for i in items if wanted is None or i.name in wanted]
+
+
+def recording(recipe: synth.Recipe, sentences: int, tmp: Path) -> tuple[np.ndarray, str, Path]:
+    """``recipe`` spoken with ``sentences`` sentences: its samples, its text, and its file
+    in ``tmp`` (in the recipe's container)."""
+    recipe = synth.Recipe(**{**recipe.__dict__, "sentences": sentences})
+    audio, text = synth.render(recipe)
+    media = synth.write(audio, tmp / f"{recipe.name}.{recipe.container}", recipe.container)
+    return audio, text, media
 
 
 def main(argv: list[str] | None = None) -> None:
